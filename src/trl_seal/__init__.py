@@ -1,0 +1,31 @@
+"""trl_seal: SEAL (Self-Adapting LLMs, arXiv 2506.10943) for the Hugging Face training stack."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .inner.lora import LoRAInnerAdapter
+from .seal_config import SEALConfig
+from .seal_trainer import SEALTrainer
+from .strategies.policy_gradient import PolicyGradient
+from .strategies.rest_em import RestEM
+from .types import AdaptedModel, InnerAdapter, InnerJob, OuterStrategy, RewardFn, SelfEdit, TrainingExample
+
+try:
+    __version__ = version("trl-seal")
+except PackageNotFoundError:  # running from a source checkout that was not installed
+    __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AdaptedModel",
+    "InnerAdapter",
+    "InnerJob",
+    "LoRAInnerAdapter",
+    "OuterStrategy",
+    "PolicyGradient",
+    "RestEM",
+    "RewardFn",
+    "SEALConfig",
+    "SEALTrainer",
+    "SelfEdit",
+    "TrainingExample",
+    "__version__",
+]

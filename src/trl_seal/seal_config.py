@@ -1,0 +1,141 @@
+"""`SEALConfig`: every knob of a SEAL run, as a `GRPOConfig` with the paper's defaults.
+
+Defaults quote SEAL (Zweiger et al., 2025, arXiv 2506.10943), knowledge-incorporation setting: 50 contexts x 5
+self-edits per ReST-EM round, 2 rounds, policy SFT at lr 3e-4 for 2 epochs, sampling at temperature 1.0, top_p 0.95.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+STRATEGIES = ("rest_em", "policy_gradient")
+
+
+@dataclass
+class SEALConfig(GRPOConfig):
+    r"""
+    Configuration class for [`SEALTrainer`].
+
+    Everything of [`~trl.GRPOConfig`] applies (generation, logging, saving, DeepSpeed, vLLM); the fields below add the
+    SEAL outer loop. A ReST-EM *round* is one generation batch of `contexts_per_round` contexts x `num_generations`
+    self-edits, scored by the inner loop and then reused for `num_iterations` passes of the policy update, so
+    `max_steps` is derived from `num_rounds` and must not be set.
+
+    Example:
+    ```python
+    >>> from trl_seal import SEALConfig
+    >>> args = SEALConfig(output_dir="seal-out", num_rounds=2, contexts_per_round=50, num_generations=5)
+    >>> args.max_steps  # 2 rounds x 50 micro-batches x 2 passes / 5 accumulation steps
+    40
+    ```
+    """
+
+    # SEAL outer loop
+    num_rounds: int = field(
+        default=2,
+        metadata={"help": "Number of ReST-EM rounds (generate, score, update). The paper runs 2 for knowledge, 1 for ARC."},
+    )
+    contexts_per_round: int = field(
+        default=50,
+        metadata={"help": "Contexts (passages, tasks) per round, across all processes. The paper uses 50 passages."},
+    )
+    strategy: str = field(
+        default="rest_em",
+        metadata={
+            "help": "Outer update: 'rest_em' (keep the best rewarded self-edit per context, SFT on it) or "
+            "'policy_gradient' (TRL's GRPO loss on group-normalised rewards).",
+            "choices": list(STRATEGIES),
+        },
+    )
+    reward_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "ReST-EM keeps a self-edit only if its reward is strictly above this. With rewards measured as the "
+            "gain over the un-adapted model, 0.0 keeps self-edits that helped."
+        },
+    )
+    keep_all_above_threshold: bool = field(
+        default=False,
+        metadata={"help": "ReST-EM: keep every self-edit above the threshold, not only the best one per context."},
+    )
+    restart_each_round: bool = field(
+        default=False,
+        metadata={
+            "help": "ReST-EM: reset the policy to its initial weights after each round is scored, as original ReST-EM "
+            "does. SEAL (default) continues from the last round's policy."
+        },
+    )
+
+    # Parameters whose defaults differ from GRPOConfig (values from the paper)
+    num_generations: int | None = field(
+        default=5, metadata={"help": "Self-edits sampled per context (paper: 5 for knowledge, 15 for ARC)."}
+    )
+    num_iterations: int = field(
+        default=2, metadata={"help": "Passes of the policy update over each round's self-edits (paper: 2 epochs)."}
+    )
+    learning_rate: float = field(default=3e-4, metadata={"help": "Policy learning rate (paper ReST-EM SFT: 3e-4)."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling of self-edits (paper: 0.95)."})
+    per_device_train_batch_size: int = field(
+        default=5, metadata={"help": "Completions per micro-batch of the policy update, per device."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=5,
+        metadata={
+            "help": "Micro-batches per policy optimizer step. ReST-EM keeps about 1 in k self-edits, so an optimizer "
+            "step should span several micro-batches to see kept ones."
+        },
+    )
+    max_completion_length: int | None = field(
+        default=512, metadata={"help": "Maximum self-edit length in tokens."}
+    )
+
+    def __post_init__(self):
+        self._check_seal_fields()
+        if self.max_steps not in (-1, None) and self.max_steps > 0:
+            raise ValueError(
+                f"max_steps={self.max_steps} was set, but SEALConfig derives it from num_rounds. Set num_rounds "
+                "(and contexts_per_round) instead and leave max_steps unset."
+            )
+        if self.generation_batch_size is None and self.steps_per_generation is None:
+            self.generation_batch_size = self.contexts_per_round * (self.num_generations or 1)
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            if "generation_batch_size" not in str(error):
+                raise
+            raise ValueError(
+                f"A round holds contexts_per_round x num_generations = {self.generation_batch_size} self-edits, which "
+                f"must be divisible by per_device_train_batch_size ({self.per_device_train_batch_size}) x the number of "
+                "processes. Change contexts_per_round or per_device_train_batch_size."
+            ) from error
+        micro_steps_per_round = self.steps_per_generation * self.num_iterations
+        if micro_steps_per_round % self.gradient_accumulation_steps != 0:
+            raise ValueError(
+                f"A round has {self.steps_per_generation} micro-batches x {self.num_iterations} passes = "
+                f"{micro_steps_per_round} micro-steps, which gradient_accumulation_steps="
+                f"{self.gradient_accumulation_steps} does not divide: an optimizer step would straddle two rounds. "
+                "Choose gradient_accumulation_steps dividing that number, or change per_device_train_batch_size."
+            )
+        self.max_steps = self.num_rounds * micro_steps_per_round // self.gradient_accumulation_steps
+
+    @property
+    def optimizer_steps_per_round(self) -> int:
+        return self.steps_per_generation * self.num_iterations // self.gradient_accumulation_steps
+
+    def _check_seal_fields(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy={self.strategy!r} is unknown: use one of {STRATEGIES}.")
+        for name in ("num_rounds", "contexts_per_round", "num_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.num_generations is None or self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations}: SEAL compares several self-edits per context; use >= 2 "
+                "(the paper uses 5)."
+            )
+        if self.restart_each_round and self.strategy != "rest_em":
+            raise ValueError("restart_each_round is a ReST-EM option; it needs strategy='rest_em'.")
+        if self.keep_all_above_threshold and self.strategy != "rest_em":
+            raise ValueError("keep_all_above_threshold is a ReST-EM option; it needs strategy='rest_em'.")

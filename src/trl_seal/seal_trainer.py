@@ -1,0 +1,357 @@
+"""SEAL: Self-Adapting LLMs (Zweiger, Pari, Guo, Akyürek, Kim, Agrawal; MIT, 2025; arXiv 2506.10943).
+
+A language model writes its own fine-tuning data: for each context (a passage, a few-shot task) it samples k
+*self-edits*; an inner loop applies each one as a temporary LoRA adapter and scores the adapted model on held-out
+queries; an outer loop (ReST-EM) fine-tunes the policy on the self-edits that earned reward.
+
+`SEALTrainer` is a `GRPOTrainer`: TRL generates the k self-edits per context (optionally with vLLM), gathers rewards
+across processes, handles PEFT, quantization, DeepSpeed, logging and checkpoints. SEAL changes three things: the
+reward comes from a batched `RewardFn` that trains through an `InnerAdapter` synced to the *current* policy, the
+advantages are replaced by the strategy's completion weights (ReST-EM: 1 for kept self-edits), and the loss is the
+strategy's (ReST-EM: NLL on kept self-edit tokens).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import time
+from collections import Counter
+from typing import Any
+
+import torch
+from accelerate.utils import gather, gather_object
+from trl import GRPOTrainer
+
+from .inner.lora import LoRAInnerAdapter
+from .seal_config import SEALConfig
+from .strategies.policy_gradient import PolicyGradient
+from .strategies.rest_em import RestEM
+from .types import InnerAdapter, OuterStrategy, RewardFn
+
+
+class SEALTrainer(GRPOTrainer):
+    """Trainer for SEAL: self-edit generation, inner-loop rewards and a ReST-EM (or policy-gradient) outer update.
+
+    Args:
+        model (`str`, `PreTrainedModel` or `PeftModel`): the policy that writes self-edits.
+        reward_fn (`RewardFn`): batched reward, called with TRL's reward-function keyword arguments plus
+            `inner_adapter` and `record_invalid`; one float or None per completion.
+        args (`SEALConfig`, *optional*): configuration; defaults to `SEALConfig("<model>-SEAL")`.
+        train_dataset (`datasets.Dataset`): a `prompt` column of self-edit prompts (text or chat messages) and any
+            columns that describe the context; those are passed to `reward_fn`.
+        inner_adapter (`InnerAdapter`, *optional*): applies self-edits; defaults to `LoRAInnerAdapter()` (paper
+            settings: r=32, alpha=64, lr 1e-3, 10 epochs, batch 1).
+        strategy (`OuterStrategy`, *optional*): defaults to the one named by `args.strategy`.
+        processing_class, callbacks, optimizers, peft_config: as for `GRPOTrainer`.
+
+    Example:
+    ```python
+    >>> from trl_seal import LoRAInnerAdapter, SEALConfig, SEALTrainer
+    >>> trainer = SEALTrainer(
+    ...     model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ...     reward_fn=my_reward,
+    ...     args=SEALConfig(output_dir="seal-out", num_rounds=2, contexts_per_round=8),
+    ...     train_dataset=dataset,
+    ...     inner_adapter=LoRAInnerAdapter(num_epochs=3),
+    ... )
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names = ["trl", "seal"]
+    _name = "SEAL"
+
+    def __init__(
+        self,
+        model,
+        reward_fn: RewardFn,
+        args: SEALConfig | None = None,
+        train_dataset=None,
+        inner_adapter: InnerAdapter | None = None,
+        strategy: OuterStrategy | None = None,
+        processing_class=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = SEALConfig(f"{str(name).split('/')[-1]}-SEAL")
+        if not isinstance(args, SEALConfig):
+            raise TypeError(f"args must be a SEALConfig, got {type(args).__name__}: build it with SEALConfig(...).")
+        validate_reward_fn(reward_fn)
+        validate_dataset(train_dataset, args)
+        self.seal_reward_fn = reward_fn
+        self.inner_adapter = inner_adapter if inner_adapter is not None else LoRAInnerAdapter()
+        self.strategy = strategy if strategy is not None else strategy_from_config(args)
+        self._round = 0
+        self._restarts = 0
+        self._round_record: dict[str, Any] | None = None
+        self._scoring_time = 0.0
+        self._generation_time_total = 0.0
+        self._update_time = 0.0
+        self._local_batch: dict[str, Any] = {}
+        super().__init__(
+            model=model,
+            reward_funcs=[self._make_reward_wrapper(reward_fn)],
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+        )
+        self._initial_trainable = self._snapshot_trainable() if self.strategy.restart_each_round else None
+
+    # ----------------------------------------------------------------------------------------- scoring self-edits
+    def _make_reward_wrapper(self, reward_fn: RewardFn):
+        def score_self_edits(prompts, completions, completion_ids=None, **kwargs):
+            self._sync_inner_adapter()
+            invalid: list[tuple[int, str]] = []
+            start = time.perf_counter()
+            rewards = reward_fn(
+                prompts=prompts,
+                completions=completions,
+                completion_ids=completion_ids,
+                inner_adapter=self.inner_adapter,
+                record_invalid=lambda index, reason: invalid.append((int(index), str(reason))),
+                **kwargs,
+            )
+            self._scoring_time += time.perf_counter() - start
+            check_rewards(rewards, len(completions), reward_fn)
+            self._local_batch = {"prompts": prompts, "completions": completions, "invalid": invalid}
+            return rewards
+
+        score_self_edits.__name__ = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+        return score_self_edits
+
+    def _policy_version(self) -> tuple[int, int]:
+        return (self.state.global_step, self._restarts)
+
+    def _sync_inner_adapter(self) -> None:
+        policy = self.accelerator.unwrap_model(self.model)
+        tokenizer = getattr(self, "_tokenizer", None) or self.processing_class
+        self.inner_adapter.sync(policy, tokenizer, version=self._policy_version())
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards = rewards_per_func[:, 0]
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        training = self.model.training
+        if training:
+            self._close_round()
+        self._scoring_time = 0.0
+        start = time.perf_counter()
+        output = super()._generate_and_score_completions(inputs)
+        elapsed = time.perf_counter() - start
+        self._generation_time_total += elapsed
+        weights = self.strategy.completion_weights(self._gathered_rewards.view(-1, self.num_generations)).view(-1)
+        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        output["advantages"] = weights[local].to(output["completion_mask"].device)
+        output["kept_tokens_per_step"] = self._kept_tokens_per_step(output, training)
+        if training:
+            self._open_round(inputs, weights, elapsed)
+            if self.strategy.restart_each_round and self._initial_trainable is not None:
+                self._restore_initial_policy()
+        return output
+
+    def _kept_tokens_per_step(self, output, training: bool) -> torch.Tensor:
+        """ReST-EM loss normaliser: the round's kept tokens (all processes) per optimizer step, per process."""
+        local = (output["completion_mask"] * output["advantages"].unsqueeze(1).clamp(min=0)).sum()
+        if not training:
+            return local.detach()
+        total = gather(local.detach().reshape(1)).sum()
+        args = self.args
+        share = args.gradient_accumulation_steps / (args.steps_per_generation * self.accelerator.num_processes)
+        return total * share
+
+    def _compute_loss(self, model, inputs):
+        return self.strategy.compute_loss(self, model, inputs)
+
+    # ------------------------------------------------------------------------------------------ rounds and logging
+    def _open_round(self, inputs, weights: torch.Tensor, elapsed: float) -> None:
+        rewards = self._gathered_rewards.float().cpu()
+        kept = weights.cpu() > 0
+        invalid = [reason for batch in gather_object([self._local_batch.get("invalid", [])]) for _, reason in batch]
+        finite = rewards[~torch.isnan(rewards)]
+        num_contexts = rewards.numel() // self.num_generations
+        record = {
+            "round": self._round,
+            "global_step": self.state.global_step,
+            "num_contexts": num_contexts,
+            "num_self_edits": rewards.numel(),
+            "reward_mean": finite.mean().item() if finite.numel() else math.nan,
+            "reward_max": finite.max().item() if finite.numel() else math.nan,
+            "kept_self_edits": int(kept.sum()),
+            "kept_fraction": kept.view(-1, self.num_generations).any(dim=1).float().mean().item(),
+            "invalid_fraction": len(invalid) / max(1, rewards.numel()),
+            "invalid": dict(Counter(invalid)),
+            "time_inner_loop": self._gather_max(self._scoring_time),
+            "time_generation": self._gather_max(elapsed - self._scoring_time),
+            "time_update": 0.0,
+        }
+        for key in ("reward_mean", "reward_max", "kept_fraction", "invalid_fraction", "time_inner_loop"):
+            self._metrics["train"][f"seal/{key}"].append(record[key])
+        self._metrics["train"]["seal/time_generation"].append(record["time_generation"])
+        self._metrics["train"]["seal/round"].append(float(self._round))
+        for reason, count in record["invalid"].items():
+            self._metrics["train"][f"seal/invalid/{reason}"].append(float(count))
+        self._write_self_edits(rewards, kept, invalid)
+        self._round_record = record
+        self._round += 1
+
+    def _close_round(self) -> None:
+        """Finish the previous round's record with its update time and append it to `seal_rounds.jsonl`."""
+        if self._round_record is None:
+            return
+        record, self._round_record = self._round_record, None
+        record["time_update"], self._update_time = self._update_time, 0.0
+        self._metrics["train"]["seal/time_update"].append(record["time_update"])
+        if self.accelerator.is_main_process:
+            _append_jsonl(os.path.join(self.args.output_dir, "seal_rounds.jsonl"), [record])
+
+    def _write_self_edits(self, rewards: torch.Tensor, kept: torch.Tensor, invalid: list[str]) -> None:
+        prompts = gather_object(list(self._local_batch.get("prompts", [])))
+        completions = gather_object(list(self._local_batch.get("completions", [])))
+        reasons = gather_object(_reasons_by_index(self._local_batch, len(self._local_batch.get("completions", []))))
+        if not self.accelerator.is_main_process:
+            return
+        rows = [
+            {
+                "round": self._round,
+                "context": index // self.num_generations,
+                "prompt": prompt,
+                "self_edit": completion,
+                "reward": None if math.isnan(reward) else reward,
+                "kept": bool(keep),
+                "reason": reason,
+            }
+            for index, (prompt, completion, reward, keep, reason) in enumerate(
+                zip(prompts, completions, rewards.tolist(), kept.tolist(), reasons, strict=True)
+            )
+        ]
+        _append_jsonl(os.path.join(self.args.output_dir, "self_edits.jsonl"), rows)
+
+    def _gather_max(self, seconds: float) -> float:
+        device = self.accelerator.device
+        return gather(torch.tensor([seconds], device=device)).max().item()
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        start, generation_before = time.perf_counter(), self._generation_time_total
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._update_time += time.perf_counter() - start - (self._generation_time_total - generation_before)
+        return loss
+
+    def train(self, *args, **kwargs):
+        if self.accelerator.is_main_process:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            with open(os.path.join(self.args.output_dir, "seal_config.json"), "w") as f:
+                f.write(self.args.to_json_string())
+        output = super().train(*args, **kwargs)
+        self._close_round()
+        return output
+
+    # -------------------------------------------------------------------------------- original ReST-EM restarts
+    def _snapshot_trainable(self) -> dict[str, torch.Tensor]:
+        if self.is_deepspeed_enabled:
+            raise ValueError(
+                "restart_each_round=True is not supported with DeepSpeed (its optimizer keeps its own master "
+                "weights). Use restart_each_round=False (SEAL's default) or train without DeepSpeed."
+            )
+        policy = self.accelerator.unwrap_model(self.model)
+        return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def _restore_initial_policy(self) -> None:
+        policy = self.accelerator.unwrap_model(self.model)
+        for name, param in policy.named_parameters():
+            if name in self._initial_trainable:
+                param.copy_(self._initial_trainable[name].to(param.device))
+        if self.optimizer is not None:
+            getattr(self.optimizer, "optimizer", self.optimizer).state.clear()
+        self._restarts += 1
+
+
+def strategy_from_config(args: SEALConfig) -> OuterStrategy:
+    """The outer strategy named by `args.strategy`, with the ReST-EM options of the config."""
+    if args.strategy == "policy_gradient":
+        return PolicyGradient()
+    return RestEM(args.reward_threshold, args.keep_all_above_threshold, args.restart_each_round)
+
+
+def validate_reward_fn(reward_fn) -> None:
+    """Fail before any model is loaded if `reward_fn` cannot take TRL's keyword arguments."""
+    if not callable(reward_fn):
+        raise TypeError(f"reward_fn must be callable (a RewardFn), got {type(reward_fn).__name__}.")
+    target = reward_fn if inspect.isfunction(reward_fn) or inspect.ismethod(reward_fn) else reward_fn.__call__
+    parameters = inspect.signature(target).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+        raise TypeError(
+            f"reward_fn {name!r} must accept **kwargs: SEALTrainer calls it with prompts=, completions=, every dataset "
+            "column, inner_adapter= and record_invalid=. Define it as `def reward(prompts, completions, **kwargs)`."
+        )
+
+
+def validate_dataset(dataset, args: SEALConfig) -> None:
+    """Fail before training if the dataset cannot feed SEAL rounds."""
+    if dataset is None:
+        raise ValueError("SEALTrainer needs a train_dataset with a 'prompt' column of self-edit prompts.")
+    columns = getattr(dataset, "column_names", None)
+    if columns is None or "prompt" not in columns:
+        raise ValueError(
+            f"train_dataset has columns {columns}, but SEAL needs a 'prompt' column holding the self-edit prompt of "
+            "each context (text or a list of chat messages). Rename or add it, e.g. dataset.map(...)."
+        )
+    if not hasattr(dataset, "__len__"):
+        return
+    if len(dataset) < args.contexts_per_round:
+        raise ValueError(
+            f"train_dataset has {len(dataset)} contexts but contexts_per_round={args.contexts_per_round}: a round "
+            "would never fill. Lower contexts_per_round or add contexts."
+        )
+    for row, prompt in enumerate(dataset["prompt"]):
+        if not (isinstance(prompt, str) and prompt.strip()) and not (isinstance(prompt, list) and prompt):
+            raise ValueError(
+                f"train_dataset row {row}: field 'prompt' is {prompt!r}; it must be a non-empty string or a non-empty "
+                "list of chat messages."
+            )
+
+
+def check_rewards(rewards, expected: int, reward_fn) -> None:
+    name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+    if not isinstance(rewards, (list, tuple)) or len(rewards) != expected:
+        got = len(rewards) if hasattr(rewards, "__len__") else type(rewards).__name__
+        raise ValueError(
+            f"reward_fn {name!r} returned {got} values for {expected} completions: return a list with one float "
+            "(or None) per completion, in order."
+        )
+    for index, value in enumerate(rewards):
+        if value is not None and not isinstance(value, (int, float)):
+            raise ValueError(
+                f"reward_fn {name!r} returned {value!r} ({type(value).__name__}) for completion {index}: rewards must "
+                "be floats or None."
+            )
+
+
+def _reasons_by_index(batch: dict[str, Any], size: int) -> list[str | None]:
+    reasons: list[str | None] = [None] * size
+    for index, reason in batch.get("invalid", []):
+        if 0 <= index < size:
+            reasons[index] = reason
+    return reasons
+
+
+def _append_jsonl(path: str, rows: list[dict]) -> None:
+    """Append rows and fsync, so a crash never loses what was already scored."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,1 @@
+"""Outer-loop strategies: how a round's rewards become a policy update."""

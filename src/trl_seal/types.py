@@ -1,0 +1,114 @@
+"""Protocols and records shared by the SEAL trainer, inner adapters, rewards and outer-loop strategies.
+
+A *self-edit* is text the policy writes for one context (a passage, a few-shot task). An `InnerAdapter` turns the
+training examples a domain derives from that self-edit into a temporarily adapted model; a `RewardFn` scores each
+self-edit by evaluating the adapted model; an `OuterStrategy` turns the rewards into a policy update (ReST-EM by
+default). Every plug-in point is a `typing.Protocol`: any object with the right methods works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One inner-loop training document: `prompt` tokens are context only (masked out of the loss), `completion`
+    tokens are trained on. A plain document is `TrainingExample(prompt="", completion=text)`."""
+
+    completion: str
+    prompt: str = ""
+
+
+@dataclass
+class InnerJob:
+    """What one self-edit asks the inner loop to do.
+
+    `learning_rate` and `num_epochs` override the adapter's defaults when set (ARC self-edits choose their own);
+    `seed` fixes the LoRA initialisation and the order of the examples, so a job trained twice gives the same
+    adapter. `tag` is free for the caller (e.g. the completion index)."""
+
+    examples: Sequence[TrainingExample]
+    learning_rate: float | None = None
+    num_epochs: int | None = None
+    seed: int = 0
+    tag: Any = None
+
+
+@dataclass
+class AdaptedModel:
+    """A model adapted on one `InnerJob`, valid until the adapter's generator is resumed.
+
+    `failure` is a short machine-readable reason (e.g. `"nan_loss"`, `"no_training_tokens"`) when the inner loop did
+    not produce a usable adapter; the model then holds the base weights and the reward must be 0."""
+
+    job_index: int
+    model: nn.Module
+    tokenizer: Any
+    losses: list[float] = field(default_factory=list)
+    num_steps: int = 0
+    num_tokens: int = 0
+    failure: str | None = None
+
+
+@dataclass
+class SelfEdit:
+    """A scored self-edit, as logged and kept by the outer loop."""
+
+    context_index: int
+    prompt: Any
+    text: str
+    reward: float | None
+    round: int
+    kept: bool = False
+    reason: str | None = None
+
+
+@runtime_checkable
+class InnerAdapter(Protocol):
+    """Applies self-edits to a resident copy of the policy and restores the base weights exactly afterwards."""
+
+    def sync(self, policy: nn.Module, tokenizer: Any, version: Hashable | None = None) -> None:
+        """Make the resident copy equal to `policy`. A call with the `version` of the last sync is free."""
+
+    def adapt(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedModel]:
+        """Train on each job and yield the adapted model; the base is restored when the generator resumes."""
+
+    def base_model(self) -> AbstractContextManager[nn.Module]:
+        """The un-adapted resident copy, for the baseline evaluation."""
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    """TRL's reward-function convention, batched over a whole generation batch.
+
+    Called with keyword arguments: `prompts`, `completions`, `completion_ids`, every other dataset column as a list
+    (one entry per completion), and, from `SEALTrainer`, `inner_adapter` (synced to the current policy) and
+    `record_invalid(index, reason)` for self-edits that got reward 0 because they were unusable. Returns one float
+    (or None, "not scored") per completion. A reward function that raises is a bug and stops training.
+    """
+
+    def __call__(self, *, prompts: list, completions: list, **kwargs: Any) -> list[float | None]: ...
+
+
+@runtime_checkable
+class OuterStrategy(Protocol):
+    """Turns a round's rewards into a policy update.
+
+    `completion_weights` receives the rewards of one generation batch shaped `(num_contexts, k)` (NaN where a
+    reward function returned None) and returns a tensor of the same shape that the trainer stores as the
+    completions' `advantages`; `compute_loss` is called for every micro-batch of the update. `restart_each_round`
+    resets the policy to its initial weights after each round is scored (original ReST-EM)."""
+
+    restart_each_round: bool
+
+    def completion_weights(self, rewards: torch.Tensor) -> torch.Tensor: ...
+
+    def compute_loss(self, trainer: Any, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor: ...

@@ -1,0 +1,168 @@
+import json
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+
+from conftest import seal_args
+from trl_seal import LoRAInnerAdapter, SEALTrainer
+from trl_seal.toy import SecretWordReward, build_tiny_model, contains_secret_rate, secret_word_dataset
+
+
+def make_trainer(tmp_path, tokenizer, model, reward_fn=None, dataset=None, **overrides):
+    return SEALTrainer(
+        model=model,
+        reward_fn=reward_fn or SecretWordReward(),
+        args=seal_args(tmp_path, **overrides),
+        train_dataset=dataset if dataset is not None else secret_word_dataset(8),
+        processing_class=tokenizer,
+        inner_adapter=LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=3, learning_rate=1e-2),
+    )
+
+
+def test_rest_em_learns_to_write_rewarded_self_edits(tmp_path, tokenizer):
+    """Two ReST-EM rounds must make the policy put the secret into its notes measurably more often (held out)."""
+    model = build_tiny_model(tokenizer, seed=0)
+    held_out = secret_word_dataset(32, seed=1)
+    torch.manual_seed(0)
+    before = contains_secret_rate(model, tokenizer, held_out, samples_per_context=8)
+    trainer = make_trainer(
+        tmp_path, tokenizer, model, dataset=secret_word_dataset(64), num_rounds=2, contexts_per_round=32,
+        per_device_train_batch_size=8, gradient_accumulation_steps=2, num_iterations=4, max_completion_length=8,
+    )
+    trainer.train()
+    torch.manual_seed(0)
+    after = contains_secret_rate(trainer.model, tokenizer, held_out, samples_per_context=8)
+    n = 32 * 8
+    pooled = (before + after) / 2
+    z = (after - before) / math.sqrt(2 * pooled * (1 - pooled) / n)
+    print(f"secret rate before {before:.3f} after {after:.3f} z {z:.2f}")
+    assert after - before >= 0.08 and z > 2.0, f"before {before:.3f}, after {after:.3f}, z {z:.2f}"
+    rounds = [json.loads(line) for line in open(tmp_path / "out" / "seal_rounds.jsonl")]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert all(r["kept_self_edits"] > 0 and r["time_update"] > 0 for r in rounds)
+
+
+def test_round_records_and_logged_metrics(tmp_path, tokenizer, tiny_model):
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, num_rounds=2)
+    logged = []
+    trainer.log = lambda logs, *a, **k: logged.append(dict(logs))
+    metrics = trainer._metrics["train"]
+    trainer.train()
+    out = tmp_path / "out"
+    rounds = [json.loads(line) for line in open(out / "seal_rounds.jsonl")]
+    assert len(rounds) == 2
+    for record in rounds:
+        assert record["num_contexts"] == 4 and record["num_self_edits"] == 16
+        for key in ("reward_mean", "reward_max", "kept_fraction", "invalid_fraction", "time_generation",
+                    "time_inner_loop", "time_update"):
+            assert math.isfinite(record[key]), key
+        assert record["reward_max"] >= record["reward_mean"]
+    edits = [json.loads(line) for line in open(out / "self_edits.jsonl")]
+    assert len(edits) == 2 * 16
+    kept = [e for e in edits if e["kept"]]
+    assert all(e["reward"] > 0 for e in kept)
+    assert sum(r["kept_self_edits"] for r in rounds) == len(kept)
+    assert json.load(open(out / "seal_config.json"))["num_rounds"] == 2
+    assert trainer.inner_adapter.num_syncs == 2, "the inner copy is synced once per policy version, not per call"
+    assert metrics is not None
+
+
+def test_invalid_self_edits_get_zero_and_a_reason(tmp_path, tokenizer, tiny_model):
+    def reward(prompts, completions, inner_adapter, record_invalid, **kwargs):
+        for index in range(0, len(completions), 2):
+            record_invalid(index, "too_short")
+        return [0.0 if i % 2 == 0 else 1.0 + i for i in range(len(completions))]
+
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=reward)
+    trainer.train()
+    (record,) = [json.loads(line) for line in open(tmp_path / "out" / "seal_rounds.jsonl")]
+    assert record["invalid"] == {"too_short": 8} and record["invalid_fraction"] == 0.5
+    edits = [json.loads(line) for line in open(tmp_path / "out" / "self_edits.jsonl")]
+    assert [e["reason"] for e in edits[:2]] == ["too_short", None]
+    assert [e["kept"] for e in edits[:4]] == [False, False, False, True]  # best per context: index 3
+
+
+def test_policy_gradient_strategy_updates_the_policy(tmp_path, tokenizer, tiny_model):
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, strategy="policy_gradient")
+    trainer.train()
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_restart_each_round_resets_to_initial_weights(tmp_path, tokenizer, tiny_model):
+    initial = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, num_rounds=2, restart_each_round=True)
+    restored = []
+    original = trainer._restore_initial_policy
+
+    def spy():
+        original()
+        restored.append(all(torch.equal(p, initial[n]) for n, p in trainer.model.named_parameters()))
+
+    trainer._restore_initial_policy = spy
+    trainer.train()
+    assert restored == [True, True] and trainer._restarts == 2
+    assert any(not torch.equal(p, initial[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_outer_lora_policy(tmp_path, tokenizer, tiny_model):
+    from peft import LoraConfig
+
+    base = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    trainer = SEALTrainer(
+        model=tiny_model, reward_fn=SecretWordReward(), args=seal_args(tmp_path, num_rounds=2),
+        train_dataset=secret_word_dataset(8), processing_class=tokenizer,
+        inner_adapter=LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=2, learning_rate=1e-2),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    trainer.train()
+    policy = trainer.model
+    assert any(torch.count_nonzero(p) for n, p in policy.named_parameters() if "lora_B" in n)
+    for name, param in policy.named_parameters():
+        if "lora_" not in name:
+            plain = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            assert torch.equal(param, base[plain]), f"outer LoRA must leave the base weight {plain} unchanged"
+
+
+def test_dataset_without_prompt_column(tmp_path, tokenizer, tiny_model):
+    with pytest.raises(ValueError, match="'prompt' column"):
+        make_trainer(tmp_path, tokenizer, tiny_model, dataset=Dataset.from_dict({"text": ["a"] * 8}))
+
+
+def test_dataset_with_empty_prompt_names_the_row(tmp_path, tokenizer, tiny_model):
+    rows = secret_word_dataset(8).to_dict()
+    rows["prompt"][5] = "  "
+    with pytest.raises(ValueError, match="row 5"):
+        make_trainer(tmp_path, tokenizer, tiny_model, dataset=Dataset.from_dict(rows))
+
+
+def test_dataset_smaller_than_a_round(tmp_path, tokenizer, tiny_model):
+    with pytest.raises(ValueError, match="contexts_per_round"):
+        make_trainer(tmp_path, tokenizer, tiny_model, dataset=secret_word_dataset(3))
+
+
+def test_reward_fn_without_kwargs_is_refused(tmp_path, tokenizer, tiny_model):
+    def reward(prompts, completions):
+        return [0.0] * len(completions)
+
+    with pytest.raises(TypeError, match=r"\*\*kwargs"):
+        make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=reward)
+
+
+def test_reward_fn_with_wrong_length_or_type(tmp_path, tokenizer, tiny_model):
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=lambda **kwargs: [0.0])
+    with pytest.raises(ValueError, match="returned 1 values for 16 completions"):
+        trainer.train()
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=lambda completions, **kwargs: ["x"] * 16)
+    with pytest.raises(ValueError, match="must be floats"):
+        trainer.train()
+
+
+def test_reward_fn_that_raises_surfaces(tmp_path, tokenizer, tiny_model):
+    def reward(**kwargs):
+        raise RuntimeError("bug in my reward")
+
+    with pytest.raises(RuntimeError, match="bug in my reward"):
+        make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=reward).train()
