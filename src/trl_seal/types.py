@@ -73,7 +73,13 @@ class SelfEdit:
 
 @runtime_checkable
 class InnerAdapter(Protocol):
-    """Applies self-edits to a resident copy of the policy and restores the base weights exactly afterwards."""
+    """Applies self-edits to a resident copy of the policy and restores the base weights exactly afterwards.
+
+    `tokenizer` is the policy's tokenizer (set by `sync`); `version` changes whenever the resident copy changes, so
+    rewards can cache un-adapted results per version."""
+
+    tokenizer: Any
+    version: Hashable
 
     def sync(self, policy: nn.Module, tokenizer: Any, version: Hashable | None = None) -> None:
         """Make the resident copy equal to `policy`. A call with the `version` of the last sync is free."""

@@ -131,6 +131,11 @@ class LoRAInnerAdapter:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self._optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
 
+    @property
+    def version(self) -> int:
+        """Changes whenever the resident copy changes (a counter of syncs): caches of base answers key on it."""
+        return self.num_syncs
+
     def base_checksum(self) -> str:
         """SHA-256 over the resident base weights (LoRA tensors excluded): unchanged by any inner loop."""
         self._require_synced()

@@ -1,0 +1,1 @@
+"""Knowledge incorporation: passages → self-edit prompts → training documents → closed-book QA reward."""

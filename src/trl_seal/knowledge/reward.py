@@ -1,0 +1,147 @@
+"""`KnowledgeQAReward`: a self-edit is worth what the passage's closed-book questions gain after training on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..types import InnerJob
+from .grading import answer_contained
+from .prompts import question_prompt, training_documents
+
+Grader = Callable[[str, Sequence[str], str], float]
+
+
+class KnowledgeQAReward:
+    """Batched SEAL reward for knowledge incorporation.
+
+    For every self-edit, the inner adapter trains on the documents it describes (one per line, prefixed by the
+    title, plus the passage); the adapted model answers the passage's questions closed-book (greedy, batched), and
+    the grader scores the answers. The reward is the accuracy gain over the un-adapted model (`mode="gain"`, the
+    paper's) or the raw accuracy (`mode="accuracy"`). Un-adapted answers are computed once per passage and policy
+    version and cached. An empty self-edit, or one whose inner loop failed, gets 0 and a logged reason.
+
+    Args:
+        grader (callable, defaults to `answer_contained`): `grader(prediction, answers, question) -> [0, 1]`.
+        mode (`str`, defaults to `"gain"`): `"gain"` or `"accuracy"`.
+        split_lines (`bool`, defaults to `True`): one training document per self-edit line.
+        include_passage (`bool`, defaults to `True`): also train on the passage itself.
+        max_new_tokens (`int`, defaults to `64`): answer length (paper: 64).
+        eval_batch_size (`int`, defaults to `32`): questions per generate call.
+        inner_adapter: used when the caller does not pass one (e.g. with a plain `GRPOTrainer`).
+
+    Example:
+    ```python
+    >>> reward = KnowledgeQAReward(grader=exact_match)
+    >>> reward(prompts=prompts, completions=self_edits, title=titles, context=contexts, questions=questions,
+    ...        inner_adapter=adapter)
+    [0.25, 0.0, -0.25]
+    ```
+    """
+
+    __name__ = "knowledge_qa"
+
+    def __init__(
+        self,
+        grader: Grader = answer_contained,
+        mode: str = "gain",
+        split_lines: bool = True,
+        include_passage: bool = True,
+        max_new_tokens: int = 64,
+        eval_batch_size: int = 32,
+        inner_adapter: Any = None,
+    ):
+        if mode not in ("gain", "accuracy"):
+            raise ValueError(f"mode={mode!r}: use 'gain' (accuracy minus the un-adapted model's) or 'accuracy'.")
+        self.grader, self.mode = grader, mode
+        self.split_lines, self.include_passage = split_lines, include_passage
+        self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
+        self.inner_adapter = inner_adapter
+        self._baseline_cache: dict[tuple, list[float]] = {}
+
+    def __call__(self, prompts, completions, title, context, questions, inner_adapter=None, record_invalid=None, **kwargs):
+        adapter = inner_adapter if inner_adapter is not None else self.inner_adapter
+        if adapter is None:
+            raise ValueError("KnowledgeQAReward needs an inner adapter: pass inner_adapter= (SEALTrainer does).")
+        texts = [completion_text(c) for c in completions]
+        rewards: list[float | None] = [0.0] * len(texts)
+        jobs = []
+        for index, text in enumerate(texts):
+            if not text.strip():
+                _record(record_invalid, index, "empty_self_edit")
+                continue
+            documents = training_documents(title[index], context[index], text, self.split_lines, self.include_passage)
+            jobs.append(InnerJob(documents, seed=index, tag=index))
+        for adapted in adapter.adapt(jobs):
+            index = jobs[adapted.job_index].tag
+            if adapted.failure is not None:
+                _record(record_invalid, index, adapted.failure)
+                continue
+            accuracy = mean(self.score(adapted.model, adapted.tokenizer, title[index], questions[index]))
+            baseline = mean(self.baseline(adapter, title[index], questions[index])) if self.mode == "gain" else 0.0
+            rewards[index] = accuracy - baseline
+        return rewards
+
+    def baseline(self, adapter, title: str, questions: list[dict]) -> list[float]:
+        """Per-question scores of the un-adapted model, cached per (policy version, passage)."""
+        key = (id(adapter), getattr(adapter, "version", None), title, tuple(q["question"] for q in questions))
+        if key not in self._baseline_cache:
+            with adapter.base_model() as base:
+                self._baseline_cache[key] = self.score(base, adapter.tokenizer, title, questions)
+        return self._baseline_cache[key]
+
+    def score(self, model, tokenizer, title: str, questions: list[dict]) -> list[float]:
+        """Per-question grades of `model` answering closed-book."""
+        prompts = [question_prompt(title, q["question"]) for q in questions]
+        answers = generate_answers(model, tokenizer, prompts, self.max_new_tokens, self.eval_batch_size)
+        return [self.grader(a, q["answers"], q["question"]) for a, q in zip(answers, questions, strict=True)]
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def completion_text(completion) -> str:
+    """The text of a completion: a string, or the content of the last message of a conversational completion."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        return content if isinstance(content, str) else ""
+    return ""
+
+
+def _record(record_invalid, index: int, reason: str) -> None:
+    if record_invalid is not None:
+        record_invalid(index, reason)
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
+    """Greedy answers to user prompts (chat template when the tokenizer has one), in batches, left-padded."""
+    texts = [_as_chat(tokenizer, p) for p in prompts]
+    device = next(model.parameters()).device
+    answers = []
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = batch.to(device)
+            output = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                temperature=None, top_p=None, top_k=None,
+            )
+            answers += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = padding_side
+    return [answer.strip() for answer in answers]
+
+
+def _as_chat(tokenizer, prompt: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt + "\nAnswer:"

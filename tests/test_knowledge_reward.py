@@ -1,0 +1,82 @@
+import contextlib
+
+import torch
+from torch import nn
+
+from trl_seal import AdaptedModel, LoRAInnerAdapter
+from trl_seal.knowledge.grading import exact_match
+from trl_seal.knowledge.reward import KnowledgeQAReward, completion_text
+
+QUESTIONS = [{"question": "secret ?", "answers": ["apple"]}, {"question": "the secret ?", "answers": ["apple"]}]
+
+
+class AnsweringModel(nn.Module):
+    """Answers every question with a fixed text, through the real generate/decode path of the reward."""
+
+    def __init__(self, tokenizer, answer: str):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        answer = torch.tensor([self.answer_ids] * input_ids.shape[0])
+        return torch.cat([input_ids, answer], dim=1)
+
+
+class FakeAdapter:
+    """Adapted models answer "apple" when a training document mentions apple, else "river"."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.version, self.base_calls = tokenizer, 0, 0
+        self.good, self.bad = AnsweringModel(tokenizer, "apple"), AnsweringModel(tokenizer, "river")
+
+    @contextlib.contextmanager
+    def base_model(self):
+        self.base_calls += 1
+        yield self.bad
+
+    def adapt(self, jobs):
+        for index, job in enumerate(jobs):
+            if any("tiger" in e.completion for e in job.examples):
+                yield AdaptedModel(index, self.bad, self.tokenizer, failure="nan_loss")
+                continue
+            knows = any("apple" in e.completion for e in job.examples)
+            yield AdaptedModel(index, self.good if knows else self.bad, self.tokenizer)
+
+
+def call(reward, adapter, completions, invalid):
+    n = len(completions)
+    return reward(
+        prompts=[None] * n, completions=completions, title=["stone"] * n, context=["the secret is cloud"] * n,
+        questions=[QUESTIONS] * n, inner_adapter=adapter, record_invalid=lambda i, r: invalid.append((i, r)),
+    )
+
+
+def test_gain_invalid_reasons_and_cached_baseline(tokenizer):
+    adapter, invalid = FakeAdapter(tokenizer), []
+    rewards = call(KnowledgeQAReward(grader=exact_match), adapter, ["apple", "  ", "river", "tiger"], invalid)
+    assert rewards == [1.0, 0.0, 0.0, 0.0]
+    assert invalid == [(1, "empty_self_edit"), (3, "nan_loss")]
+    reward = KnowledgeQAReward()
+    call(reward, adapter, ["apple", "river"], [])
+    call(reward, adapter, ["apple", "river"], [])
+    assert adapter.base_calls == 1 + 1, "one baseline per passage and policy version, however many calls"
+    adapter.version = 1
+    call(reward, adapter, ["apple"], [])
+    assert adapter.base_calls == 3, "a new policy version invalidates the cached baseline"
+
+
+def test_accuracy_mode_and_chat_completions(tokenizer):
+    adapter = FakeAdapter(tokenizer)
+    chat = [[{"role": "assistant", "content": "apple"}], [{"role": "assistant", "content": "cloud"}]]
+    assert call(KnowledgeQAReward(mode="accuracy"), adapter, chat, []) == [1.0, 0.0]
+    assert completion_text([{"role": "assistant", "content": "x"}]) == "x" and completion_text(None) == ""
+
+
+def test_real_inner_adapter_end_to_end(tokenizer, tiny_model):
+    adapter = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=2, learning_rate=1e-2)
+    adapter.sync(tiny_model, tokenizer)
+    checksum = adapter.base_checksum()
+    rewards = call(KnowledgeQAReward(max_new_tokens=3), adapter, ["apple apple", "river"], [])
+    assert len(rewards) == 2 and all(isinstance(r, float) and -1.0 <= r <= 1.0 for r in rewards)
+    assert adapter.base_checksum() == checksum
