@@ -22,6 +22,7 @@ def test_embedded_gguf_becomes_a_trainable_model(tmp_path, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert sum(p.numel() for p in model.parameters()) > 100e6 and tokenizer.chat_template
+    assert getattr(model.config, "quantization_config", None) is None, "Trainer refuses models marked quantized"
     ids = tokenizer("Paris is the capital of", return_tensors="pt")
     loss = model(**ids, labels=ids["input_ids"]).loss
     loss.backward()  # a GGUF-loaded model refuses training; the converted one must not

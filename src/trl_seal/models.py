@@ -93,7 +93,11 @@ def convert_embedded_gguf(cache_dir: str | os.PathLike | None = None) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except ImportError as error:
         raise ImportError("Reading the embedded GGUF needs the `gguf` package: pip install gguf.") from error
-    model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    config = quantized.config
+    for attribute in ("quantization_config", "gguf_file"):  # the plain copy is not quantized: drop the markers
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
     staging = target.with_name(target.name + ".partial")

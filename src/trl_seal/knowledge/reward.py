@@ -119,8 +119,12 @@ def _record(record_invalid, index: int, reason: str) -> None:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32) -> list[str]:
-    """Greedy answers to user prompts (chat template when the tokenizer has one), in batches, left-padded."""
+def generate_answers(
+    model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, sampling: dict | None = None
+) -> list[str]:
+    """Answers to user prompts (chat template when the tokenizer has one), in left-padded batches; greedy unless
+    `sampling` gives generate() sampling arguments."""
+    decoding = sampling or {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     texts = [_as_chat(tokenizer, p) for p in prompts]
     device = next(model.parameters()).device
     answers = []
@@ -131,8 +135,7 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = batch.to(device)
             output = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                temperature=None, top_p=None, top_k=None,
+                **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **decoding
             )
             answers += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
