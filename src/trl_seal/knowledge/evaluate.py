@@ -107,11 +107,12 @@ def generate_self_edits(model, tokenizer, passages, k: int, style: str = "implic
                         temperature: float = 1.0, top_p: float = 0.95, seed: int = 0) -> list[list[str]]:
     """k sampled self-edits per passage from `model` (the paper samples at temperature 1.0, top_p 0.95)."""
     import torch
+    from tqdm.auto import tqdm
 
     prompts = [self_edit_prompt(p, style) for p in passages]
     torch.manual_seed(seed)
     out = []
-    for prompt in prompts:
+    for prompt in tqdm(prompts, desc="writing self-edits", unit="passage"):
         out.append(generate_answers(model, tokenizer, [prompt] * k, max_new_tokens, batch_size=k,
                                     sampling={"do_sample": True, "temperature": temperature, "top_p": top_p}))
     return out

@@ -52,6 +52,7 @@ class KnowledgeQAReward:
         max_new_tokens: int = 64,
         eval_batch_size: int = 32,
         inner_adapter: Any = None,
+        show_progress: bool = True,
     ):
         if mode not in ("gain", "accuracy"):
             raise ValueError(f"mode={mode!r}: use 'gain' (accuracy minus the un-adapted model's) or 'accuracy'.")
@@ -59,6 +60,7 @@ class KnowledgeQAReward:
         self.split_lines, self.include_passage = split_lines, include_passage
         self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
         self.inner_adapter = inner_adapter
+        self.show_progress = show_progress
         self._baseline_cache: dict[tuple, list[float]] = {}
 
     def __call__(self, prompts, completions, title, context, questions, inner_adapter=None, record_invalid=None, **kwargs):
@@ -74,7 +76,9 @@ class KnowledgeQAReward:
                 continue
             documents = training_documents(title[index], context[index], text, self.split_lines, self.include_passage)
             jobs.append(InnerJob(documents, seed=index, tag=index))
+        progress = _progress_bar(len(jobs), self.show_progress)
         for adapted in adapter.adapt(jobs):
+            progress.update(1)
             index = jobs[adapted.job_index].tag
             if adapted.failure is not None:
                 _record(record_invalid, index, adapted.failure)
@@ -82,6 +86,7 @@ class KnowledgeQAReward:
             accuracy = mean(self.score(adapted.model, adapted.tokenizer, title[index], questions[index]))
             baseline = mean(self.baseline(adapter, title[index], questions[index])) if self.mode == "gain" else 0.0
             rewards[index] = accuracy - baseline
+        progress.close()
         return rewards
 
     def baseline(self, adapter, title: str, questions: list[dict]) -> list[float]:
@@ -111,6 +116,12 @@ def completion_text(completion) -> str:
         content = completion[-1].get("content", "")
         return content if isinstance(content, str) else ""
     return ""
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="inner loops", unit="self-edit", disable=not enabled or total == 0, leave=False)
 
 
 def _record(record_invalid, index: int, reason: str) -> None:
