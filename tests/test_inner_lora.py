@@ -160,3 +160,11 @@ def test_quantized_base(tiny_model, tokenizer, mode):
     (adapted,) = list(adapter.adapt([InnerJob(DOCS)]))
     assert adapted.failure is None and adapted.losses[-1] < adapted.losses[0]
     assert adapter.base_checksum() == checksum
+
+
+def test_resident_copy_generates_with_the_kv_cache(tiny_model, tokenizer):
+    tiny_model.config.use_cache = False  # what transformers' Trainer does to the policy
+    adapter = make_adapter()
+    adapter.sync(tiny_model, tokenizer)
+    assert adapter.model.get_base_model().config.use_cache is True
+    assert tiny_model.config.use_cache is False, "the policy's own config must not be touched"

@@ -9,6 +9,7 @@ policy's (gathered, adapter-merged) weights into it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 from collections.abc import Iterator
 
@@ -115,7 +116,10 @@ def build_resident_copy(policy: nn.Module, dtype: torch.dtype | None, device: to
     """A fresh causal LM with the policy's merged weights, in `dtype` (None: the policy's own) on `device`."""
     from transformers import AutoModelForCausalLM
 
-    config = unwrap_base_config(policy)
+    # Trainer sets `use_cache=False` on the policy's config for training; the copy also generates (answers, votes),
+    # and without the KV cache every decoding step recomputes the whole sequence.
+    config = copy.deepcopy(unwrap_base_config(policy))
+    config.use_cache = True
     first = next(policy.parameters())
     target_dtype = dtype or (first.dtype if first.is_floating_point() and first.dtype != torch.int8 else torch.float32)
     with zero3_init_disabled():
