@@ -29,3 +29,16 @@ def test_answer_contained_respects_word_boundaries():
     assert answer_contained("It was founded in 18712.", ["1871"]) == 0.0
     assert answer_contained("They played in Santa Clara, California.", ["Santa Clara, California"]) == 1.0
     assert answer_contained("anything", [""]) == 0.0
+
+
+def test_llm_judge_on_a_local_model(tmp_path):
+    from trl_seal.knowledge.grading import LLMJudge
+    from trl_seal.toy import FILLER, SECRETS, build_tiny_model, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(SECRETS + FILLER + ("yes", "no"))
+    build_tiny_model(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    judge = LLMJudge(str(tmp_path))
+    assert judge.yes_id != judge.no_id
+    verdicts = {judge("apple", ["apple"], "the secret ?") for _ in range(3)}
+    assert len(verdicts) == 1 and verdicts <= {0.0, 1.0}, "greedy yes/no logits: deterministic 0 or 1"
