@@ -7,7 +7,17 @@ from .seal_config import SEALConfig
 from .seal_trainer import SEALTrainer
 from .strategies.policy_gradient import PolicyGradient
 from .strategies.rest_em import RestEM
-from .types import AdaptedModel, InnerAdapter, InnerJob, OuterStrategy, RewardFn, SelfEdit, TrainingExample
+from .types import (
+    AdaptedGroup,
+    AdaptedModel,
+    InnerAdapter,
+    InnerJob,
+    OuterStrategy,
+    RewardFn,
+    SelfEdit,
+    TrainingExample,
+    adapted_groups,
+)
 
 try:
     __version__ = version("trl-seal")
@@ -15,6 +25,7 @@ except PackageNotFoundError:  # running from a source checkout that was not inst
     __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AdaptedGroup",
     "AdaptedModel",
     "InnerAdapter",
     "InnerJob",
@@ -28,4 +39,5 @@ __all__ = [
     "SelfEdit",
     "TrainingExample",
     "__version__",
+    "adapted_groups",
 ]

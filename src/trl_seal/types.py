@@ -8,7 +8,8 @@ default). Every plug-in point is a `typing.Protocol`: any object with the right 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -59,6 +60,46 @@ class AdaptedModel:
 
 
 @dataclass
+class AdaptedGroup:
+    """Adapted models trained together and valid together, until the adapter's generator is resumed.
+
+    `routed(member_of_row)` is a context manager giving a model whose batch row `i` runs with the adapter of
+    `members[member_of_row[i]]`: one batched `generate` evaluates every member at once. Members whose `failure` is set
+    must not be routed to (their reward is 0).
+
+    Example:
+    ```python
+    >>> for group in adapted_groups(adapter, jobs):
+    ...     ok = [i for i, member in enumerate(group.members) if member.failure is None]
+    ...     with group.routed(ok) as model:
+    ...         outputs = model.generate(**tokenizer(prompts_for(ok), return_tensors="pt", padding=True))
+    ```
+    """
+
+    members: list[AdaptedModel]
+    tokenizer: Any
+    routed: Callable[[Sequence[int]], AbstractContextManager[nn.Module]]
+
+
+def adapted_groups(adapter: InnerAdapter, jobs: Sequence[InnerJob]) -> Iterator[AdaptedGroup]:
+    """The adapter's `adapt_groups(jobs)` when it has one (batched), else each `adapt` result as a group of one."""
+    if hasattr(adapter, "adapt_groups"):
+        yield from adapter.adapt_groups(jobs)
+        return
+    for adapted in adapter.adapt(jobs):
+        yield AdaptedGroup([adapted], adapted.tokenizer, _single_route(adapted))
+
+
+def _single_route(adapted: AdaptedModel) -> Callable[[Sequence[int]], AbstractContextManager[nn.Module]]:
+    def routed(member_of_row: Sequence[int]) -> AbstractContextManager[nn.Module]:
+        if any(member != 0 for member in member_of_row):
+            raise IndexError(f"A group of one has only member 0, got rows routed to {sorted(set(member_of_row))}.")
+        return contextlib.nullcontext(adapted.model)
+
+    return routed
+
+
+@dataclass
 class SelfEdit:
     """A scored self-edit, as logged and kept by the outer loop."""
 
@@ -85,7 +126,10 @@ class InnerAdapter(Protocol):
         """Make the resident copy equal to `policy`. A call with the `version` of the last sync is free."""
 
     def adapt(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedModel]:
-        """Train on each job and yield the adapted model; the base is restored when the generator resumes."""
+        """Train on each job and yield the adapted model; the base is restored when the generator resumes.
+
+        An adapter that trains several jobs at once also offers `adapt_groups(jobs) -> Iterator[AdaptedGroup]`
+        (optional; rewards call `adapted_groups(adapter, jobs)`, which falls back to `adapt`)."""
 
     def base_model(self) -> AbstractContextManager[nn.Module]:
         """The un-adapted resident copy, for the baseline evaluation."""
