@@ -1,17 +1,23 @@
 import pytest
 import torch
 
-from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample
+from trl_seal import InnerJob, LoRAInnerAdapter, PeftLoRAInnerAdapter, TrainingExample
 from trl_seal.inner.data import IGNORE_INDEX, collate, lr_at, tokenize_examples
 from trl_seal.inner.policy_sync import plain_named_tensors
 
 DOCS = [TrainingExample("apple river stone and the cloud"), TrainingExample("the tiger", prompt="notes :")]
 
 
-def make_adapter(**kwargs):
-    defaults = dict(r=4, lora_alpha=8, num_epochs=3, learning_rate=1e-2)
-    defaults.update(kwargs)
-    return LoRAInnerAdapter(**defaults)
+@pytest.fixture(params=[LoRAInnerAdapter, PeftLoRAInnerAdapter], ids=["batched", "peft"])
+def make_adapter(request):
+    """Both inner adapters must keep every promise below."""
+
+    def make(**kwargs):
+        defaults = dict(r=4, lora_alpha=8, num_epochs=3, learning_rate=1e-2)
+        defaults.update(kwargs)
+        return request.param(**defaults)
+
+    return make
 
 
 def logits(model, tokenizer, text="secret : apple the"):
@@ -24,7 +30,7 @@ def lora_tensors(model):
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 
-def test_adapter_trains_lora_only_and_restores_base(tiny_model, tokenizer):
+def test_adapter_trains_lora_only_and_restores_base(tiny_model, tokenizer, make_adapter):
     adapter = make_adapter()
     adapter.sync(tiny_model, tokenizer)
     checksum = adapter.base_checksum()
@@ -49,14 +55,14 @@ def adapted_docs(adapted):
     return DOCS if adapted.job_index == 0 else DOCS[:1]
 
 
-def test_same_job_twice_gives_identical_losses(tiny_model, tokenizer):
+def test_same_job_twice_gives_identical_losses(tiny_model, tokenizer, make_adapter):
     adapter = make_adapter(batch_size=2)
     adapter.sync(tiny_model, tokenizer)
     runs = [adapted.losses for adapted in adapter.adapt([InnerJob(DOCS, seed=5), InnerJob(DOCS, seed=5)])]
     assert runs[0] == runs[1] and len(runs[0]) == 3
 
 
-def test_job_overrides_learning_rate_and_epochs(tiny_model, tokenizer):
+def test_job_overrides_learning_rate_and_epochs(tiny_model, tokenizer, make_adapter):
     adapter = make_adapter()
     adapter.sync(tiny_model, tokenizer)
     (adapted,) = list(adapter.adapt([InnerJob(DOCS, num_epochs=1, learning_rate=0.0)]))
@@ -76,7 +82,7 @@ def test_prompt_and_padding_tokens_are_not_trained(tokenizer):
     assert pad.any() and (batch["labels"][short][pad] == IGNORE_INDEX).all()
 
 
-def test_truncation_and_empty_self_edits(tiny_model, tokenizer):
+def test_truncation_and_empty_self_edits(tiny_model, tokenizer, make_adapter):
     assert tokenize_examples([TrainingExample("")], tokenizer, 64) == []
     assert tokenize_examples([TrainingExample("apple river", prompt="the of and to in")], tokenizer, 4) == []
     adapter = make_adapter()
@@ -85,7 +91,7 @@ def test_truncation_and_empty_self_edits(tiny_model, tokenizer):
     assert adapted.failure == "no_training_tokens" and adapted.num_steps == 0
 
 
-def test_nan_loss_is_a_failure_and_leaves_base_intact(tiny_model, tokenizer):
+def test_nan_loss_is_a_failure_and_leaves_base_intact(tiny_model, tokenizer, make_adapter):
     adapter = make_adapter()
     adapter.sync(tiny_model, tokenizer)
     checksum = adapter.base_checksum()
@@ -98,7 +104,7 @@ def test_nan_loss_is_a_failure_and_leaves_base_intact(tiny_model, tokenizer):
     torch.testing.assert_close(logits(adapter.model, tokenizer), base_logits)
 
 
-def test_sync_is_free_for_the_same_version_and_copies_changes(tiny_model, tokenizer):
+def test_sync_is_free_for_the_same_version_and_copies_changes(tiny_model, tokenizer, make_adapter):
     adapter = make_adapter()
     adapter.sync(tiny_model, tokenizer, version=0)
     model_object, checksum = adapter.model, adapter.base_checksum()
@@ -113,7 +119,7 @@ def test_sync_is_free_for_the_same_version_and_copies_changes(tiny_model, tokeni
         torch.testing.assert_close(logits(base, tokenizer), logits(tiny_model, tokenizer))
 
 
-def test_policy_that_is_a_peft_model(tiny_model, tokenizer):
+def test_policy_that_is_a_peft_model(tiny_model, tokenizer, make_adapter):
     from peft import LoraConfig, get_peft_model
 
     policy = get_peft_model(tiny_model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "up_proj"]))
@@ -152,7 +158,7 @@ def test_bad_adapter_arguments():
 
 
 @pytest.mark.parametrize("mode", ["4bit", "8bit"])
-def test_quantized_base(tiny_model, tokenizer, mode):
+def test_quantized_base(tiny_model, tokenizer, mode, make_adapter):
     pytest.importorskip("bitsandbytes")
     adapter = make_adapter(quantization=mode)
     adapter.sync(tiny_model, tokenizer)
@@ -162,9 +168,9 @@ def test_quantized_base(tiny_model, tokenizer, mode):
     assert adapter.base_checksum() == checksum
 
 
-def test_resident_copy_generates_with_the_kv_cache(tiny_model, tokenizer):
+def test_resident_copy_generates_with_the_kv_cache(tiny_model, tokenizer, make_adapter):
     tiny_model.config.use_cache = False  # what transformers' Trainer does to the policy
     adapter = make_adapter()
     adapter.sync(tiny_model, tokenizer)
-    assert adapter.model.get_base_model().config.use_cache is True
+    assert adapter.model.config.use_cache is True
     assert tiny_model.config.use_cache is False, "the policy's own config must not be touched"

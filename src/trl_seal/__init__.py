@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .inner.lora import LoRAInnerAdapter
+from .inner.peft_lora import PeftLoRAInnerAdapter
 from .seal_config import SEALConfig
 from .seal_trainer import SEALTrainer
 from .strategies.policy_gradient import PolicyGradient
@@ -31,6 +32,7 @@ __all__ = [
     "InnerJob",
     "LoRAInnerAdapter",
     "OuterStrategy",
+    "PeftLoRAInnerAdapter",
     "PolicyGradient",
     "RestEM",
     "RewardFn",

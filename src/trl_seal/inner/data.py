@@ -73,3 +73,20 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str, warmup_ste
     if schedule == "cosine":
         return base_lr * 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * progress)).item())
     raise ValueError(f"Unknown inner learning-rate schedule {schedule!r}: use 'constant', 'linear' or 'cosine'.")
+
+
+def check_inner_arguments(
+    r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type, warmup_ratio, quantization
+) -> None:
+    """The constructor checks shared by the LoRA inner adapters: each error names the argument and the fix."""
+    positive = dict(r=r, lora_alpha=lora_alpha, learning_rate=learning_rate, num_epochs=num_epochs,
+                    batch_size=batch_size, max_length=max_length)
+    for name, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{name}={value} must be > 0.")
+    if lr_scheduler_type not in ("constant", "linear", "cosine"):
+        raise ValueError(f"lr_scheduler_type={lr_scheduler_type!r}: use 'constant', 'linear' or 'cosine'.")
+    if quantization not in (None, "4bit", "8bit"):
+        raise ValueError(f"quantization={quantization!r}: use None, '4bit' or '8bit'.")
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio={warmup_ratio} must be in [0, 1).")

@@ -1,58 +1,96 @@
-"""`LoRAInnerAdapter`: the inner loop of SEAL as a resident LoRA model trained by a plain PyTorch loop.
+"""`LoRAInnerAdapter`: the inner loop of SEAL, many self-edits per forward/backward pass.
 
 SEAL (Zweiger et al., 2025, arXiv 2506.10943) applies every self-edit by fine-tuning a temporary LoRA adapter on the
-documents the self-edit describes (knowledge: r=32, alpha=64, lr 1e-3, 10 epochs, batch 1). The reference rebuilds a
-`Trainer` and reloads the adapter through disk for every self-edit; here the policy copy, the adapter and the
-optimizer stay allocated and are reset in place, and no `Trainer` is involved (a `Trainer` built inside a
-multi-process run would average the gradients of *different* self-edits across processes).
+documents the self-edit describes (knowledge: r=32, alpha=64, lr 1e-3, 10 epochs, batch 1), which the reference
+does one self-edit at a time with a new `Trainer` and a disk round trip each (30-45 s per self-edit for a 7B model
+on an H100, against a ~0.2 s arithmetic floor). Here K adapters live side by side in one resident copy of the
+policy (`MultiLoRALinear` slots), their examples are packed together into few rows with no padding in the loss,
+and each adapter keeps its own loss normalisation, gradient clipping, AdamW state and learning-rate schedule, so the
+result equals training each alone (tested against `PeftLoRAInnerAdapter`). Slots freed by short jobs are refilled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
+import os
 from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ..types import AdaptedModel, InnerJob
-from .data import batches_for_epoch, collate, lr_at, tokenize_examples
-from .policy_sync import build_resident_copy, load_merged_weights, plain_named_tensors, weights_checksum
+from ..types import AdaptedGroup, AdaptedModel, InnerJob
+from .data import TokenizedExample, batches_for_epoch, check_inner_arguments, lr_at, tokenize_examples
+from .multi_lora import SlotAdamW, clip_grad_norm_per_slot, install_multi_lora, reset_slot
+from .packing import pack, per_slot_losses
+from .policy_sync import build_resident_copy, load_merged_weights, plain_named_tensors, quantize_copy, weights_checksum
+
+
+@dataclass
+class _SlotRun:
+    """One job in progress in one slot."""
+
+    slot: int
+    adapted: AdaptedModel
+    examples: list[TokenizedExample]
+    epochs: int
+    base_lr: float
+    total_steps: int
+    warmup_steps: int
+    generator: torch.Generator
+    queue: list[list[TokenizedExample]] = field(default_factory=list)
+    epochs_started: int = 0
+
+    def next_batch(self, batch_size: int) -> list[TokenizedExample]:
+        if not self.queue:
+            self.queue = batches_for_epoch(self.examples, batch_size, self.generator)
+            self.epochs_started += 1
+        return self.queue[0]
+
+    @property
+    def done(self) -> bool:
+        return self.adapted.num_steps >= self.total_steps
 
 
 class LoRAInnerAdapter:
-    """Trains one temporary LoRA adapter per self-edit on a resident copy of the policy.
+    """Trains many temporary LoRA adapters at once on a resident copy of the policy.
 
     Args:
         r (`int`, defaults to `32`): LoRA rank (paper, knowledge incorporation).
         lora_alpha (`int`, defaults to `64`): LoRA scaling numerator.
-        target_modules (`str` or `list[str]`, defaults to `"all-linear"`): modules that get an adapter.
-        lora_dropout (`float`, defaults to `0.0`): dropout on the adapter input.
+        target_modules (`str` or `list[str]`, defaults to `"all-linear"`): linear layers that get adapters.
         learning_rate (`float`, defaults to `1e-3`): inner learning rate unless a job sets its own.
         num_epochs (`int`, defaults to `10`): passes over a self-edit's examples unless a job sets its own.
-        batch_size (`int`, defaults to `1`): examples per inner optimizer step.
+        batch_size (`int`, defaults to `1`): examples per inner optimizer step of each adapter.
         lr_scheduler_type (`str`, defaults to `"constant"`): `"constant"`, `"linear"` or `"cosine"`.
         warmup_ratio (`float`, defaults to `0.0`): share of the steps spent warming up linearly.
-        max_grad_norm (`float` or `None`, defaults to `1.0`): gradient clipping per step; None turns it off.
-        weight_decay (`float`, defaults to `0.0`): AdamW weight decay on the adapter.
+        max_grad_norm (`float` or `None`, defaults to `1.0`): per-adapter gradient clipping; None turns it off.
+        weight_decay (`float`, defaults to `0.0`): AdamW weight decay on the adapters.
         max_length (`int`, defaults to `2048`): examples are truncated to this many tokens.
-        quantization (`"4bit"`, `"8bit"` or `None`): load the resident base with bitsandbytes (QLoRA). Needs the
-            `quantization` extra.
+        max_adapters (`int` or `"auto"`, defaults to `"auto"`): adapters trained together (K). `"auto"` takes the
+            largest K that the memory budget (adapter weights, gradients and AdamW moments) and
+            `max_tokens_per_step` allow, at most 64 and at most the number of jobs.
+        max_tokens_per_step (`int` or `"auto"`, defaults to `"auto"`): tokens in one joint forward/backward;
+            `"auto"` estimates it from the free memory and the model's size. Adapters whose next batch does not
+            fit wait for the next step (their result does not depend on it).
+        pack_length (`int`, defaults to `1024`): length of a packed row (longer examples get a row of their own).
+        eval_group_size (`int` or `None`, defaults to `None`): finished adapters handed out together for batched
+            evaluation; None: half the slots (or all that are left).
+        quantization (`"4bit"`, `"8bit"` or `None`): bitsandbytes base (QLoRA); needs the `quantization` extra.
         dtype (`torch.dtype` or `None`): dtype of the resident copy; None keeps the policy's.
         device (`str` or `None`): where the resident copy lives; None uses the policy's device.
-        lora_config (`peft.LoraConfig` or `None`): a full LoRA config; overrides `r`, `lora_alpha`,
-            `target_modules` and `lora_dropout`.
 
     Example:
     ```python
-    >>> from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample
+    >>> from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample, adapted_groups
     >>> adapter = LoRAInnerAdapter(r=8, lora_alpha=16, num_epochs=2)
     >>> adapter.sync(model, tokenizer)
-    >>> for adapted in adapter.adapt([InnerJob([TrainingExample("The sky is green.")])]):
-    ...     print(adapted.losses[-1], adapted.failure)
+    >>> jobs = [InnerJob([TrainingExample(text)], seed=i) for i, text in enumerate(["The sky is green.", "Ice is hot."])]
+    >>> for group in adapter.adapt_groups(jobs):
+    ...     with group.routed([0, 1]) as routed_model:  # row 0 uses the first adapter, row 1 the second
+    ...         outputs = routed_model.generate(**tokenizer(["The sky is", "Ice is"], return_tensors="pt"))
     ```
     """
 
@@ -61,7 +99,6 @@ class LoRAInnerAdapter:
         r: int = 32,
         lora_alpha: int = 64,
         target_modules: str | list[str] = "all-linear",
-        lora_dropout: float = 0.0,
         learning_rate: float = 1e-3,
         num_epochs: int = 10,
         batch_size: int = 1,
@@ -70,36 +107,35 @@ class LoRAInnerAdapter:
         max_grad_norm: float | None = 1.0,
         weight_decay: float = 0.0,
         max_length: int = 2048,
+        max_adapters: int | Literal["auto"] = "auto",
+        max_tokens_per_step: int | Literal["auto"] = "auto",
+        pack_length: int = 1024,
+        eval_group_size: int | None = None,
         quantization: Literal["4bit", "8bit"] | None = None,
         dtype: torch.dtype | None = None,
         device: str | None = None,
-        lora_config: Any = None,
     ):
-        _check_positive(r=r, lora_alpha=lora_alpha, learning_rate=learning_rate, num_epochs=num_epochs)
-        _check_positive(batch_size=batch_size, max_length=max_length)
-        if lr_scheduler_type not in ("constant", "linear", "cosine"):
-            raise ValueError(f"lr_scheduler_type={lr_scheduler_type!r}: use 'constant', 'linear' or 'cosine'.")
-        if quantization not in (None, "4bit", "8bit"):
-            raise ValueError(f"quantization={quantization!r}: use None, '4bit' or '8bit'.")
-        if not 0.0 <= warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio={warmup_ratio} must be in [0, 1).")
-        self.lora_config = lora_config or _default_lora_config(r, lora_alpha, target_modules, lora_dropout)
-        self.learning_rate = learning_rate
-        self.num_epochs = num_epochs
-        self.batch_size = batch_size
-        self.lr_scheduler_type = lr_scheduler_type
-        self.warmup_ratio = warmup_ratio
-        self.max_grad_norm = max_grad_norm
-        self.weight_decay = weight_decay
-        self.max_length = max_length
-        self.quantization = quantization
-        self.dtype = dtype
-        self.device = device
-        self.model = None  # the PeftModel around the resident copy
+        check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
+                              warmup_ratio, quantization)
+        for name, value in (("max_adapters", max_adapters), ("max_tokens_per_step", max_tokens_per_step)):
+            if value != "auto" and not (isinstance(value, int) and value > 0):
+                raise ValueError(f"{name}={value!r}: use a positive integer or 'auto'.")
+        if pack_length < 1 or (eval_group_size is not None and eval_group_size < 1):
+            raise ValueError("pack_length and eval_group_size must be >= 1.")
+        self.r, self.lora_alpha, self.target_modules = r, lora_alpha, target_modules
+        self.learning_rate, self.num_epochs, self.batch_size = learning_rate, num_epochs, batch_size
+        self.lr_scheduler_type, self.warmup_ratio = lr_scheduler_type, warmup_ratio
+        self.max_grad_norm, self.weight_decay, self.max_length = max_grad_norm, weight_decay, max_length
+        self.max_adapters, self.max_tokens_per_step = max_adapters, max_tokens_per_step
+        self.pack_length, self.eval_group_size = pack_length, eval_group_size
+        self.quantization, self.dtype, self.device = quantization, dtype, device
+        self.model = None
         self.tokenizer = None
-        self._version: Hashable | None = None
-        self._optimizer: torch.optim.Optimizer | None = None
         self.num_syncs = 0
+        self.last_run: dict[str, float] = {}  # statistics of the last adapt call (slots, steps, tokens, packing)
+        self._version: Hashable | None = None
+        self._router = self._layers = self._optimizer = None
+        self._num_slots = 0
 
     # ----------------------------------------------------------------------------------------------- resident copy
     def sync(self, policy: nn.Module, tokenizer: Any, version: Hashable | None = None) -> None:
@@ -119,17 +155,27 @@ class LoRAInnerAdapter:
         self.num_syncs += 1
 
     def _build(self, policy: nn.Module, device: torch.device) -> None:
-        from peft import get_peft_model
-
-        self.model = self._optimizer = None  # free the previous copy before allocating the next
+        self.model = self._router = self._layers = self._optimizer = None  # free the old copy first
         base = build_resident_copy(policy, self.dtype, device if self.quantization is None else torch.device("cpu"))
         if self.quantization is not None:
-            base = _quantize(base, self.quantization, device)
+            base = quantize_copy(base, self.quantization, device)
         base.requires_grad_(False)
-        self.model = get_peft_model(base, self.lora_config)
-        self.model.eval()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self._optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        self.model = base.eval()
+        self._install_slots(max(1, self._num_slots))
+
+    def _install_slots(self, num_slots: int) -> None:
+        if self._layers is None:
+            self._router, self._layers = install_multi_lora(
+                self.model, num_slots, self.r, self.lora_alpha, self.target_modules
+            )
+            self.model._multi_lora_paths = {n for n, m in self.model.named_modules() if m in set(self._layers)}
+        else:
+            for layer in self._layers:  # grow: reallocate the slot tensors (their content is reset per job anyway)
+                layer.lora_A = nn.Parameter(layer.lora_A.new_zeros(num_slots, *layer.lora_A.shape[1:]))
+                layer.lora_B = nn.Parameter(layer.lora_B.new_zeros(num_slots, *layer.lora_B.shape[1:]))
+        params = [p for layer in self._layers for p in (layer.lora_A, layer.lora_B)]
+        self._optimizer = SlotAdamW(params, weight_decay=self.weight_decay)
+        self._num_slots = num_slots
 
     @property
     def version(self) -> int:
@@ -137,122 +183,215 @@ class LoRAInnerAdapter:
         return self.num_syncs
 
     def base_checksum(self) -> str:
-        """SHA-256 over the resident base weights (LoRA tensors excluded): unchanged by any inner loop."""
+        """SHA-256 over the resident base weights (adapter slots excluded): unchanged by any inner loop."""
         self._require_synced()
         return weights_checksum(iter(sorted(plain_named_tensors(self.model).items())))
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[nn.Module]:
-        """The un-adapted resident copy (adapters switched off)."""
+        """The un-adapted resident copy (every adapter switched off)."""
         self._require_synced()
-        with self.model.disable_adapter():
+        with self._router.use("off"):
             yield self.model
+
+    def slot_parameters(self, slot: int) -> dict[str, torch.Tensor]:
+        """The LoRA weights of one slot, under peft's names (`<layer>.lora_A.weight`), e.g. to save an adapter."""
+        self._require_synced()
+        paths = {m: n for n, m in self.model.named_modules()}
+        out = {}
+        for layer in self._layers:
+            out[f"{paths[layer]}.lora_A.weight"] = layer.lora_A[slot].detach().clone()
+            out[f"{paths[layer]}.lora_B.weight"] = layer.lora_B[slot].detach().clone()
+        return out
 
     # ------------------------------------------------------------------------------------------------ inner loop
     def adapt(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedModel]:
-        """Train a fresh adapter on each job in turn and yield the adapted model.
+        """Train every job and yield its adapted model, one at a time (trained K at a time underneath).
 
-        The adapted model is valid until the generator resumes; then the adapter is reset in place, so the base
-        weights are never touched and the next job starts from exactly the same state."""
+        The yielded model runs with that job's adapter until the generator resumes."""
+        for group in self.adapt_groups(jobs):
+            for member in sorted(group.members, key=lambda m: m.job_index):
+                with self._router.use("slot", slot=member._slot):
+                    yield member
+
+    def adapt_groups(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedGroup]:
+        """Train the jobs K at a time and yield groups of finished adapters for batched evaluation.
+
+        The adapters of a group stay valid until the generator resumes; then their slots are reset in place (the base
+        weights are never written) and refilled with the next jobs."""
         self._require_synced()
-        for index, job in enumerate(jobs):
-            self._reset(job.seed)
-            adapted = self._train(index, job)
-            if adapted.failure is not None:
-                self._reset(job.seed)  # a failed adapter must not leak into the evaluation
-            self.model.eval()
-            try:
-                yield adapted
-            finally:
-                self._reset(job.seed)
+        tokenized = [tokenize_examples(job.examples, self.tokenizer, self.max_length) for job in jobs]
+        num_slots, token_budget = self._plan(tokenized)
+        if num_slots > self._num_slots:
+            self._install_slots(num_slots)
+        pending = list(range(len(jobs)))[::-1]
+        running: dict[int, _SlotRun] = {}
+        finished: list[_SlotRun] = []
+        free = list(range(num_slots))[::-1]
+        stats = {"slots": num_slots, "token_budget": token_budget, "joint_steps": 0, "tokens": 0, "row_tokens": 0}
+        group_size = self.eval_group_size or max(1, num_slots // 2)
+        while pending or running or finished:
+            while free and pending:
+                index = pending.pop()
+                run = self._start(free.pop(), index, jobs[index], tokenized[index])
+                if run.adapted.failure:
+                    finished.append(run)
+                else:
+                    running[run.slot] = run
+            if running and len(finished) < group_size:
+                for run in self._joint_step(list(running.values()), token_budget, stats):
+                    finished.append(running.pop(run.slot))
+                continue
+            group, finished = finished, []
+            yield self._group(group)
+            for run in group:
+                self._clear(run.slot)
+                free.append(run.slot)
+        self.last_run = stats
 
-    def _train(self, index: int, job: InnerJob) -> AdaptedModel:
+    def _start(self, slot: int, index: int, job: InnerJob, examples: list[TokenizedExample]) -> _SlotRun:
         adapted = AdaptedModel(job_index=index, model=self.model, tokenizer=self.tokenizer)
-        examples = tokenize_examples(job.examples, self.tokenizer, self.max_length)
+        adapted._slot = slot
+        epochs = job.num_epochs if job.num_epochs is not None else self.num_epochs
+        total = epochs * math.ceil(len(examples) / self.batch_size)
+        base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
+        run = _SlotRun(slot, adapted, examples, epochs, base_lr, total, int(self.warmup_ratio * total),
+                       torch.Generator().manual_seed(job.seed))
+        reset_slot(self._layers, slot, job.seed)
+        self._optimizer.reset(slot)
         if not examples:
             adapted.failure = "no_training_tokens"
-            return adapted
-        base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
-        epochs = job.num_epochs if job.num_epochs is not None else self.num_epochs
-        total_steps = epochs * math.ceil(len(examples) / self.batch_size)
-        warmup = int(self.warmup_ratio * total_steps)
-        generator = torch.Generator().manual_seed(job.seed)
-        device = next(self.model.parameters()).device
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.model.train()
-        for _ in range(epochs):
-            for batch in batches_for_epoch(examples, self.batch_size, generator):
-                lr = lr_at(adapted.num_steps, total_steps, base_lr, self.lr_scheduler_type, warmup)
-                loss = self._step(collate(batch, pad_id, device), lr)
-                if not math.isfinite(loss):
-                    adapted.failure = "nan_loss"
-                    return adapted
-                adapted.losses.append(loss)
-                adapted.num_steps += 1
-                adapted.num_tokens += sum(example.num_trained_tokens for example in batch)
-        return adapted
+        return run
 
-    def _step(self, batch: dict[str, torch.Tensor], lr: float) -> float:
-        for group in self._optimizer.param_groups:
-            group["lr"] = lr
-        loss = self.model(**batch).loss  # mean over the trained (non -100) tokens of the batch
-        if not torch.isfinite(loss):
-            self._optimizer.zero_grad(set_to_none=True)
-            return float("nan")
-        loss.backward()
+    def _joint_step(self, runs: list[_SlotRun], token_budget: int, stats: dict) -> list[_SlotRun]:
+        """One forward/backward over the next batch of every run that fits the token budget; returns finished runs."""
+        chosen, tokens = [], 0
+        for run in sorted(runs, key=lambda r: r.adapted.num_steps):  # the furthest behind go first: no starvation
+            size = sum(len(ex.input_ids) for ex in run.next_batch(self.batch_size))
+            if chosen and tokens + size > token_budget:
+                continue
+            chosen.append(run)
+            tokens += size
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = next(self.model.parameters()).device
+        batch = pack([(run.slot, run.next_batch(self.batch_size)) for run in chosen], self.pack_length, pad_id, device)
+        losses = self._forward_losses(batch)
+        if not torch.isfinite(losses).all():
+            return self._fail_non_finite(chosen, batch, losses)
+        losses.sum().backward()
+        slots = torch.tensor(batch.slots, device=device)
+        params = self._optimizer.params
         if self.max_grad_norm is not None:
-            params = [p for group in self._optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-        self._optimizer.step()
-        self._optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+            clip_grad_norm_per_slot(params, slots, self.max_grad_norm)
+        rates = [lr_at(r.adapted.num_steps, r.total_steps, r.base_lr, self.lr_scheduler_type, r.warmup_steps)
+                 for r in chosen]
+        self._optimizer.step(batch.slots, rates)
+        for p in params:
+            p.grad = None
+        stats["joint_steps"] += 1
+        stats["tokens"] += batch.num_tokens
+        stats["row_tokens"] += batch.input_ids.numel()
+        for run, loss in zip(chosen, losses.tolist(), strict=True):
+            trained = run.queue.pop(0)
+            run.adapted.losses.append(loss)
+            run.adapted.num_steps += 1
+            run.adapted.num_tokens += sum(example.num_trained_tokens for example in trained)
+        return [run for run in chosen if run.done]
+
+    def _forward_losses(self, batch, grad: bool = True) -> torch.Tensor:
+        slots = batch.slots
+        active = None if slots == list(range(self._num_slots)) else torch.tensor(slots, device=batch.gather.device)
+        self.model.train()
+        try:
+            with self._router.use("tokens", active=active, gather=batch.gather, scatter=batch.scatter):
+                with torch.set_grad_enabled(grad):
+                    logits = self.model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+        finally:
+            self.model.eval()
+        return per_slot_losses(logits, batch)
+
+    def _fail_non_finite(self, chosen: list[_SlotRun], batch, losses: torch.Tensor) -> list[_SlotRun]:
+        """A non-finite loss fails its job, not the others. A NaN can leak through shared attention rows, so with
+        several jobs in the step each suspect is re-run alone to find the real culprit; the step is then retried."""
+        suspects = [run for run, loss in zip(chosen, losses.tolist(), strict=True) if not math.isfinite(loss)]
+        if len(chosen) > 1:
+            device = batch.input_ids.device
+            pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            alone = [pack([(run.slot, run.next_batch(self.batch_size))], self.pack_length, pad_id, device)
+                     for run in suspects]
+            culprits = [run for run, b in zip(suspects, alone, strict=True)
+                        if not torch.isfinite(self._forward_losses(b, grad=False)).all()]
+            suspects = culprits or suspects
+        for run in suspects:
+            run.adapted.failure = "nan_loss"
+            self._clear(run.slot)
+        return suspects
+
+    def _group(self, runs: list[_SlotRun]) -> AdaptedGroup:
+        slots = [run.slot for run in runs]
+        device = next(self.model.parameters()).device
+
+        def routed(member_of_row: Sequence[int]):
+            row_slots = torch.tensor([slots[m] for m in member_of_row], device=device)
+            return _RoutedModel(self._router, self.model, row_slots)
+
+        return AdaptedGroup([run.adapted for run in runs], self.tokenizer, routed)
 
     @torch.no_grad()
-    def _reset(self, seed: int) -> None:
-        """Re-initialise every adapter in place (A: Kaiming from `seed`, B: zero) and clear the optimizer state."""
-        from peft.tuners.lora import LoraLayer
+    def _clear(self, slot: int) -> None:
+        for layer in self._layers:  # B = 0: an idle or failed slot computes exactly the base model
+            layer.lora_B[slot].zero_()
+        self._optimizer.reset(slot)
 
-        with torch.random.fork_rng(devices=[]):  # leave the trainer's random stream untouched
-            torch.manual_seed(seed)
-            for module in self.model.modules():
-                if isinstance(module, LoraLayer):
-                    for adapter in module.active_adapters:
-                        module.reset_lora_parameters(adapter, init_lora_weights=True)
-        self._optimizer.state.clear()
+    # ------------------------------------------------------------------------------------------------ planning
+    def _plan(self, tokenized: list[list[TokenizedExample]]) -> tuple[int, int]:
+        """Choose K (slots) and the token budget of a joint step from the memory budget and the jobs' sizes."""
+        budget = _free_memory_bytes(next(self.model.parameters()).device) // 2
+        token_budget = self.max_tokens_per_step
+        if token_budget == "auto":
+            token_budget = int(min(65536, max(512, budget // 2 // _activation_bytes_per_token(self.model))))
+        if self.max_adapters != "auto":
+            return min(self.max_adapters, max(1, len(tokenized))), token_budget
+        sizes = [len(ex.input_ids) for examples in tokenized for ex in examples] or [1]
+        per_step = self.batch_size * sum(sizes) / len(sizes)
+        per_slot_bytes = 16 * sum(layer.lora_A[0].numel() + layer.lora_B[0].numel() for layer in self._layers)
+        k = min(64, len(tokenized), int(token_budget // per_step), int(budget // 2 // per_slot_bytes))
+        return max(1, k), token_budget
 
     def _require_synced(self) -> None:
         if self.model is None:
             raise RuntimeError("The inner adapter has no policy copy yet: call `sync(policy, tokenizer)` first.")
 
 
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"LoRAInnerAdapter: {name}={value} must be > 0.")
+class _RoutedModel(contextlib.AbstractContextManager):
+    """Context manager of `AdaptedGroup.routed`: the resident model with row i on slot `row_slots[i]`."""
+
+    def __init__(self, router, model, row_slots):
+        self.router, self.model, self.row_slots = router, model, row_slots
+        self._context = None
+
+    def __enter__(self):
+        self._context = self.router.use("rows", row_slots=self.row_slots)
+        self._context.__enter__()
+        return self.model
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
 
 
-def _default_lora_config(r: int, lora_alpha: int, target_modules, lora_dropout: float):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=r, lora_alpha=lora_alpha, target_modules=target_modules, lora_dropout=lora_dropout, task_type="CAUSAL_LM"
-    )
-
-
-def _quantize(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """Reload `model` through bitsandbytes (4-bit NF4 or 8-bit); this is the only disk round trip, once per sync."""
+def _free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
     try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as error:
-        raise ImportError(
-            "Quantized inner adapters need bitsandbytes: pip install 'trl-seal[quantization]'."
-        ) from error
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 8 << 30
 
-    if mode == "4bit":
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
-    else:
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder)
-        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config, device_map={"": device})
+
+def _activation_bytes_per_token(model: nn.Module) -> int:
+    """A rough upper bound of what one trained token keeps for the backward pass: ~34 hidden-size activations per
+    layer in the model's dtype (Korthikanti et al., 2022) plus float32 logits, their gradient and the softmax."""
+    config = model.config
+    element = next(model.parameters()).element_size()
+    hidden, layers = getattr(config, "hidden_size", 1024), getattr(config, "num_hidden_layers", 24)
+    return 34 * hidden * layers * element + 12 * getattr(config, "vocab_size", 32000)

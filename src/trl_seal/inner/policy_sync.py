@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import tempfile
 from collections.abc import Iterator
 
 import torch
@@ -64,7 +65,13 @@ def _is_peft(model: nn.Module) -> bool:
 
 
 def _plain_name(model: nn.Module, name: str) -> str | None:
-    return _base_name(name) if _is_peft(model) else name
+    if _is_peft(model):
+        return _base_name(name)
+    wrapped = getattr(model, "_multi_lora_paths", ())  # layers replaced by MultiLoRALinear: `<path>.base.weight`
+    if wrapped and ".lora_" in name:
+        return None
+    head, separator, tail = name.rpartition(".base.")
+    return f"{head}.{tail}" if separator and head in wrapped else name
 
 
 def plain_named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -153,3 +160,22 @@ def weights_checksum(named_tensors: Iterator[tuple[str, torch.Tensor]]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def quantize_copy(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """Reload `model` through bitsandbytes (4-bit NF4 or 8-bit); this is the only disk round trip, once per sync."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "Quantized inner adapters need bitsandbytes: pip install 'trl-seal[quantization]'."
+        ) from error
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if mode == "4bit":
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config, device_map={"": device})

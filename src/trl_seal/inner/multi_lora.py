@@ -1,0 +1,185 @@
+"""Many LoRA adapters in one model: every targeted linear layer holds K adapter *slots*, and each token (training) or
+each batch row (generation) is routed to its own slot.
+
+This is what lets the inner loop train K self-edits in the same forward/backward passes. Adapters never share a
+parameter, so summing the K per-adapter losses gives every adapter exactly the gradient it would get alone; the
+per-slot AdamW and gradient clipping below keep the rest of the update per adapter too.
+
+LoRA weights are float32 (as peft's `autocast_adapter_dtype` keeps them) and are initialised like peft's
+(`kaiming_uniform_(A, a=sqrt(5))`, `B = 0`) from the job's seed, in module order, so a slot starts exactly where a
+peft adapter reset with the same seed starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+
+class SlotRouter:
+    """Shared by all `MultiLoRALinear` layers of a model: says which slot each token or row uses.
+
+    Modes: `off` (base model), `slot` (every row uses one slot), `rows` (row i uses `row_slots[i]`), `tokens`
+    (packed training: `gather` lists each active slot's flat token positions, `scatter` maps them back)."""
+
+    def __init__(self):
+        self.mode = "off"
+        self.slot = 0
+        self.row_slots: torch.Tensor | None = None
+        self.active: torch.Tensor | None = None
+        self.gather: torch.Tensor | None = None
+        self.scatter: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def use(self, mode: str, **state) -> Iterator[None]:
+        saved = dict(vars(self))
+        self.mode = mode
+        for name, value in state.items():
+            setattr(self, name, value)
+        try:
+            yield
+        finally:
+            vars(self).update(saved)
+
+
+class MultiLoRALinear(nn.Module):
+    """A frozen linear layer (plain, bitsandbytes 4-bit or 8-bit) plus `num_slots` LoRA adapters."""
+
+    def __init__(self, base: nn.Module, num_slots: int, r: int, lora_alpha: float, router: SlotRouter):
+        super().__init__()
+        self.base = base
+        self.router = router
+        self.r, self.scaling = r, lora_alpha / r
+        device = base.weight.device
+        self.lora_A = nn.Parameter(torch.zeros(num_slots, r, base.in_features, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(num_slots, base.out_features, r, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        mode = self.router.mode
+        if mode == "off":
+            return out
+        h = x.to(self.lora_A.dtype)
+        if mode == "slot":
+            delta = (h @ self.lora_A[self.router.slot].T) @ self.lora_B[self.router.slot].T
+        elif mode == "rows":
+            slots = self.router.row_slots
+            delta = torch.bmm(torch.bmm(h, self.lora_A[slots].transpose(1, 2)), self.lora_B[slots].transpose(1, 2))
+        else:
+            delta = self._packed_delta(h)
+        return out + (delta * self.scaling).to(out.dtype)
+
+    def _packed_delta(self, h: torch.Tensor) -> torch.Tensor:
+        # Tokens are gathered into one (active slots, longest slot, features) block so two bmm calls serve every
+        # adapter; only the small rank-r products see the (zero) filler, never the base layer.
+        router = self.router
+        flat = h.reshape(-1, h.shape[-1])
+        flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
+        A, B = self.lora_A, self.lora_B
+        if router.active is not None:
+            A, B = A[router.active], B[router.active]
+        per_slot = torch.bmm(torch.bmm(flat[router.gather], A.transpose(1, 2)), B.transpose(1, 2))
+        per_slot = per_slot.reshape(-1, per_slot.shape[-1])
+        per_slot = torch.cat([per_slot, per_slot.new_zeros(1, per_slot.shape[1])])
+        return per_slot[router.scatter].reshape(*h.shape[:-1], per_slot.shape[-1])
+
+
+def install_multi_lora(
+    model: nn.Module, num_slots: int, r: int, lora_alpha: float, target_modules: str | Sequence[str]
+) -> tuple[SlotRouter, list[MultiLoRALinear]]:
+    """Replace every targeted linear layer of `model` by a `MultiLoRALinear` (in place).
+
+    `target_modules="all-linear"` targets every linear layer except the output head, as peft does; a list matches
+    module names or their last components."""
+    router = SlotRouter()
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    targets = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module is not output and _is_target(name, target_modules)
+    ]
+    if not targets:
+        raise ValueError(f"target_modules={target_modules!r} matches no linear layer of {type(model).__name__}.")
+    layers = []
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = MultiLoRALinear(getattr(parent, child), num_slots, r, lora_alpha, router)
+        setattr(parent, child, layer)
+        layers.append(layer)
+    return router, layers
+
+
+def _is_target(name: str, target_modules: str | Sequence[str]) -> bool:
+    if target_modules == "all-linear":
+        return True
+    targets = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+@torch.no_grad()
+def reset_slot(layers: Sequence[MultiLoRALinear], slot: int, seed: int) -> None:
+    """peft's default LoRA init for one slot: A ~ kaiming_uniform(a=sqrt(5)) drawn from `seed` in module order (on
+    the CPU, so every device gets the same adapter), B = 0."""
+    generator = torch.Generator().manual_seed(seed)
+    for layer in layers:
+        weight = torch.empty(layer.lora_A.shape[1:])
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+        layer.lora_A[slot].copy_(weight)
+        layer.lora_B[slot].zero_()
+
+
+@torch.no_grad()
+def clip_grad_norm_per_slot(params: Sequence[nn.Parameter], slots: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` applied to each slot's gradients separately; returns the norms."""
+    squares = sum(p.grad[slots].float().pow(2).flatten(1).sum(1) for p in params)
+    norms = squares.sqrt()
+    coefficients = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad[slots] *= coefficients.view(-1, *([1] * (p.dim() - 1))).to(p.grad.dtype)
+    return norms
+
+
+class SlotAdamW:
+    """AdamW (torch's formula) with per-slot moments, step counts and learning rates over stacked slot parameters.
+
+    `step(slots, learning_rates)` updates only the listed slots; the others keep their weights and moments, exactly
+    as if their adapters had not taken part in this forward/backward."""
+
+    def __init__(self, params: Sequence[nn.Parameter], betas=(0.9, 0.999), eps: float = 1e-8, weight_decay=0.0):
+        self.params = list(params)
+        self.beta1, self.beta2 = betas
+        self.eps, self.weight_decay = eps, weight_decay
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [0] * self.params[0].shape[0]
+
+    @torch.no_grad()
+    def reset(self, slot: int) -> None:
+        for moment in (*self.exp_avg, *self.exp_avg_sq):
+            moment[slot].zero_()
+        self.steps[slot] = 0
+
+    @torch.no_grad()
+    def step(self, slots: Sequence[int], learning_rates: Sequence[float]) -> None:
+        index = torch.tensor(list(slots), device=self.params[0].device)
+        step_sizes, bias2_roots, decays = [], [], []
+        for slot, lr in zip(slots, learning_rates, strict=True):
+            self.steps[slot] += 1
+            step_sizes.append(lr / (1 - self.beta1 ** self.steps[slot]))
+            bias2_roots.append((1 - self.beta2 ** self.steps[slot]) ** 0.5)
+            decays.append(1 - lr * self.weight_decay)
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
+            shape = (-1, *([1] * (p.dim() - 1)))
+            as_tensor = lambda values: torch.tensor(values, device=p.device, dtype=p.dtype).view(shape)  # noqa: E731
+            grad, weight, avg, avg_sq = p.grad[index], p[index], m[index], v[index]
+            weight.mul_(as_tensor(decays))
+            avg.lerp_(grad, 1 - self.beta1)
+            avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            denom = (avg_sq.sqrt() / as_tensor(bias2_roots)).add_(self.eps)
+            weight.sub_(avg / denom * as_tensor(step_sizes))
+            p[index], m[index], v[index] = weight, avg, avg_sq

@@ -1,0 +1,235 @@
+"""`PeftLoRAInnerAdapter`: one self-edit at a time on a resident peft LoRA model, trained by a plain PyTorch loop.
+
+This is the reference path: `LoRAInnerAdapter` (many self-edits per forward/backward) is tested against it, and it
+takes any `peft.LoraConfig` (dropout, DoRA, rsLoRA, ...), which the batched path does not.
+
+SEAL (Zweiger et al., 2025, arXiv 2506.10943) applies every self-edit by fine-tuning a temporary LoRA adapter on the
+documents the self-edit describes (knowledge: r=32, alpha=64, lr 1e-3, 10 epochs, batch 1). The reference rebuilds a
+`Trainer` and reloads the adapter through disk for every self-edit; here the policy copy, the adapter and the
+optimizer stay allocated and are reset in place, and no `Trainer` is involved (a `Trainer` built inside a
+multi-process run would average the gradients of *different* self-edits across processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..types import AdaptedModel, InnerJob
+from .data import batches_for_epoch, check_inner_arguments, collate, lr_at, tokenize_examples
+from .policy_sync import (
+    build_resident_copy,
+    load_merged_weights,
+    plain_named_tensors,
+    quantize_copy,
+    weights_checksum,
+)
+
+
+class PeftLoRAInnerAdapter:
+    """Trains one temporary LoRA adapter per self-edit on a resident copy of the policy.
+
+    Args:
+        r (`int`, defaults to `32`): LoRA rank (paper, knowledge incorporation).
+        lora_alpha (`int`, defaults to `64`): LoRA scaling numerator.
+        target_modules (`str` or `list[str]`, defaults to `"all-linear"`): modules that get an adapter.
+        lora_dropout (`float`, defaults to `0.0`): dropout on the adapter input.
+        learning_rate (`float`, defaults to `1e-3`): inner learning rate unless a job sets its own.
+        num_epochs (`int`, defaults to `10`): passes over a self-edit's examples unless a job sets its own.
+        batch_size (`int`, defaults to `1`): examples per inner optimizer step.
+        lr_scheduler_type (`str`, defaults to `"constant"`): `"constant"`, `"linear"` or `"cosine"`.
+        warmup_ratio (`float`, defaults to `0.0`): share of the steps spent warming up linearly.
+        max_grad_norm (`float` or `None`, defaults to `1.0`): gradient clipping per step; None turns it off.
+        weight_decay (`float`, defaults to `0.0`): AdamW weight decay on the adapter.
+        max_length (`int`, defaults to `2048`): examples are truncated to this many tokens.
+        quantization (`"4bit"`, `"8bit"` or `None`): load the resident base with bitsandbytes (QLoRA). Needs the
+            `quantization` extra.
+        dtype (`torch.dtype` or `None`): dtype of the resident copy; None keeps the policy's.
+        device (`str` or `None`): where the resident copy lives; None uses the policy's device.
+        lora_config (`peft.LoraConfig` or `None`): a full LoRA config; overrides `r`, `lora_alpha`,
+            `target_modules` and `lora_dropout`.
+
+    Example:
+    ```python
+    >>> from trl_seal import InnerJob, PeftLoRAInnerAdapter, TrainingExample
+    >>> adapter = PeftLoRAInnerAdapter(r=8, lora_alpha=16, num_epochs=2)
+    >>> adapter.sync(model, tokenizer)
+    >>> for adapted in adapter.adapt([InnerJob([TrainingExample("The sky is green.")])]):
+    ...     print(adapted.losses[-1], adapted.failure)
+    ```
+    """
+
+    def __init__(
+        self,
+        r: int = 32,
+        lora_alpha: int = 64,
+        target_modules: str | list[str] = "all-linear",
+        lora_dropout: float = 0.0,
+        learning_rate: float = 1e-3,
+        num_epochs: int = 10,
+        batch_size: int = 1,
+        lr_scheduler_type: str = "constant",
+        warmup_ratio: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+        weight_decay: float = 0.0,
+        max_length: int = 2048,
+        quantization: Literal["4bit", "8bit"] | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | None = None,
+        lora_config: Any = None,
+    ):
+        check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
+                              warmup_ratio, quantization)
+        self.lora_config = lora_config or _default_lora_config(r, lora_alpha, target_modules, lora_dropout)
+        self.learning_rate = learning_rate
+        self.num_epochs = num_epochs
+        self.batch_size = batch_size
+        self.lr_scheduler_type = lr_scheduler_type
+        self.warmup_ratio = warmup_ratio
+        self.max_grad_norm = max_grad_norm
+        self.weight_decay = weight_decay
+        self.max_length = max_length
+        self.quantization = quantization
+        self.dtype = dtype
+        self.device = device
+        self.model = None  # the PeftModel around the resident copy
+        self.tokenizer = None
+        self._version: Hashable | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self.num_syncs = 0
+
+    # ----------------------------------------------------------------------------------------------- resident copy
+    def sync(self, policy: nn.Module, tokenizer: Any, version: Hashable | None = None) -> None:
+        """Make the resident copy equal to `policy` (adapters merged, ZeRO-3 shards gathered).
+
+        A call with the same non-None `version` as the last one does nothing: the trainer passes its policy version so
+        that the copy is refreshed only after the policy changed."""
+        if self.model is not None and version is not None and version == self._version:
+            return
+        self.tokenizer = tokenizer
+        device = torch.device(self.device) if self.device else next(policy.parameters()).device
+        if self.model is None or self.quantization is not None:
+            self._build(policy, device)  # quantized weights cannot be overwritten in place: requantize
+        else:
+            load_merged_weights(self.model, policy)
+        self._version = version
+        self.num_syncs += 1
+
+    def _build(self, policy: nn.Module, device: torch.device) -> None:
+        from peft import get_peft_model
+
+        self.model = self._optimizer = None  # free the previous copy before allocating the next
+        base = build_resident_copy(policy, self.dtype, device if self.quantization is None else torch.device("cpu"))
+        if self.quantization is not None:
+            base = quantize_copy(base, self.quantization, device)
+        base.requires_grad_(False)
+        self.model = get_peft_model(base, self.lora_config)
+        self.model.eval()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self._optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the resident copy changes (a counter of syncs): caches of base answers key on it."""
+        return self.num_syncs
+
+    def base_checksum(self) -> str:
+        """SHA-256 over the resident base weights (LoRA tensors excluded): unchanged by any inner loop."""
+        self._require_synced()
+        return weights_checksum(iter(sorted(plain_named_tensors(self.model).items())))
+
+    @contextlib.contextmanager
+    def base_model(self) -> Iterator[nn.Module]:
+        """The un-adapted resident copy (adapters switched off)."""
+        self._require_synced()
+        with self.model.disable_adapter():
+            yield self.model
+
+    # ------------------------------------------------------------------------------------------------ inner loop
+    def adapt(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedModel]:
+        """Train a fresh adapter on each job in turn and yield the adapted model.
+
+        The adapted model is valid until the generator resumes; then the adapter is reset in place, so the base
+        weights are never touched and the next job starts from exactly the same state."""
+        self._require_synced()
+        for index, job in enumerate(jobs):
+            self._reset(job.seed)
+            adapted = self._train(index, job)
+            if adapted.failure is not None:
+                self._reset(job.seed)  # a failed adapter must not leak into the evaluation
+            self.model.eval()
+            try:
+                yield adapted
+            finally:
+                self._reset(job.seed)
+
+    def _train(self, index: int, job: InnerJob) -> AdaptedModel:
+        adapted = AdaptedModel(job_index=index, model=self.model, tokenizer=self.tokenizer)
+        examples = tokenize_examples(job.examples, self.tokenizer, self.max_length)
+        if not examples:
+            adapted.failure = "no_training_tokens"
+            return adapted
+        base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
+        epochs = job.num_epochs if job.num_epochs is not None else self.num_epochs
+        total_steps = epochs * math.ceil(len(examples) / self.batch_size)
+        warmup = int(self.warmup_ratio * total_steps)
+        generator = torch.Generator().manual_seed(job.seed)
+        device = next(self.model.parameters()).device
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.model.train()
+        for _ in range(epochs):
+            for batch in batches_for_epoch(examples, self.batch_size, generator):
+                lr = lr_at(adapted.num_steps, total_steps, base_lr, self.lr_scheduler_type, warmup)
+                loss = self._step(collate(batch, pad_id, device), lr)
+                if not math.isfinite(loss):
+                    adapted.failure = "nan_loss"
+                    return adapted
+                adapted.losses.append(loss)
+                adapted.num_steps += 1
+                adapted.num_tokens += sum(example.num_trained_tokens for example in batch)
+        return adapted
+
+    def _step(self, batch: dict[str, torch.Tensor], lr: float) -> float:
+        for group in self._optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.model(**batch).loss  # mean over the trained (non -100) tokens of the batch
+        if not torch.isfinite(loss):
+            self._optimizer.zero_grad(set_to_none=True)
+            return float("nan")
+        loss.backward()
+        if self.max_grad_norm is not None:
+            params = [p for group in self._optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    @torch.no_grad()
+    def _reset(self, seed: int) -> None:
+        """Re-initialise every adapter in place (A: Kaiming from `seed`, B: zero) and clear the optimizer state."""
+        from peft.tuners.lora import LoraLayer
+
+        with torch.random.fork_rng(devices=[]):  # leave the trainer's random stream untouched
+            torch.manual_seed(seed)
+            for module in self.model.modules():
+                if isinstance(module, LoraLayer):
+                    for adapter in module.active_adapters:
+                        module.reset_lora_parameters(adapter, init_lora_weights=True)
+        self._optimizer.state.clear()
+
+    def _require_synced(self) -> None:
+        if self.model is None:
+            raise RuntimeError("The inner adapter has no policy copy yet: call `sync(policy, tokenizer)` first.")
+
+
+def _default_lora_config(r: int, lora_alpha: int, target_modules, lora_dropout: float):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r, lora_alpha=lora_alpha, target_modules=target_modules, lora_dropout=lora_dropout, task_type="CAUSAL_LM"
+    )
