@@ -1,0 +1,200 @@
+"""ARC self-edits: a JSON configuration of test-time training, the prompt that asks for it, and strict parsing.
+
+A self-edit is one JSON object with exactly these keys (paper §4.1; our key names):
+
+| key | type | meaning |
+|---|---|---|
+| `basic` | bool | rotations, flips, reflections, translation, transpose |
+| `size` | bool | ×2 resolution / height / width |
+| `chain` | bool | a rotation, flip or transpose, then ×2 resolution |
+| `repeat` | bool | tiling ×2 |
+| `loss` | `"output"` or `"all"` | train on the answer tokens only, or on every token of the pseudo-task |
+| `learning_rate` | number | in [1e-6, 1e-2] by default |
+| `num_epochs` | integer | in [1, 10] by default |
+
+Parsing never evaluates model output: it is read with `json`, checked key by key, and anything else is an
+`InvalidSelfEdit` whose `reason` is one of a few fixed strings (logged and counted by the trainer).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from .data import ARCTask
+from .grids import format_pair
+
+AUGMENTATION_KEYS = ("basic", "size", "chain", "repeat")
+LOSSES = ("output", "all")
+KEYS = (*AUGMENTATION_KEYS, "loss", "learning_rate", "num_epochs")
+LEARNING_RATE_RANGE = (1e-6, 1e-2)
+EPOCH_RANGE = (1, 10)
+
+
+@dataclass(frozen=True)
+class SelfEditConfig:
+    """A parsed ARC self-edit: which augmentation groups to apply, the loss, and the inner optimiser settings.
+
+    Example:
+    ```python
+    >>> config = SelfEditConfig(basic=True, loss="output", learning_rate=1e-4, num_epochs=2)
+    >>> config.augmentation_groups, config.to_json()[:32]
+    (['basic'], '{"basic": true, "size": false, "')
+    ```
+    """
+
+    basic: bool = False
+    size: bool = False
+    chain: bool = False
+    repeat: bool = False
+    loss: str = "output"
+    learning_rate: float = 1e-4
+    num_epochs: int = 2
+
+    @property
+    def augmentation_groups(self) -> list[str]:
+        return [key for key in AUGMENTATION_KEYS if getattr(self, key)]
+
+    def to_json(self) -> str:
+        """The self-edit as a model should write it (keys in schema order)."""
+        return json.dumps(asdict(self))
+
+
+# The paper's "oracle" test-time training: every augmentation, loss on the answer only.
+ORACLE = SelfEditConfig(basic=True, size=True, chain=True, repeat=True, loss="output", learning_rate=1e-4, num_epochs=2)
+
+
+class InvalidSelfEdit(ValueError):
+    """A self-edit that cannot be used: `reason` is a short fixed string for counting, `detail` says what was wrong."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def parse_self_edit(
+    text: str,
+    learning_rate_range: tuple[float, float] = LEARNING_RATE_RANGE,
+    epoch_range: tuple[int, int] = EPOCH_RANGE,
+) -> SelfEditConfig:
+    """Read a self-edit strictly; raise `InvalidSelfEdit` with reason `invalid_json`, `unknown_key`, `missing_key`,
+    `bad_type` or `out_of_range`.
+
+    The first JSON object in `text` is read (a ```json fence or prose around it is allowed); its keys must be exactly
+    the schema's, with values of the right type and in range. Booleans must be `true`/`false`, not 0/1.
+
+    Example:
+    ```python
+    >>> parse_self_edit('{"basic": true, "size": false, "chain": false, "repeat": false, "loss": "all", '
+    ...                 '"learning_rate": 0.001, "num_epochs": 3}').num_epochs
+    3
+    >>> parse_self_edit('{"basic": 1}')
+    Traceback (most recent call last):
+    InvalidSelfEdit: unknown_key ...
+    ```
+    """
+    values = _first_json_object(text)
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise InvalidSelfEdit("unknown_key", f"keys {unknown} are not in the schema {list(KEYS)}")
+    missing = [key for key in KEYS if key not in values]
+    if missing:
+        raise InvalidSelfEdit("missing_key", f"keys {missing} are missing")
+    for key in AUGMENTATION_KEYS:
+        _require(isinstance(values[key], bool), "bad_type", f"{key} must be true or false, got {values[key]!r}")
+    _require(isinstance(values["loss"], str), "bad_type", f"loss must be a string, got {values['loss']!r}")
+    _require(values["loss"] in LOSSES, "out_of_range", f"loss must be one of {list(LOSSES)}, got {values['loss']!r}")
+    learning_rate, epochs = values["learning_rate"], values["num_epochs"]
+    _require(_is_number(learning_rate), "bad_type", f"learning_rate must be a number, got {learning_rate!r}")
+    low, high = learning_rate_range
+    _require(low <= learning_rate <= high, "out_of_range", f"learning_rate {learning_rate} is outside [{low}, {high}]")
+    _require(_is_whole(epochs), "bad_type", f"num_epochs must be an integer, got {epochs!r}")
+    _require(epoch_range[0] <= epochs <= epoch_range[1], "out_of_range",
+             f"num_epochs {epochs} is outside [{epoch_range[0]}, {epoch_range[1]}]")
+    groups = {key: values[key] for key in AUGMENTATION_KEYS}
+    return SelfEditConfig(**groups, loss=values["loss"], learning_rate=float(learning_rate), num_epochs=int(epochs))
+
+
+def _first_json_object(text: str) -> dict:
+    if not isinstance(text, str) or "{" not in text:
+        raise InvalidSelfEdit("invalid_json", "no JSON object in the self-edit")
+    try:  # decoding from the first "{" can only give an object or fail
+        value, _ = json.JSONDecoder().raw_decode(text[text.index("{") :])
+    except ValueError as error:
+        raise InvalidSelfEdit("invalid_json", str(error)) from None
+    return value
+
+
+def _require(condition: bool, reason: str, detail: str) -> None:
+    if not condition:
+        raise InvalidSelfEdit(reason, detail)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value) -> bool:
+    return _is_number(value) and float(value).is_integer()
+
+
+SELF_EDIT_PROMPT = (
+    "Here are the solved examples of a puzzle. Each input grid is turned into its output grid by the same rule; "
+    "every digit is a colour.\n\n{examples}\n\n"
+    "A model will be trained on these examples before it solves a new input. Choose how to train it. Reply with "
+    "one JSON object with exactly these keys:\n"
+    '"basic": true or false (add rotated, flipped, reflected, shifted and transposed copies of the examples),\n'
+    '"size": true or false (add copies at double resolution, height or width),\n'
+    '"chain": true or false (add copies rotated or flipped, then at double resolution),\n'
+    '"repeat": true or false (add copies tiled twice),\n'
+    '"loss": "output" (learn the output grids only) or "all" (learn every grid),\n'
+    '"learning_rate": a number from {lr_low} to {lr_high},\n'
+    '"num_epochs": a whole number from {epochs_low} to {epochs_high}.\n'
+    "Example: {example}"
+)
+PROMPT_EXAMPLE = SelfEditConfig(basic=True, size=False, chain=False, repeat=True, loss="all", learning_rate=1e-3,
+                                num_epochs=3)
+
+
+def self_edit_prompt(task: ARCTask, template: str = SELF_EDIT_PROMPT) -> str:
+    """The text asking the policy for a self-edit of `task`: its demonstrations, then the schema and one example.
+
+    Example:
+    ```python
+    >>> print(self_edit_prompt(task)[:60])
+    Here are the solved examples of a puzzle. Each input grid is
+    ```
+    """
+    if "{examples}" not in template:
+        raise ValueError("A self-edit template must contain '{examples}' (where the demonstrations go).")
+    examples = "\n\n".join(format_pair(inp, out) for inp, out in task.train)
+    return (
+        template.replace("{examples}", examples)
+        .replace("{lr_low}", f"{LEARNING_RATE_RANGE[0]:g}").replace("{lr_high}", f"{LEARNING_RATE_RANGE[1]:g}")
+        .replace("{epochs_low}", str(EPOCH_RANGE[0])).replace("{epochs_high}", str(EPOCH_RANGE[1]))
+        .replace("{example}", PROMPT_EXAMPLE.to_json())
+    )
+
+
+def self_edit_dataset(tasks: Sequence[ARCTask], chat: bool = True, template: str = SELF_EDIT_PROMPT):
+    """A `datasets.Dataset` for `SEALTrainer` + `ARCReward`: `prompt` (chat messages, or text with `chat=False`) and
+    the context columns `task_id`, `train`, `test` (ARC's json shape, test outputs included)."""
+    from datasets import Dataset
+
+    rows = []
+    for task in tasks:
+        text = self_edit_prompt(task, template)
+        rows.append({"prompt": [{"role": "user", "content": text}] if chat else text, **task.to_row()})
+    return Dataset.from_list(rows)
+
+
+def completion_text(completion) -> str:
+    """The text of a completion: a string, or the content of the last message of a conversational completion."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        return content if isinstance(content, str) else ""
+    return ""
