@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..types import InnerJob, TrainingExample
+from ..types import InnerJob, TrainingExample, adapted_groups
 from .data import Passage
 from .prompts import self_edit_prompt, training_documents
 from .reward import KnowledgeQAReward, generate_answers, mean
@@ -66,12 +66,14 @@ def evaluate_documents(
             jobs.append(InnerJob(docs, seed=number))
             owners.append(index)
     scores: list[list[float]] = [[] for _ in passages]
-    for adapted in adapter.adapt(jobs):
-        passage = passages[owners[adapted.job_index]]
-        accuracy = 0.0 if adapted.failure else mean(reward.score(adapted.model, adapted.tokenizer, passage.title, _questions(passage)))
-        scores[owners[adapted.job_index]].append(accuracy)
-        if progress is not None:
-            progress()
+    for group in adapted_groups(adapter, jobs):
+        trained = [(m, passages[owners[member.job_index]]) for m, member in enumerate(group.members) if not member.failure]
+        grades = reward.score_group(group, [(m, p.title, _questions(p)) for m, p in trained])
+        accuracy = {m: mean(g) for (m, _), g in zip(trained, grades, strict=True)}
+        for m, member in enumerate(group.members):
+            scores[owners[member.job_index]].append(accuracy.get(m, 0.0))
+            if progress is not None:
+                progress()
     return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": len(jobs) / max(1, len(passages))})
 
 

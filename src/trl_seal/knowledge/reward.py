@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from ..types import InnerJob
+from ..types import InnerJob, adapted_groups
 from .grading import answer_contained
 from .prompts import question_prompt, training_documents
 
@@ -77,17 +79,39 @@ class KnowledgeQAReward:
             documents = training_documents(title[index], context[index], text, self.split_lines, self.include_passage)
             jobs.append(InnerJob(documents, seed=index, tag=index))
         progress = _progress_bar(len(jobs), self.show_progress)
-        for adapted in adapter.adapt(jobs):
-            progress.update(1)
-            index = jobs[adapted.job_index].tag
-            if adapted.failure is not None:
-                _record(record_invalid, index, adapted.failure)
-                continue
-            accuracy = mean(self.score(adapted.model, adapted.tokenizer, title[index], questions[index]))
-            baseline = mean(self.baseline(adapter, title[index], questions[index])) if self.mode == "gain" else 0.0
-            rewards[index] = accuracy - baseline
+        for group in adapted_groups(adapter, jobs):
+            progress.update(len(group.members))
+            scored = []
+            for member_index, member in enumerate(group.members):
+                index = jobs[member.job_index].tag
+                if member.failure is not None:
+                    _record(record_invalid, index, member.failure)
+                else:
+                    scored.append((member_index, index))
+            grades = self.score_group(group, [(m, title[i], questions[i]) for m, i in scored])
+            for (_, index), accuracy in zip(scored, grades, strict=True):
+                baseline = mean(self.baseline(adapter, title[index], questions[index])) if self.mode == "gain" else 0.0
+                rewards[index] = mean(accuracy) - baseline
         progress.close()
         return rewards
+
+    def score_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[float]]:
+        """Per-question grades for `(member, title, questions)` items: every member's questions are answered in the
+        same batched generate calls, each row by its own adapted model."""
+        prompts, rows = [], []
+        for member, title, questions in items:
+            prompts += [question_prompt(title, q["question"]) for q in questions]
+            rows += [member] * len(questions)
+        answers = generate_answers(
+            None, group.tokenizer, prompts, self.max_new_tokens, self.eval_batch_size,
+            route=lambda chunk: group.routed([rows[i] for i in chunk]),
+        )
+        grades, start = [], 0
+        for _, _, questions in items:
+            chunk = answers[start : start + len(questions)]
+            grades.append([self.grader(a, q["answers"], q["question"]) for a, q in zip(chunk, questions, strict=True)])
+            start += len(questions)
+        return grades
 
     def baseline(self, adapter, title: str, questions: list[dict]) -> list[float]:
         """Per-question scores of the un-adapted model, cached per (policy version, passage)."""
@@ -131,27 +155,39 @@ def _record(record_invalid, index: int, reason: str) -> None:
 
 @torch.no_grad()
 def generate_answers(
-    model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, sampling: dict | None = None
+    model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, sampling: dict | None = None,
+    route: Callable | None = None,
 ) -> list[str]:
-    """Answers to user prompts (chat template when the tokenizer has one), in left-padded batches; greedy unless
-    `sampling` gives generate() sampling arguments."""
+    """Answers to user prompts (chat template when the tokenizer has one), greedy unless `sampling` gives generate()
+    sampling arguments.
+
+    Prompts are batched by length (left padding, so little of it) and answered in their original order. With
+    `route`, each batch runs on `route(prompt_indices)`, a context manager giving the model for those rows (e.g.
+    `AdaptedGroup.routed`: one adapted model per row)."""
     decoding = sampling or {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     texts = [_as_chat(tokenizer, p) for p in prompts]
-    device = next(model.parameters()).device
-    answers = []
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    answers: list[str] = [""] * len(texts)
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            batch = batch.to(device)
-            output = model.generate(
-                **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, use_cache=True, **decoding
-            )
-            answers += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            with route(chunk) if route is not None else contextlib.nullcontext(model) as chunk_model:
+                device = next(chunk_model.parameters()).device
+                batch = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+                batch = batch.to(device)
+                output = chunk_model.generate(
+                    **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, use_cache=True,
+                    **decoding,
+                )
+            decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            for i, answer in zip(chunk, decoded, strict=True):
+                answers[i] = answer.strip()
     finally:
         tokenizer.padding_side = padding_side
-    return [answer.strip() for answer in answers]
+    return answers
 
 
 def _as_chat(tokenizer, prompt: str) -> str:
