@@ -1,0 +1,164 @@
+"""`ARCReward`: a self-edit is worth 1 when test-time training with its configuration solves the task, else 0."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..types import InnerJob, adapted_groups
+from .augment import INFERENCE_VIEWS
+from .data import ARCTask, tasks_from_columns
+from .inference import build_queries, predict_attempts, task_solved
+from .self_edit import (
+    EPOCH_RANGE,
+    LEARNING_RATE_RANGE,
+    InvalidSelfEdit,
+    SelfEditConfig,
+    completion_text,
+    parse_self_edit,
+)
+from .ttt import DEFAULT_MAX_EXAMPLES, optimizer_steps, training_examples
+
+logger = logging.getLogger(__name__)
+
+
+class ARCReward:
+    """Batched SEAL reward for few-shot ARC (paper §4.1).
+
+    Each completion is parsed as a self-edit (`SelfEditConfig`); its test-time-training data (leave-one/two-out
+    pseudo-tasks under the chosen augmentations) trains an adapter through the inner adapter with the self-edit's
+    learning rate and epochs; the adapted model predicts every test output of the task under `views` (inverted,
+    majority vote, `num_attempts` attempts). Reward 1.0 when every test output is among its attempts, else 0.0.
+    Unusable self-edits get 0.0 and a reason through `record_invalid`: the parser's (`invalid_json`,
+    `unknown_key`, `missing_key`, `bad_type`, `out_of_range`), `too_costly` (more than `max_steps`
+    optimizer steps: not trained), `no_training_examples`, or the inner loop's failure.
+
+    The dataset columns it reads are `task_id`, `train` and `test` (see `self_edit_dataset`). All adapted models of a
+    group are evaluated in batched `generate` calls (left padding, greedy, answer length bounded by the task).
+
+    Args:
+        max_examples (`int`, defaults to `250`): cap on training examples per self-edit (paper: 250).
+        max_tokens (`int` or `None`, defaults to `2048`): examples longer than this many tokens are dropped.
+        max_steps (`int`, defaults to `375`): cost filter on optimizer steps (paper: 375).
+        train_batch_size (`int` or `None`): batch size for the step count; None reads the adapter's `batch_size`.
+        num_permutations (`int`, defaults to `1`): random colour/example-order copies per augmented pseudo-task.
+        views (sequence of transforms, defaults to the 8 symmetries of the square): augmented-inference views.
+        num_attempts (`int`, defaults to `2`): attempts per test output (ARC's scoring).
+        eval_batch_size (`int`, defaults to `32`): rows per `generate` call.
+        learning_rate_range, epoch_range: the ranges a self-edit must respect.
+        inner_adapter: used when the caller does not pass one (e.g. with a plain `GRPOTrainer`).
+
+    Example:
+    ```python
+    >>> reward = ARCReward(max_examples=64)
+    >>> reward(prompts=prompts, completions=['{"basic": true, ...}', "not json"], task_id=ids, train=demos,
+    ...        test=tests, inner_adapter=adapter, record_invalid=lambda i, why: print(i, why))
+    1 invalid_json
+    [1.0, 0.0]
+    ```
+    """
+
+    __name__ = "arc_ttt"
+
+    def __init__(
+        self,
+        max_examples: int = DEFAULT_MAX_EXAMPLES,
+        max_tokens: int | None = 2048,
+        max_steps: int = 375,
+        train_batch_size: int | None = None,
+        num_permutations: int = 1,
+        views: Sequence = INFERENCE_VIEWS,
+        num_attempts: int = 2,
+        eval_batch_size: int = 32,
+        learning_rate_range: tuple[float, float] = LEARNING_RATE_RANGE,
+        epoch_range: tuple[int, int] = EPOCH_RANGE,
+        inner_adapter: Any = None,
+    ):
+        for name, value in (("max_examples", max_examples), ("max_steps", max_steps), ("num_attempts", num_attempts),
+                            ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ValueError(f"ARCReward: {name}={value} must be at least 1.")
+        if not views:
+            raise ValueError("ARCReward: views must hold at least one transform (e.g. augment.Identity()).")
+        self.max_examples, self.max_tokens, self.max_steps = max_examples, max_tokens, max_steps
+        self.train_batch_size, self.num_permutations = train_batch_size, num_permutations
+        self.views, self.num_attempts, self.eval_batch_size = tuple(views), num_attempts, eval_batch_size
+        self.learning_rate_range, self.epoch_range = learning_rate_range, epoch_range
+        self.inner_adapter = inner_adapter
+
+    def __call__(self, prompts, completions, task_id, train, test, inner_adapter=None, record_invalid=None, **kwargs):
+        adapter = inner_adapter if inner_adapter is not None else self.inner_adapter
+        if adapter is None:
+            raise ValueError("ARCReward needs an inner adapter: pass inner_adapter= (SEALTrainer does).")
+        tasks = tasks_from_columns(task_id, train, test)
+        configs = [self._parse(completion_text(c), index, record_invalid) for index, c in enumerate(completions)]
+        return self.score_configs(adapter, tasks, configs, record_invalid)
+
+    def score_configs(
+        self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None], record_invalid=None
+    ) -> list[float]:
+        """Rewards of already-parsed configurations (None: invalid, reward 0), one per task."""
+        rewards = [0.0] * len(tasks)
+        jobs = self.build_jobs(adapter, tasks, configs, record_invalid)
+        for group in adapted_groups(adapter, jobs):
+            usable = []
+            for member, adapted in enumerate(group.members):
+                index = jobs[adapted.job_index].tag
+                if adapted.failure is not None:
+                    _record(record_invalid, index, adapted.failure)
+                else:
+                    usable.append((member, index))
+            solved = self._solved(group.routed, group.tokenizer, [tasks[i] for _, i in usable], [m for m, _ in usable])
+            for (_, index), success in zip(usable, solved):
+                rewards[index] = float(success)
+        return rewards
+
+    def build_jobs(self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None],
+                   record_invalid=None) -> list[InnerJob]:
+        """One `InnerJob` per usable configuration (tag = its index); the cost filter and empty data are recorded."""
+        batch_size = self.train_batch_size or getattr(adapter, "batch_size", 1)
+        jobs = []
+        for index, (task, config) in enumerate(zip(tasks, configs, strict=True)):
+            if config is None:
+                continue
+            examples = training_examples(
+                task.train, config.augmentation_groups, config.loss, adapter.tokenizer, self.max_examples,
+                self.max_tokens, self.num_permutations, seed=index,
+            )
+            if not examples:
+                _record(record_invalid, index, "no_training_examples")
+                continue
+            if optimizer_steps(len(examples), config.num_epochs, batch_size) > self.max_steps:
+                _record(record_invalid, index, "too_costly")
+                continue
+            jobs.append(InnerJob(examples, config.learning_rate, config.num_epochs, seed=index, tag=index))
+        return jobs
+
+    def in_context_rewards(self, adapter, tasks: Sequence[ARCTask]) -> list[float]:
+        """Rewards of the un-adapted model (in-context learning only), with the same augmented inference."""
+        with adapter.base_model() as model:
+            solved = self._solved(lambda rows: contextlib.nullcontext(model), adapter.tokenizer, tasks,
+                                  [0] * len(tasks))
+        return [float(success) for success in solved]
+
+    def _solved(self, model_for_rows, tokenizer, tasks: Sequence[ARCTask], members: Sequence[int]) -> list[bool]:
+        if not tasks:
+            return []
+        queries = build_queries(tasks, members, self.views)
+        attempts = predict_attempts(model_for_rows, tokenizer, queries, self.num_attempts, self.eval_batch_size)
+        return [task_solved(attempts, member, index, task) for index, (task, member) in enumerate(zip(tasks, members))]
+
+    def _parse(self, text: str, index: int, record_invalid) -> SelfEditConfig | None:
+        try:
+            return parse_self_edit(text, self.learning_rate_range, self.epoch_range)
+        except InvalidSelfEdit as error:
+            logger.debug("self-edit %d is invalid: %s", index, error)
+            _record(record_invalid, index, error.reason)
+            return None
+
+
+def _record(record_invalid, index: int, reason: str) -> None:
+    if record_invalid is not None:
+        record_invalid(index, reason)
