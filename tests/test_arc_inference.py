@@ -1,8 +1,8 @@
 import contextlib
 
 import numpy as np
-
 from test_arc_reward import RuleModel, char_tokenizer, make_task, swap_colours
+
 from trl_seal.arc.augment import INFERENCE_VIEWS, Identity, Rotate
 from trl_seal.arc.inference import build_queries, is_solved, predict_attempts, task_solved, vote
 

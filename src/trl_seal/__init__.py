@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .arc.reward import ARCReward
 from .inner.lora import LoRAInnerAdapter
 from .inner.peft_lora import PeftLoRAInnerAdapter
 from .seal_config import SEALConfig
@@ -26,6 +27,7 @@ except PackageNotFoundError:  # running from a source checkout that was not inst
     __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ARCReward",
     "AdaptedGroup",
     "AdaptedModel",
     "InnerAdapter",
