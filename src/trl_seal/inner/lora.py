@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,9 +24,12 @@ from torch import nn
 
 from ..types import AdaptedGroup, AdaptedModel, InnerJob
 from .data import TokenizedExample, batches_for_epoch, check_inner_arguments, lr_at, tokenize_examples
-from .multi_lora import SlotAdamW, clip_grad_norm_per_slot, install_multi_lora, reset_slot
+from .multi_lora import SlotAdamW, SlotStore, clip_grad_norm_per_slot, install_multi_lora, reset_slot
 from .packing import pack, per_slot_losses
 from .policy_sync import build_resident_copy, load_merged_weights, plain_named_tensors, quantize_copy, weights_checksum
+
+# Each layer's .grad is a column view of one gradient buffer (see SlotStore); autograd notes the unusual strides.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 
 @dataclass
@@ -134,7 +138,7 @@ class LoRAInnerAdapter:
         self.num_syncs = 0
         self.last_run: dict[str, float] = {}  # statistics of the last adapt call (slots, steps, tokens, packing)
         self._version: Hashable | None = None
-        self._router = self._layers = self._optimizer = None
+        self._router = self._layers = self._store = self._optimizer = None
         self._num_slots = 0
 
     # ----------------------------------------------------------------------------------------------- resident copy
@@ -155,7 +159,7 @@ class LoRAInnerAdapter:
         self.num_syncs += 1
 
     def _build(self, policy: nn.Module, device: torch.device) -> None:
-        self.model = self._router = self._layers = self._optimizer = None  # free the old copy first
+        self.model = self._router = self._layers = self._store = self._optimizer = None  # free the old copy first
         base = build_resident_copy(policy, self.dtype, device if self.quantization is None else torch.device("cpu"))
         if self.quantization is not None:
             base = quantize_copy(base, self.quantization, device)
@@ -164,17 +168,15 @@ class LoRAInnerAdapter:
         self._install_slots(max(1, self._num_slots))
 
     def _install_slots(self, num_slots: int) -> None:
-        if self._layers is None:
-            self._router, self._layers = install_multi_lora(
+        if self._store is None:
+            self._router, self._store = install_multi_lora(
                 self.model, num_slots, self.r, self.lora_alpha, self.target_modules
             )
+            self._layers = self._store.layers
             self.model._multi_lora_paths = {n for n, m in self.model.named_modules() if m in set(self._layers)}
-        else:
-            for layer in self._layers:  # grow: reallocate the slot tensors (their content is reset per job anyway)
-                layer.lora_A = nn.Parameter(layer.lora_A.new_zeros(num_slots, *layer.lora_A.shape[1:]))
-                layer.lora_B = nn.Parameter(layer.lora_B.new_zeros(num_slots, *layer.lora_B.shape[1:]))
-        params = [p for layer in self._layers for p in (layer.lora_A, layer.lora_B)]
-        self._optimizer = SlotAdamW(params, weight_decay=self.weight_decay)
+        else:  # grow: a bigger store (slot contents are reset per job anyway)
+            self._store = SlotStore(self._layers, num_slots, self._store.flat.device)
+        self._optimizer = SlotAdamW(self._store, weight_decay=self.weight_decay)
         self._num_slots = num_slots
 
     @property
@@ -279,15 +281,12 @@ class LoRAInnerAdapter:
         if not torch.isfinite(losses).all():
             return self._fail_non_finite(chosen, batch, losses)
         losses.sum().backward()
-        slots = torch.tensor(batch.slots, device=device)
-        params = self._optimizer.params
         if self.max_grad_norm is not None:
-            clip_grad_norm_per_slot(params, slots, self.max_grad_norm)
+            clip_grad_norm_per_slot(self._store, batch.slots, self.max_grad_norm)
         rates = [lr_at(r.adapted.num_steps, r.total_steps, r.base_lr, self.lr_scheduler_type, r.warmup_steps)
                  for r in chosen]
         self._optimizer.step(batch.slots, rates)
-        for p in params:
-            p.grad = None
+        self._store.grad.zero_()  # in place: every layer's .grad is a view of it
         stats["joint_steps"] += 1
         stats["tokens"] += batch.num_tokens
         stats["row_tokens"] += batch.input_ids.numel()
@@ -354,7 +353,7 @@ class LoRAInnerAdapter:
             return min(self.max_adapters, max(1, len(tokenized))), token_budget
         sizes = [len(ex.input_ids) for examples in tokenized for ex in examples] or [1]
         per_step = self.batch_size * sum(sizes) / len(sizes)
-        per_slot_bytes = 16 * sum(layer.lora_A[0].numel() + layer.lora_B[0].numel() for layer in self._layers)
+        per_slot_bytes = 16 * self._store.width  # weights, gradients and two AdamW moments, float32
         k = min(64, len(tokenized), int(token_budget // per_step), int(budget // 2 // per_slot_bytes))
         return max(1, k), token_budget
 

@@ -46,17 +46,49 @@ class SlotRouter:
             vars(self).update(saved)
 
 
-class MultiLoRALinear(nn.Module):
-    """A frozen linear layer (plain, bitsandbytes 4-bit or 8-bit) plus `num_slots` LoRA adapters."""
+class SlotStore:
+    """All LoRA weights of all layers as one `(slots, P)` float32 tensor, and their gradients as another.
 
-    def __init__(self, base: nn.Module, num_slots: int, r: int, lora_alpha: float, router: SlotRouter):
+    Each layer's `lora_A`/`lora_B` is a leaf `nn.Parameter` *viewing* its columns, and its `.grad` is a view of the
+    gradient buffer (autograd accumulates into an existing `.grad` in place). So the optimizer and the per-slot
+    clipping are a handful of kernels over two tensors instead of several per layer: on a GPU the inner loop is
+    otherwise bound by kernel launches."""
+
+    def __init__(self, layers: Sequence[MultiLoRALinear], num_slots: int, device):
+        self.layers = list(layers)
+        self.width = sum(layer.r * (layer.base.in_features + layer.base.out_features) for layer in self.layers)
+        self.flat = torch.zeros(num_slots, self.width, device=device)
+        self.grad = torch.zeros_like(self.flat)
+        offset = 0
+        for layer in self.layers:
+            offset = layer.bind(self, offset)
+
+    @property
+    def num_slots(self) -> int:
+        return self.flat.shape[0]
+
+    def view(self, tensor: torch.Tensor, offset: int, shape: tuple[int, int]) -> torch.Tensor:
+        return tensor[:, offset : offset + shape[0] * shape[1]].view(tensor.shape[0], *shape)
+
+
+class MultiLoRALinear(nn.Module):
+    """A frozen linear layer (plain, bitsandbytes 4-bit or 8-bit) plus the LoRA adapters of every slot."""
+
+    def __init__(self, base: nn.Module, r: int, lora_alpha: float, router: SlotRouter):
         super().__init__()
         self.base = base
         self.router = router
         self.r, self.scaling = r, lora_alpha / r
-        device = base.weight.device
-        self.lora_A = nn.Parameter(torch.zeros(num_slots, r, base.in_features, device=device))
-        self.lora_B = nn.Parameter(torch.zeros(num_slots, base.out_features, r, device=device))
+
+    def bind(self, store: SlotStore, offset: int) -> int:
+        """Make `lora_A` (slots, r, in) and `lora_B` (slots, out, r) views of the store; returns the next offset."""
+        shapes = ((self.r, self.base.in_features), (self.base.out_features, self.r))
+        for name, shape in zip(("lora_A", "lora_B"), shapes, strict=True):
+            param = nn.Parameter(store.view(store.flat, offset, shape))
+            param.grad = store.view(store.grad, offset, shape)
+            setattr(self, name, param)
+            offset += shape[0] * shape[1]
+        return offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
@@ -90,7 +122,7 @@ class MultiLoRALinear(nn.Module):
 
 def install_multi_lora(
     model: nn.Module, num_slots: int, r: int, lora_alpha: float, target_modules: str | Sequence[str]
-) -> tuple[SlotRouter, list[MultiLoRALinear]]:
+) -> tuple[SlotRouter, SlotStore]:
     """Replace every targeted linear layer of `model` by a `MultiLoRALinear` (in place).
 
     `target_modules="all-linear"` targets every linear layer except the output head, as peft does; a list matches
@@ -108,10 +140,11 @@ def install_multi_lora(
     for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layer = MultiLoRALinear(getattr(parent, child), num_slots, r, lora_alpha, router)
+        layer = MultiLoRALinear(getattr(parent, child), r, lora_alpha, router)
         setattr(parent, child, layer)
         layers.append(layer)
-    return router, layers
+    device = next(model.parameters()).device
+    return router, SlotStore(layers, num_slots, device)
 
 
 def _is_target(name: str, target_modules: str | Sequence[str]) -> bool:
@@ -134,52 +167,64 @@ def reset_slot(layers: Sequence[MultiLoRALinear], slot: int, seed: int) -> None:
 
 
 @torch.no_grad()
-def clip_grad_norm_per_slot(params: Sequence[nn.Parameter], slots: torch.Tensor, max_norm: float) -> torch.Tensor:
+def clip_grad_norm_per_slot(store: SlotStore, slots: Sequence[int], max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` applied to each slot's gradients separately; returns the norms."""
-    squares = sum(p.grad[slots].float().pow(2).flatten(1).sum(1) for p in params)
-    norms = squares.sqrt()
-    coefficients = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for p in params:
-        p.grad[slots] *= coefficients.view(-1, *([1] * (p.dim() - 1))).to(p.grad.dtype)
+    grads = _rows(store.grad, slots)
+    norms = grads.pow(2).sum(1).sqrt()
+    grads *= (max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1)
+    _write_rows(store.grad, slots, grads)
     return norms
 
 
+def _rows(tensor: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
+    """The rows of `slots`: the tensor itself when every slot takes part (no copy), else a gathered copy."""
+    if list(slots) == list(range(tensor.shape[0])):
+        return tensor
+    return tensor[torch.tensor(list(slots), device=tensor.device)]
+
+
+def _write_rows(target: torch.Tensor, slots: Sequence[int], value: torch.Tensor) -> None:
+    if value is not target:
+        target[torch.tensor(list(slots), device=target.device)] = value
+
+
 class SlotAdamW:
-    """AdamW (torch's formula) with per-slot moments, step counts and learning rates over stacked slot parameters.
+    """AdamW (torch's formula) with per-slot moments, step counts and learning rates over a `SlotStore`.
 
     `step(slots, learning_rates)` updates only the listed slots; the others keep their weights and moments, exactly
     as if their adapters had not taken part in this forward/backward."""
 
-    def __init__(self, params: Sequence[nn.Parameter], betas=(0.9, 0.999), eps: float = 1e-8, weight_decay=0.0):
-        self.params = list(params)
+    def __init__(self, store: SlotStore, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        self.store = store
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = [0] * self.params[0].shape[0]
+        self.exp_avg = torch.zeros_like(store.flat)
+        self.exp_avg_sq = torch.zeros_like(store.flat)
+        self.steps = [0] * store.num_slots
 
     @torch.no_grad()
     def reset(self, slot: int) -> None:
-        for moment in (*self.exp_avg, *self.exp_avg_sq):
-            moment[slot].zero_()
+        self.exp_avg[slot].zero_()
+        self.exp_avg_sq[slot].zero_()
         self.steps[slot] = 0
 
     @torch.no_grad()
     def step(self, slots: Sequence[int], learning_rates: Sequence[float]) -> None:
-        index = torch.tensor(list(slots), device=self.params[0].device)
         step_sizes, bias2_roots, decays = [], [], []
         for slot, lr in zip(slots, learning_rates, strict=True):
             self.steps[slot] += 1
             step_sizes.append(lr / (1 - self.beta1 ** self.steps[slot]))
             bias2_roots.append((1 - self.beta2 ** self.steps[slot]) ** 0.5)
             decays.append(1 - lr * self.weight_decay)
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            shape = (-1, *([1] * (p.dim() - 1)))
-            as_tensor = lambda values: torch.tensor(values, device=p.device, dtype=p.dtype).view(shape)  # noqa: E731
-            grad, weight, avg, avg_sq = p.grad[index], p[index], m[index], v[index]
-            weight.mul_(as_tensor(decays))
-            avg.lerp_(grad, 1 - self.beta1)
-            avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-            denom = (avg_sq.sqrt() / as_tensor(bias2_roots)).add_(self.eps)
-            weight.sub_(avg / denom * as_tensor(step_sizes))
-            p[index], m[index], v[index] = weight, avg, avg_sq
+        device = self.store.flat.device
+        step_sizes, bias2_roots, decays = (torch.tensor(v, device=device).unsqueeze(1)
+                                           for v in (step_sizes, bias2_roots, decays))
+        weight, grad = _rows(self.store.flat, slots), _rows(self.store.grad, slots)
+        avg, avg_sq = _rows(self.exp_avg, slots), _rows(self.exp_avg_sq, slots)
+        weight.mul_(decays)
+        avg.lerp_(grad, 1 - self.beta1)
+        avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        denom = (avg_sq.sqrt() / bias2_roots).add_(self.eps)
+        weight.sub_(avg / denom * step_sizes)
+        for target, value in ((self.store.flat, weight), (self.exp_avg, avg), (self.exp_avg_sq, avg_sq)):
+            _write_rows(target, slots, value)

@@ -1,0 +1,295 @@
+"""Seconds per self-edit of SEAL's inner loop (train a LoRA adapter on a self-edit, answer the passage's questions,
+reward = accuracy gain), three approaches side by side in one process, interleaved over trials on one seeded workload:
+
+  A  the reference approach: fresh PEFT model + transformers Trainer per self-edit, documents padded to a fixed length
+     with the padding in the loss, adapter saved and reloaded, base re-graded every time (inner_loop_baselines.py)
+  B  a plain TRL user: a new SFTTrainer(peft_config=...) per self-edit, generate, unload
+  C  trl_seal: LoRAInnerAdapter (K self-edits per forward/backward, packed) + KnowledgeQAReward (batched evaluation,
+     base answers cached per passage), for each K in --ks ("auto" lets the adapter choose)
+
+The workload has the token statistics of the knowledge task: each self-edit is ~8 lines drawn from an embedded
+passage's sentences, trained together with the passage (one document per line); the passage's questions are answered
+greedily. It prints seconds per self-edit (median and range over trials), A/C and B/C, a per-phase breakdown, trained
+tokens/s, the achieved FLOP/s against a matmul peak measured in this run and against the 4·N·T floor, and checks that
+arms with the same objective and seeds compute the same rewards.
+
+    python benchmarks/inner_loop.py --trials 3 --ks 1,4,16 --epochs 10          # CPU, embedded SmolLM2-135M
+    python benchmarks/inner_loop.py --device cuda --random_init 1.5b --ks 1,16,64,auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import time
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from inner_loop_baselines import accuracy, reference_self_edit, trl_user_self_edit
+from trl_seal import LoRAInnerAdapter
+from trl_seal.knowledge.data import load_passages
+from trl_seal.knowledge.grading import answer_contained
+from trl_seal.knowledge.prompts import question_prompt, training_documents
+from trl_seal.knowledge.reward import KnowledgeQAReward
+from trl_seal.models import resolve_model
+
+# Random-weight models of common sizes (speed does not depend on the weights), with the embedded tokenizer.
+PRESETS = {
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2),
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2),
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder or hub id (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--random_init", default=None, help="'same' (the model's config) or a preset: 0.5b, 1.5b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--arms", default="A,B,C")
+    parser.add_argument("--ks", default="1,4,16", help="adapters trained together in arm C; 'auto' lets it choose")
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--reference_self_edits", type=int, default=2, help="self-edits per trial in arms A and B")
+    parser.add_argument("--waves", type=int, default=2, help="arm C runs max(waves*K, reference_self_edits) self-edits")
+    parser.add_argument("--epochs", type=int, default=10, help="paper: 10")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--r", type=int, default=32)
+    parser.add_argument("--alpha", type=int, default=64)
+    parser.add_argument("--lines", type=int, default=8, help="self-edit lines (documents besides the passage)")
+    parser.add_argument("--questions", type=int, default=5)
+    parser.add_argument("--max_new_tokens", type=int, default=64, help="paper: 64")
+    parser.add_argument("--reference_pad_length", type=int, default=2048, help="the reference pads to 2048")
+    parser.add_argument("--quantization", default=None, help="arm C on a bitsandbytes base: 4bit or 8bit")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="write all measurements as JSON here")
+    return parser.parse_args()
+
+
+def load_model(args):
+    path = args.model or resolve_model()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = getattr(torch, args.dtype)
+    if args.random_init:
+        config = AutoConfig.from_pretrained(path)
+        for name, value in PRESETS.get(args.random_init, {}).items():
+            setattr(config, name, value)
+        torch.manual_seed(args.seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(args.device).eval(), tokenizer
+
+
+def workload(args, count: int) -> list[dict]:
+    """`count` self-edits over the embedded passages, each with its documents and questions (seeded)."""
+    rng = random.Random(args.seed)
+    passages = load_passages()
+    items = []
+    for index in range(count):
+        passage = passages[index % len(passages)]
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", passage.context) if s]
+        self_edit = "\n".join(rng.choice(sentences) for _ in range(args.lines))
+        questions = [{"question": q.question, "answers": q.answers} for q in passage.questions[: args.questions]]
+        items.append({
+            "title": passage.title, "context": passage.context, "self_edit": self_edit, "questions": questions,
+            "documents": training_documents(passage.title, passage.context, self_edit),
+            "prompts": [question_prompt(passage.title, q["question"]) for q in questions],
+        })
+    return items
+
+
+def run_c(adapter, reward, items) -> dict:
+    """Arm C on `items` through the real reward; the time inside the adapter's generator is training."""
+    timed = _TimedAdapter(adapter)
+    start = time.perf_counter()
+    rewards = reward(
+        prompts=[""] * len(items), completions=[item["self_edit"] for item in items],
+        title=[item["title"] for item in items], context=[item["context"] for item in items],
+        questions=[item["questions"] for item in items], inner_adapter=timed,
+    )
+    total = time.perf_counter() - start
+    times = {"train": timed.train_time, "evaluate": total - timed.train_time, "overhead": 0.0}
+    return {"rewards": rewards, "times": times, "total": total, "slots": adapter.last_run.get("slots"),
+            "packed_fill": adapter.last_run["tokens"] / max(1, adapter.last_run["row_tokens"])}
+
+
+class _TimedAdapter:
+    """Delegates to a LoRAInnerAdapter and adds up the time spent training (inside `adapt_groups`)."""
+
+    def __init__(self, adapter):
+        self.adapter, self.train_time = adapter, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.adapter, name)
+
+    def adapt_groups(self, jobs):
+        generator = self.adapter.adapt_groups(jobs)
+        while True:
+            start = time.perf_counter()
+            try:
+                group = next(generator)
+            except StopIteration:
+                self.train_time += time.perf_counter() - start
+                return
+            self.train_time += time.perf_counter() - start
+            yield group
+
+
+def matmul_peak(device: str, dtype: torch.dtype) -> float:
+    """FLOP/s of a large square matmul in this process (the best of a few), the machine's practical peak."""
+    n = 4096 if device == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - start) / 10)
+    return 2 * n**3 / best
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def linear_weights(model) -> int:
+    """N: weights of the linear layers including the output head (what the matmuls multiply by)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def real_tokens(tokenizer, item, epochs) -> int:
+    per_epoch = sum(len(tokenizer(d.completion, add_special_tokens=False)["input_ids"]) + 1 for d in item["documents"])
+    return per_epoch * epochs
+
+
+def main():
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(args)
+    arms = args.arms.split(",")
+    ks = [k if k == "auto" else int(k) for k in args.ks.split(",")] if "C" in arms else []
+    n_c = {k: max(args.waves * (k if k != "auto" else 16), args.reference_self_edits) for k in ks}
+    pool = max([args.reference_self_edits, *n_c.values()])
+    grader = answer_contained
+    adapters = {k: LoRAInnerAdapter(r=args.r, lora_alpha=args.alpha, learning_rate=args.learning_rate,
+                                    num_epochs=args.epochs, max_adapters=k,
+                                    quantization=args.quantization) for k in ks}
+    rewards_c = {k: KnowledgeQAReward(grader=grader, max_new_tokens=args.max_new_tokens, eval_batch_size=256,
+                                      show_progress=False) for k in ks}
+    base_cache = {}
+    for k, adapter in adapters.items():
+        adapter.sync(model, tokenizer)
+    results = {arm: [] for arm in ["A", "B"] if arm in arms} | {f"C{k}": [] for k in ks}
+    for trial in range(args.trials):
+        items = workload(argparse.Namespace(**{**vars(args), "seed": args.seed + trial}), pool)
+        for item in items:  # un-adapted answers: cached per passage by B and C (A re-grades, as the reference does)
+            if item["title"] not in base_cache:
+                base_cache[item["title"]] = accuracy(model, tokenizer, item, args, grader)
+            for k in ks:
+                rewards_c[k].baseline(adapters[k], item["title"], item["questions"])
+        order = list(results)
+        order = order[trial % len(order):] + order[: trial % len(order)]  # rotate: no arm always runs first
+        for arm in order:
+            results[arm].append(run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c, n_c, trial))
+            print(f"trial {trial} {arm}: {results[arm][-1]['per_self_edit']:.2f} s/self-edit", flush=True)
+    report(args, results, model, tokenizer, pool)
+
+
+def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c, n_c, trial) -> dict:
+    _sync(args.device)
+    if arm in ("A", "B"):
+        runs = []
+        for index, item in enumerate(items[: args.reference_self_edits]):
+            seed = 1000 * trial + index
+            if arm == "A":
+                runs.append(reference_self_edit(model, tokenizer, item, args, answer_contained, seed))
+            else:
+                runs.append(trl_user_self_edit(model, tokenizer, item, args, answer_contained, seed,
+                                               base_cache[item["title"]]))
+        _sync(args.device)
+        times = {phase: sum(r["times"][phase] for r in runs) for phase in ("train", "evaluate", "overhead")}
+        rewards, count = [r["reward"] for r in runs], len(runs)
+        extra = {}
+    else:
+        k = arm[1:]
+        k = k if k == "auto" else int(k)
+        run = run_c(adapters[k], rewards_c[k], items[: n_c[k]])
+        _sync(args.device)
+        times, rewards, count = run["times"], run["rewards"], n_c[k]
+        extra = {"slots": run["slots"], "packed_fill": run["packed_fill"]}
+    tokens = sum(real_tokens(tokenizer, item, args.epochs) for item in items[:count])
+    total = sum(times.values())
+    return {"per_self_edit": total / count, "times": {p: t / count for p, t in times.items()}, "rewards": rewards,
+            "tokens_per_self_edit": tokens / count, "count": count, **extra}
+
+
+def report(args, results, model, tokenizer, pool) -> None:
+    peak = matmul_peak(args.device, getattr(torch, args.dtype))
+    n = linear_weights(model)
+    summary = {}
+    print(f"\nmodel: {model.config.model_type}, N = {n / 1e6:.1f}M linear weights, {args.dtype}, device {args.device}"
+          f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else ''}; matmul peak {peak / 1e12:.2f} TFLOP/s")
+    print(f"workload: {args.epochs} epochs, {args.lines} self-edit lines + passage, {args.questions} questions, "
+          f"{args.max_new_tokens} new tokens, r={args.r}; A pads to {args.reference_pad_length}")
+    header = f"{'arm':>6} {'s/self-edit':>12} {'range':>17} {'train':>7} {'eval':>7} {'other':>7} {'tok/s':>8} {'%peak':>6}"
+    print(header)
+    for arm, runs in results.items():
+        per = [r["per_self_edit"] for r in runs]
+        phases = {p: statistics.median(r["times"][p] for r in runs) for p in ("train", "evaluate", "overhead")}
+        tokens = statistics.median(r["tokens_per_self_edit"] for r in runs)
+        tokens_per_second = tokens / phases["train"] if phases["train"] > 0 else float("nan")
+        fraction = 4 * n * tokens_per_second / peak
+        summary[arm] = {"median": statistics.median(per), "min": min(per), "max": max(per), "phases": phases,
+                        "tokens_per_second": tokens_per_second, "train_fraction_of_peak": fraction,
+                        **{key: runs[-1][key] for key in ("slots", "packed_fill") if key in runs[-1]}}
+        print(f"{arm:>6} {statistics.median(per):12.2f} {f'[{min(per):.2f}, {max(per):.2f}]':>17} "
+              f"{phases['train']:7.2f} {phases['evaluate']:7.2f} {phases['overhead']:7.2f} {tokens_per_second:8.0f} "
+              f"{100 * fraction:5.1f}%")
+    floor = 4 * n * statistics.median(r["tokens_per_self_edit"] for r in next(iter(results.values()))) / peak
+    print(f"floor (4·N·T at the matmul peak, training only): {floor:.3f} s/self-edit")
+    for arm in [a for a in results if a.startswith("C")]:
+        ratios = [f"{ref}/{arm} = {summary[ref]['median'] / summary[arm]['median']:.1f}x" for ref in ("A", "B")
+                  if ref in summary]
+        print(f"{arm}: " + ", ".join(ratios) + f"  (K={summary[arm].get('slots')}, packed rows "
+              f"{100 * summary[arm].get('packed_fill', 0):.0f}% real tokens, {summary[arm]['median'] / floor:.0f}x floor)")
+    agreement = reward_agreement(results)
+    for line in agreement:
+        print(line)
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump({"args": vars(args), "peak_flops": peak, "linear_weights": n, "summary": summary,
+                       "agreement": agreement, "runs": results}, handle, indent=1)
+
+
+def reward_agreement(results) -> list[str]:
+    """Same seeds and objective: C at every K must give C at the first K's rewards; B and C share the objective but
+    not the random stream (LoRA init, example order), so only their mean reward is compared."""
+    lines = []
+    c_arms = [a for a in results if a.startswith("C")]
+    for arm in c_arms[1:]:
+        pairs = [(x, y) for r0, r1 in zip(results[c_arms[0]], results[arm], strict=True)
+                 for x, y in zip(r0["rewards"], r1["rewards"])]
+        same = sum(abs(x - y) < 1e-9 for x, y in pairs)
+        lines.append(f"rewards {c_arms[0]} vs {arm} (same seeds): {same}/{len(pairs)} identical")
+    for ref in ("A", "B"):
+        if ref in results and c_arms:
+            ours = [x for r in results[c_arms[-1]] for x in r["rewards"][: len(r["rewards"])]]
+            theirs = [x for r in results[ref] for x in r["rewards"]]
+            lines.append(f"mean reward {ref} {statistics.mean(theirs):+.3f} (n={len(theirs)}) vs {c_arms[-1]} "
+                         f"{statistics.mean(ours):+.3f} (n={len(ours)})")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
