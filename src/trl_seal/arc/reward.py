@@ -49,6 +49,7 @@ class ARCReward:
         eval_batch_size (`int`, defaults to `32`): rows per `generate` call.
         learning_rate_range, epoch_range: the ranges a self-edit must respect.
         inner_adapter: used when the caller does not pass one (e.g. with a plain `GRPOTrainer`).
+        show_progress (`bool`, defaults to `True`): a progress bar over the inner loops.
 
     Example:
     ```python
@@ -75,6 +76,7 @@ class ARCReward:
         learning_rate_range: tuple[float, float] = LEARNING_RATE_RANGE,
         epoch_range: tuple[int, int] = EPOCH_RANGE,
         inner_adapter: Any = None,
+        show_progress: bool = True,
     ):
         for name, value in (("max_examples", max_examples), ("max_steps", max_steps), ("num_attempts", num_attempts),
                             ("eval_batch_size", eval_batch_size)):
@@ -87,6 +89,7 @@ class ARCReward:
         self.views, self.num_attempts, self.eval_batch_size = tuple(views), num_attempts, eval_batch_size
         self.learning_rate_range, self.epoch_range = learning_rate_range, epoch_range
         self.inner_adapter = inner_adapter
+        self.show_progress = show_progress
 
     def __call__(self, prompts, completions, task_id, train, test, inner_adapter=None, record_invalid=None, **kwargs):
         adapter = inner_adapter if inner_adapter is not None else self.inner_adapter
@@ -102,7 +105,9 @@ class ARCReward:
         """Rewards of already-parsed configurations (None: invalid, reward 0), one per task."""
         rewards = [0.0] * len(tasks)
         jobs = self.build_jobs(adapter, tasks, configs, record_invalid)
+        progress = _progress_bar(len(jobs), self.show_progress)
         for group in adapted_groups(adapter, jobs):
+            progress.update(len(group.members))
             usable = []
             for member, adapted in enumerate(group.members):
                 index = jobs[adapted.job_index].tag
@@ -113,6 +118,7 @@ class ARCReward:
             solved = self._solved(group.routed, group.tokenizer, [tasks[i] for _, i in usable], [m for m, _ in usable])
             for (_, index), success in zip(usable, solved):
                 rewards[index] = float(success)
+        progress.close()
         return rewards
 
     def build_jobs(self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None],
@@ -157,6 +163,12 @@ class ARCReward:
             logger.debug("self-edit %d is invalid: %s", index, error)
             _record(record_invalid, index, error.reason)
             return None
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="ARC inner loops", unit="self-edit", disable=not enabled or total == 0, leave=False)
 
 
 def _record(record_invalid, index: int, reason: str) -> None:
