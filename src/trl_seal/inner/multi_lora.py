@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from .packing import routing_indices
+
 
 class SlotRouter:
     """Shared by all `MultiLoRALinear` layers of a model: says which slot each token or row uses.
@@ -33,17 +35,32 @@ class SlotRouter:
         self.active: torch.Tensor | None = None
         self.gather: torch.Tensor | None = None
         self.scatter: torch.Tensor | None = None
+        self.plans: dict = {}
 
     @contextlib.contextmanager
     def use(self, mode: str, **state) -> Iterator[None]:
         saved = dict(vars(self))
-        self.mode = mode
+        self.mode, self.plans = mode, {}
         for name, value in state.items():
             setattr(self, name, value)
         try:
             yield
         finally:
             vars(self).update(saved)
+
+    def token_plan(self, shape: torch.Size) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """`(active, gather, scatter)` for inputs of `shape[:-1]`: given in `tokens` mode, derived from the rows
+        in `rows` mode (once per input shape, then shared by all layers). Rows are grouped by slot rather than each
+        row gathering its own copy of the adapter weights, which would move far more memory than the base layer."""
+        if self.mode == "tokens":
+            return self.active, self.gather, self.scatter
+        key = tuple(shape[:-1])
+        if key not in self.plans:
+            unique, owner = torch.unique(self.row_slots, return_inverse=True)
+            per_token = owner.repeat_interleave(key[1] if len(key) > 1 else 1)
+            gather, scatter = routing_indices(per_token, len(unique))
+            self.plans[key] = (unique, gather, scatter)
+        return self.plans[key]
 
 
 class SlotStore:
@@ -98,26 +115,22 @@ class MultiLoRALinear(nn.Module):
         h = x.to(self.lora_A.dtype)
         if mode == "slot":
             delta = (h @ self.lora_A[self.router.slot].T) @ self.lora_B[self.router.slot].T
-        elif mode == "rows":
-            slots = self.router.row_slots
-            delta = torch.bmm(torch.bmm(h, self.lora_A[slots].transpose(1, 2)), self.lora_B[slots].transpose(1, 2))
         else:
-            delta = self._packed_delta(h)
+            delta = self._packed_delta(h, *self.router.token_plan(h.shape))
         return out + (delta * self.scaling).to(out.dtype)
 
-    def _packed_delta(self, h: torch.Tensor) -> torch.Tensor:
+    def _packed_delta(self, h: torch.Tensor, active, gather: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
         # Tokens are gathered into one (active slots, longest slot, features) block so two bmm calls serve every
         # adapter; only the small rank-r products see the (zero) filler, never the base layer.
-        router = self.router
         flat = h.reshape(-1, h.shape[-1])
         flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
         A, B = self.lora_A, self.lora_B
-        if router.active is not None:
-            A, B = A[router.active], B[router.active]
-        per_slot = torch.bmm(torch.bmm(flat[router.gather], A.transpose(1, 2)), B.transpose(1, 2))
+        if active is not None:
+            A, B = A[active], B[active]
+        per_slot = torch.bmm(torch.bmm(flat[gather], A.transpose(1, 2)), B.transpose(1, 2))
         per_slot = per_slot.reshape(-1, per_slot.shape[-1])
         per_slot = torch.cat([per_slot, per_slot.new_zeros(1, per_slot.shape[1])])
-        return per_slot[router.scatter].reshape(*h.shape[:-1], per_slot.shape[-1])
+        return per_slot[scatter].reshape(*h.shape[:-1], per_slot.shape[-1])
 
 
 def install_multi_lora(

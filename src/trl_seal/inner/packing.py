@@ -70,14 +70,14 @@ def _tensors(rows, width: int, slots: list[int], pad_token_id: int, device) -> P
         # Row-end filler continues counting so it forms one more (ignored) sequence of its own.
         position_ids[r, start:] = torch.arange(width - start)
     target_slot = torch.where(targets != IGNORE_INDEX, owner, -1)
-    gather, scatter = _routing(owner.flatten(), len(slots))
+    gather, scatter = routing_indices(owner.flatten(), len(slots))
     return PackedBatch(
         input_ids.to(device), position_ids.to(device), targets.to(device), target_slot.to(device), slots,
         gather.to(device), scatter.to(device), int((owner >= 0).sum()),
     )
 
 
-def _routing(owner: torch.Tensor, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+def routing_indices(owner: torch.Tensor, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Index maps between flat token positions and the (slot, index within slot) block of `MultiLoRALinear`."""
     num_tokens = owner.numel()
     members = [torch.nonzero(owner == position).flatten() for position in range(num_slots)]
