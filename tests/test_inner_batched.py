@@ -156,3 +156,14 @@ def test_invalid_arguments_are_explained():
         LoRAInnerAdapter(max_adapters=0)
     with pytest.raises(ValueError, match="max_tokens_per_step"):
         LoRAInnerAdapter(max_tokens_per_step="lots")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batched_training_equals_training_each_alone_on_cuda(tiny_model, tokenizer):
+    model = tiny_model.to("cuda")
+    expected = reference_results(model, tokenizer, batch_size=1)
+    adapter = LoRAInnerAdapter(**SETTINGS, max_adapters=4, eval_group_size=4)
+    adapter.sync(model, tokenizer)
+    for member in next(adapter.adapt_groups(JOBS)).members:
+        losses = expected[member.job_index][0]
+        torch.testing.assert_close(torch.tensor(member.losses), torch.tensor(losses), rtol=1e-3, atol=1e-4)

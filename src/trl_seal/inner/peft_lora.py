@@ -211,15 +211,24 @@ class PeftLoRAInnerAdapter:
 
     @torch.no_grad()
     def _reset(self, seed: int) -> None:
-        """Re-initialise every adapter in place (A: Kaiming from `seed`, B: zero) and clear the optimizer state."""
+        """Re-initialise every adapter in place (A: Kaiming from `seed`, drawn on the CPU so that every device gets
+        the same adapter, as `LoRAInnerAdapter` does; B: zero) and clear the optimizer state."""
         from peft.tuners.lora import LoraLayer
 
-        with torch.random.fork_rng(devices=[]):  # leave the trainer's random stream untouched
+        generator = torch.Generator().manual_seed(seed)
+        default_init = self.lora_config.init_lora_weights is True
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):  # leave the trainer's random streams untouched
             torch.manual_seed(seed)
             for module in self.model.modules():
                 if isinstance(module, LoraLayer):
                     for adapter in module.active_adapters:
-                        module.reset_lora_parameters(adapter, init_lora_weights=True)
+                        module.reset_lora_parameters(adapter, init_lora_weights=self.lora_config.init_lora_weights)
+                        if default_init and adapter in module.lora_A:
+                            weight = module.lora_A[adapter].weight
+                            drawn = torch.empty(weight.shape)
+                            nn.init.kaiming_uniform_(drawn, a=math.sqrt(5), generator=generator)
+                            weight.copy_(drawn)
         self._optimizer.state.clear()
 
     def _require_synced(self) -> None:
