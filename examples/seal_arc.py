@@ -94,8 +94,8 @@ def main():
         max_length=script.max_tokens, dtype=getattr(torch, script.inner_dtype),
     )
     k = script.eval_self_edits_per_task
-    sampling = dict(max_new_tokens=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
-                    seed=args.seed)
+    sampling = {"max_new_tokens": args.max_completion_length, "temperature": args.temperature, "top_p": args.top_p,
+                "seed": args.seed}
     base_edits = sample_self_edits(model, tokenizer, eval_tasks, k, **sampling)
 
     trainer = SEALTrainer(

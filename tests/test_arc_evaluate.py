@@ -1,9 +1,10 @@
 import json
+import math
 from collections import Counter
 
 import pytest
-
 from test_arc_reward import char_tokenizer, make_task
+
 from trl_seal.arc.evaluate import ConditionResult, markdown_table, wilson_interval
 from trl_seal.cli import main
 
@@ -15,7 +16,7 @@ def test_wilson_interval_is_sensible_at_the_edges():
     assert 0.71 < low < 0.73 and high == 1.0
     low, high = wilson_interval(29, 40)
     assert low < 29 / 40 < high and high - low < 0.3
-    assert all(value != value for value in wilson_interval(0, 0)), "no pairs: NaN, not a fake certainty"
+    assert all(math.isnan(value) for value in wilson_interval(0, 0)), "no pairs: NaN, not a fake certainty"
 
 
 def test_summary_per_task_invalid_rate_and_markdown():

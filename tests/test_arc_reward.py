@@ -193,3 +193,15 @@ def test_real_lora_inner_adapter_end_to_end():
     assert adapter.base_checksum() == checksum
     assert set(reward.in_context_rewards(adapter, tasks)) <= {0.0, 1.0}
     assert SelfEditConfig().loss == "output"
+
+
+def test_examples_longer_than_the_adapter_truncates_are_dropped_not_cut():
+    tokenizer = char_tokenizer()
+    adapter = FakeGroupAdapter(tokenizer)
+    task = make_task(sides=((2, 2), (4, 4), (3, 3), (2, 3)))
+    call(ARCReward(), adapter, [edit(basic=True)], tasks=[task])
+    lengths = sorted(len(e.prompt) + len(e.completion) + 1 for e in adapter.jobs[0].examples)
+    adapter.max_length = lengths[len(lengths) // 2]
+    call(ARCReward(max_tokens=2048), adapter, [edit(basic=True)], tasks=[task])
+    kept = [len(e.prompt) + len(e.completion) + 1 for e in adapter.jobs[0].examples]
+    assert kept and max(kept) <= adapter.max_length < lengths[-1]

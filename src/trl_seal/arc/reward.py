@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +41,8 @@ class ARCReward:
 
     Args:
         max_examples (`int`, defaults to `250`): cap on training examples per self-edit (paper: 250).
-        max_tokens (`int` or `None`, defaults to `2048`): examples longer than this many tokens are dropped.
+        max_tokens (`int` or `None`, defaults to `2048`): examples longer than this many tokens (or than the
+            adapter's `max_length`, whichever is smaller) are dropped rather than truncated.
         max_steps (`int`, defaults to `375`): cost filter on optimizer steps (paper: 375).
         train_batch_size (`int` or `None`): batch size for the step count; None reads the adapter's `batch_size`.
         num_permutations (`int`, defaults to `1`): random colour/example-order copies per augmented pseudo-task.
@@ -125,13 +127,16 @@ class ARCReward:
                    record_invalid=None) -> list[InnerJob]:
         """One `InnerJob` per usable configuration (tag = its index); the cost filter and empty data are recorded."""
         batch_size = self.train_batch_size or getattr(adapter, "batch_size", 1)
+        # An example longer than the adapter truncates would lose the end of its answer: drop it instead.
+        max_tokens = min(self.max_tokens or math.inf, getattr(adapter, "max_length", None) or math.inf)
+        max_tokens = None if max_tokens == math.inf else int(max_tokens)
         jobs = []
         for index, (task, config) in enumerate(zip(tasks, configs, strict=True)):
             if config is None:
                 continue
             examples = training_examples(
                 task.train, config.augmentation_groups, config.loss, adapter.tokenizer, self.max_examples,
-                self.max_tokens, self.num_permutations, seed=index,
+                max_tokens, self.num_permutations, seed=index,
             )
             if not examples:
                 _record(record_invalid, index, "no_training_examples")
