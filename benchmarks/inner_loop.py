@@ -66,6 +66,7 @@ def parse_args():
     parser.add_argument("--max_new_tokens", type=int, default=64, help="paper: 64")
     parser.add_argument("--reference_pad_length", type=int, default=2048, help="the reference pads to 2048")
     parser.add_argument("--quantization", default=None, help="arm C on a bitsandbytes base: 4bit or 8bit")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 when another process is busy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="write all measurements as JSON here")
     return parser.parse_args()
@@ -108,7 +109,8 @@ def workload(args, count: int) -> list[dict]:
 
 def run_c(adapter, reward, items) -> dict:
     """Arm C on `items` through the real reward; the time inside the adapter's generator is training."""
-    timed = _TimedAdapter(adapter)
+    timed = adapter  # a _TimedAdapter: the same object that computed the cached baselines
+    timed.train_time = 0.0
     start = time.perf_counter()
     rewards = reward(
         prompts=[""] * len(items), completions=[item["self_edit"] for item in items],
@@ -117,8 +119,9 @@ def run_c(adapter, reward, items) -> dict:
     )
     total = time.perf_counter() - start
     times = {"train": timed.train_time, "evaluate": total - timed.train_time, "overhead": 0.0}
-    return {"rewards": rewards, "times": times, "total": total, "slots": adapter.last_run.get("slots"),
-            "packed_fill": adapter.last_run["tokens"] / max(1, adapter.last_run["row_tokens"])}
+    stats = adapter.adapter.last_run
+    return {"rewards": rewards, "times": times, "total": total, "slots": stats.get("slots"),
+            "packed_fill": stats["tokens"] / max(1, stats["row_tokens"])}
 
 
 class _TimedAdapter:
@@ -175,6 +178,8 @@ def real_tokens(tokenizer, item, epochs) -> int:
 
 def main():
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args)
     arms = args.arms.split(",")
@@ -182,9 +187,10 @@ def main():
     n_c = {k: max(args.waves * (k if k != "auto" else 16), args.reference_self_edits) for k in ks}
     pool = max([args.reference_self_edits, *n_c.values()])
     grader = answer_contained
-    adapters = {k: LoRAInnerAdapter(r=args.r, lora_alpha=args.alpha, learning_rate=args.learning_rate,
-                                    num_epochs=args.epochs, max_adapters=k,
-                                    quantization=args.quantization) for k in ks}
+    # The reward caches un-adapted answers per adapter object: wrap once, so the cache filled below is the one used.
+    adapters = {k: _TimedAdapter(LoRAInnerAdapter(r=args.r, lora_alpha=args.alpha, learning_rate=args.learning_rate,
+                                                  num_epochs=args.epochs, max_adapters=k,
+                                                  quantization=args.quantization)) for k in ks}
     rewards_c = {k: KnowledgeQAReward(grader=grader, max_new_tokens=args.max_new_tokens, eval_batch_size=256,
                                       show_progress=False) for k in ks}
     base_cache = {}

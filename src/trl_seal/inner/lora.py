@@ -79,7 +79,9 @@ class LoRAInnerAdapter:
         max_tokens_per_step (`int` or `"auto"`, defaults to `"auto"`): tokens in one joint forward/backward;
             `"auto"` estimates it from the free memory and the model's size. Adapters whose next batch does not
             fit wait for the next step (their result does not depend on it).
-        pack_length (`int`, defaults to `1024`): length of a packed row (longer examples get a row of their own).
+        pack_length (`int` or `None`, defaults to `None`): length of a packed row (longer examples get a row of their
+            own). None: 1024 on a GPU, 160 on a CPU, where attention runs over the whole row with a dense mask and
+            shorter rows measured ~20 % faster (16 knowledge self-edits, SmolLM2-135M, one core).
         eval_group_size (`int` or `None`, defaults to `None`): finished adapters handed out together for batched
             evaluation; None: half the slots (or all that are left).
         quantization (`"4bit"`, `"8bit"` or `None`): bitsandbytes base (QLoRA); needs the `quantization` extra.
@@ -113,7 +115,7 @@ class LoRAInnerAdapter:
         max_length: int = 2048,
         max_adapters: int | Literal["auto"] = "auto",
         max_tokens_per_step: int | Literal["auto"] = "auto",
-        pack_length: int = 1024,
+        pack_length: int | None = None,
         eval_group_size: int | None = None,
         quantization: Literal["4bit", "8bit"] | None = None,
         dtype: torch.dtype | None = None,
@@ -124,7 +126,7 @@ class LoRAInnerAdapter:
         for name, value in (("max_adapters", max_adapters), ("max_tokens_per_step", max_tokens_per_step)):
             if value != "auto" and not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name}={value!r}: use a positive integer or 'auto'.")
-        if pack_length < 1 or (eval_group_size is not None and eval_group_size < 1):
+        if (pack_length is not None and pack_length < 1) or (eval_group_size is not None and eval_group_size < 1):
             raise ValueError("pack_length and eval_group_size must be >= 1.")
         self.r, self.lora_alpha, self.target_modules = r, lora_alpha, target_modules
         self.learning_rate, self.num_epochs, self.batch_size = learning_rate, num_epochs, batch_size
@@ -276,7 +278,8 @@ class LoRAInnerAdapter:
             tokens += size
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
-        batch = pack([(run.slot, run.next_batch(self.batch_size)) for run in chosen], self.pack_length, pad_id, device)
+        batch = pack([(run.slot, run.next_batch(self.batch_size)) for run in chosen], self._row_length(device), pad_id,
+                     device)
         losses = self._forward_losses(batch)
         if not torch.isfinite(losses).all():
             return self._fail_non_finite(chosen, batch, losses)
@@ -297,6 +300,11 @@ class LoRAInnerAdapter:
             run.adapted.num_tokens += sum(example.num_trained_tokens for example in trained)
         return [run for run in chosen if run.done]
 
+    def _row_length(self, device: torch.device) -> int:
+        if self.pack_length is not None:
+            return self.pack_length
+        return 1024 if device.type == "cuda" else 160
+
     def _forward_losses(self, batch, grad: bool = True) -> torch.Tensor:
         slots = batch.slots
         active = None if slots == list(range(self._num_slots)) else torch.tensor(slots, device=batch.gather.device)
@@ -316,7 +324,7 @@ class LoRAInnerAdapter:
         if len(chosen) > 1:
             device = batch.input_ids.device
             pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            alone = [pack([(run.slot, run.next_batch(self.batch_size))], self.pack_length, pad_id, device)
+            alone = [pack([(run.slot, run.next_batch(self.batch_size))], self._row_length(device), pad_id, device)
                      for run in suspects]
             culprits = [run for run, b in zip(suspects, alone, strict=True)
                         if not torch.isfinite(self._forward_losses(b, grad=False)).all()]
