@@ -99,6 +99,16 @@ def _single_route(adapted: AdaptedModel) -> Callable[[Sequence[int]], AbstractCo
     return routed
 
 
+def completion_text(completion) -> str:
+    """The text of a completion: a string, or the content of the last message of a conversational completion."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        return content if isinstance(content, str) else ""
+    return ""
+
+
 @dataclass
 class SelfEdit:
     """A scored self-edit, as logged and kept by the outer loop."""

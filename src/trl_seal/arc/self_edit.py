@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 from .data import ARCTask
 from .grids import format_pair
+from ..types import completion_text  # noqa: F401 - part of this module's API (ARC completions)
 
 AUGMENTATION_KEYS = ("basic", "size", "chain", "repeat")
 LOSSES = ("output", "all")
@@ -191,13 +192,3 @@ def self_edit_dataset(tasks: Sequence[ARCTask], chat: bool = True, template: str
         text = self_edit_prompt(task, template)
         rows.append({"prompt": [{"role": "user", "content": text}] if chat else text, **task.to_row()})
     return Dataset.from_list(rows)
-
-
-def completion_text(completion) -> str:
-    """The text of a completion: a string, or the content of the last message of a conversational completion."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content", "")
-        return content if isinstance(content, str) else ""
-    return ""

@@ -15,9 +15,9 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -26,7 +26,8 @@ from ..types import AdaptedGroup, AdaptedModel, InnerJob
 from .data import TokenizedExample, batches_for_epoch, check_inner_arguments, lr_at, tokenize_examples
 from .multi_lora import SlotAdamW, SlotStore, clip_grad_norm_per_slot, install_multi_lora, reset_slot
 from .packing import pack, per_slot_losses
-from .policy_sync import build_resident_copy, load_merged_weights, plain_named_tensors, quantize_copy, weights_checksum
+from .policy_sync import build_resident_copy, quantize_copy
+from .resident import ResidentPolicyCopy
 
 # Each layer's .grad is a column view of one gradient buffer (see SlotStore); autograd notes the unusual strides.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
@@ -58,7 +59,7 @@ class _SlotRun:
         return self.adapted.num_steps >= self.total_steps
 
 
-class LoRAInnerAdapter:
+class LoRAInnerAdapter(ResidentPolicyCopy):
     """Trains many temporary LoRA adapters at once on a resident copy of the policy.
 
     Args:
@@ -134,32 +135,12 @@ class LoRAInnerAdapter:
         self.max_grad_norm, self.weight_decay, self.max_length = max_grad_norm, weight_decay, max_length
         self.max_adapters, self.max_tokens_per_step = max_adapters, max_tokens_per_step
         self.pack_length, self.eval_group_size = pack_length, eval_group_size
-        self.quantization, self.dtype, self.device = quantization, dtype, device
-        self.model = None
-        self.tokenizer = None
-        self.num_syncs = 0
+        super().__init__(quantization, dtype, device)
         self.last_run: dict[str, float] = {}  # statistics of the last adapt call (slots, steps, tokens, packing)
-        self._version: Hashable | None = None
         self._router = self._layers = self._store = self._optimizer = None
         self._num_slots = 0
 
     # ----------------------------------------------------------------------------------------------- resident copy
-    def sync(self, policy: nn.Module, tokenizer: Any, version: Hashable | None = None) -> None:
-        """Make the resident copy equal to `policy` (adapters merged, ZeRO-3 shards gathered).
-
-        A call with the same non-None `version` as the last one does nothing: the trainer passes its policy version so
-        that the copy is refreshed only after the policy changed."""
-        if self.model is not None and version is not None and version == self._version:
-            return
-        self.tokenizer = tokenizer
-        device = torch.device(self.device) if self.device else next(policy.parameters()).device
-        if self.model is None or self.quantization is not None:
-            self._build(policy, device)  # quantized weights cannot be overwritten in place: requantize
-        else:
-            load_merged_weights(self.model, policy)
-        self._version = version
-        self.num_syncs += 1
-
     def _build(self, policy: nn.Module, device: torch.device) -> None:
         self.model = self._router = self._layers = self._store = self._optimizer = None  # free the old copy first
         base = build_resident_copy(policy, self.dtype, device if self.quantization is None else torch.device("cpu"))
@@ -180,16 +161,6 @@ class LoRAInnerAdapter:
             self._store = SlotStore(self._layers, num_slots, self._store.flat.device)
         self._optimizer = SlotAdamW(self._store, weight_decay=self.weight_decay)
         self._num_slots = num_slots
-
-    @property
-    def version(self) -> int:
-        """Changes whenever the resident copy changes (a counter of syncs): caches of base answers key on it."""
-        return self.num_syncs
-
-    def base_checksum(self) -> str:
-        """SHA-256 over the resident base weights (adapter slots excluded): unchanged by any inner loop."""
-        self._require_synced()
-        return weights_checksum(iter(sorted(plain_named_tensors(self.model).items())))
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[nn.Module]:
@@ -364,10 +335,6 @@ class LoRAInnerAdapter:
         per_slot_bytes = 16 * self._store.width  # weights, gradients and two AdamW moments, float32
         k = min(64, len(tokenized), int(token_budget // per_step), int(budget // 2 // per_slot_bytes))
         return max(1, k), token_budget
-
-    def _require_synced(self) -> None:
-        if self.model is None:
-            raise RuntimeError("The inner adapter has no policy copy yet: call `sync(policy, tokenizer)` first.")
 
 
 class _RoutedModel(contextlib.AbstractContextManager):

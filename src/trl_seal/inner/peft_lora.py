@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -22,16 +22,11 @@ from torch import nn
 
 from ..types import AdaptedModel, InnerJob
 from .data import batches_for_epoch, check_inner_arguments, collate, lr_at, tokenize_examples
-from .policy_sync import (
-    build_resident_copy,
-    load_merged_weights,
-    plain_named_tensors,
-    quantize_copy,
-    weights_checksum,
-)
+from .policy_sync import build_resident_copy, quantize_copy
+from .resident import ResidentPolicyCopy
 
 
-class PeftLoRAInnerAdapter:
+class PeftLoRAInnerAdapter(ResidentPolicyCopy):
     """Trains one temporary LoRA adapter per self-edit on a resident copy of the policy.
 
     Args:
@@ -94,32 +89,10 @@ class PeftLoRAInnerAdapter:
         self.max_grad_norm = max_grad_norm
         self.weight_decay = weight_decay
         self.max_length = max_length
-        self.quantization = quantization
-        self.dtype = dtype
-        self.device = device
-        self.model = None  # the PeftModel around the resident copy
-        self.tokenizer = None
-        self._version: Hashable | None = None
+        super().__init__(quantization, dtype, device)  # self.model: the PeftModel around the resident copy
         self._optimizer: torch.optim.Optimizer | None = None
-        self.num_syncs = 0
 
     # ----------------------------------------------------------------------------------------------- resident copy
-    def sync(self, policy: nn.Module, tokenizer: Any, version: Hashable | None = None) -> None:
-        """Make the resident copy equal to `policy` (adapters merged, ZeRO-3 shards gathered).
-
-        A call with the same non-None `version` as the last one does nothing: the trainer passes its policy version so
-        that the copy is refreshed only after the policy changed."""
-        if self.model is not None and version is not None and version == self._version:
-            return
-        self.tokenizer = tokenizer
-        device = torch.device(self.device) if self.device else next(policy.parameters()).device
-        if self.model is None or self.quantization is not None:
-            self._build(policy, device)  # quantized weights cannot be overwritten in place: requantize
-        else:
-            load_merged_weights(self.model, policy)
-        self._version = version
-        self.num_syncs += 1
-
     def _build(self, policy: nn.Module, device: torch.device) -> None:
         from peft import get_peft_model
 
@@ -132,16 +105,6 @@ class PeftLoRAInnerAdapter:
         self.model.eval()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self._optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
-
-    @property
-    def version(self) -> int:
-        """Changes whenever the resident copy changes (a counter of syncs): caches of base answers key on it."""
-        return self.num_syncs
-
-    def base_checksum(self) -> str:
-        """SHA-256 over the resident base weights (LoRA tensors excluded): unchanged by any inner loop."""
-        self._require_synced()
-        return weights_checksum(iter(sorted(plain_named_tensors(self.model).items())))
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[nn.Module]:
@@ -230,10 +193,6 @@ class PeftLoRAInnerAdapter:
                             nn.init.kaiming_uniform_(drawn, a=math.sqrt(5), generator=generator)
                             weight.copy_(drawn)
         self._optimizer.state.clear()
-
-    def _require_synced(self) -> None:
-        if self.model is None:
-            raise RuntimeError("The inner adapter has no policy copy yet: call `sync(policy, tokenizer)` first.")
 
 
 def _default_lora_config(r: int, lora_alpha: int, target_modules, lora_dropout: float):

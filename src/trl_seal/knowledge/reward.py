@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..types import InnerJob, adapted_groups
+from ..types import InnerJob, adapted_groups, completion_text
 from .grading import answer_contained
 from .prompts import question_prompt, training_documents
 
@@ -130,16 +130,6 @@ class KnowledgeQAReward:
 
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-def completion_text(completion) -> str:
-    """The text of a completion: a string, or the content of the last message of a conversational completion."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content", "")
-        return content if isinstance(content, str) else ""
-    return ""
 
 
 def _progress_bar(total: int, enabled: bool):
