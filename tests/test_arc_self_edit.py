@@ -7,11 +7,11 @@ from trl_seal.arc.self_edit import (
     ORACLE,
     InvalidSelfEdit,
     SelfEditConfig,
-    completion_text,
     parse_self_edit,
     self_edit_dataset,
     self_edit_prompt,
 )
+from trl_seal.types import completion_text
 
 VALID = {"basic": True, "size": False, "chain": True, "repeat": False, "loss": "all", "learning_rate": 0.001,
          "num_epochs": 3}

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..types import InnerJob, adapted_groups
+from ..types import InnerJob, adapted_groups, completion_text
 from .augment import INFERENCE_VIEWS
 from .data import ARCTask, tasks_from_columns
 from .inference import build_queries, predict_attempts, task_solved
@@ -17,7 +17,6 @@ from .self_edit import (
     LEARNING_RATE_RANGE,
     InvalidSelfEdit,
     SelfEditConfig,
-    completion_text,
     parse_self_edit,
 )
 from .ttt import DEFAULT_MAX_EXAMPLES, optimizer_steps, training_examples

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 
 from .data import ARCTask
 from .grids import format_pair
-from ..types import completion_text  # noqa: F401 - part of this module's API (ARC completions)
 
 AUGMENTATION_KEYS = ("basic", "size", "chain", "repeat")
 LOSSES = ("output", "all")
@@ -142,8 +141,8 @@ def _is_whole(value) -> bool:
 
 
 # Two example answers with different values: a small model copies the format (and varies the values) far more
-# often than it follows a description alone (SmolLM2-135M at temperature 0.7: 9 of 24 samples valid, against 0 of 24
-# with one example after a key-by-key description).
+# often than it follows a description (an exploratory check with SmolLM2-135M, 24 samples each: 3 valid at
+# temperature 1.0 and 9 at 0.7 with this prompt; 0 at 1.0 with a key-by-key description and a single example).
 SELF_EDIT_PROMPT = (
     "Here are the solved examples of a puzzle; every digit is a colour.\n\n{demonstrations}\n\n"
     "Before solving a new input, a model trains on copies of these examples. Choose the training settings as a JSON "
