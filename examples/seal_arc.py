@@ -1,12 +1,13 @@
 """SEAL for few-shot ARC: the policy learns to write test-time-training configurations that solve tasks.
 
-With no arguments this runs offline on a CPU in about 20 minutes: the embedded SmolLM2-135M-Instruct, four
-small-grid ARC-AGI-1 training tasks for one ReST-EM round, then the paper's table (Table 1) on three other small
-training tasks held out: in-context only, oracle test-time training (every augmentation, output-token loss), test-time
-training with the base model's self-edits and with the SEAL model's self-edits, success rates with 95 % Wilson CIs.
-Inner loops are cut to CPU size (8 training examples, at most 12 optimizer steps, 4 inference views). It saves the
-trained model, the config, results.json and results.md in --output_dir. Every field below and every SEALConfig field
-is a flag and a YAML key; the paper's setting is `--config recipes/arc/paper_llama_1b.yaml` (GPU).
+With no arguments this runs offline on a CPU in about 20 minutes (17-24 measured on 2 shared cores): the embedded
+SmolLM2-135M-Instruct, four small-grid ARC-AGI-1 training tasks for one ReST-EM round, then the paper's table
+(Table 1) on three other small training tasks held out: in-context only, oracle test-time training (every
+augmentation, output-token loss), test-time training with the base model's self-edits and with the SEAL model's
+self-edits, success rates with 95 % Wilson CIs. Inner loops are cut to CPU size (8 training examples, at most 12
+optimizer steps, 4 inference views). It saves the trained model, the config, results.json and results.md in
+--output_dir. Every field below and every SEALConfig field is a flag and a YAML key; the paper's setting is
+`--config recipes/arc/paper_llama_1b.yaml` (GPU).
 
     accelerate launch examples/seal_arc.py
     accelerate launch examples/seal_arc.py --config recipes/arc/paper_llama_1b.yaml
