@@ -67,6 +67,14 @@ class SEALConfig(GRPOConfig):
             "does. SEAL (default) continues from the last round's policy."
         },
     )
+    seeded_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "Sample self-edit i of round r from its own random stream seeded by (seed, r, i), so a run gives "
+            "the same self-edits on 1 or N processes and when a round is regenerated after a resume. Applies to "
+            "transformers generation (not vLLM). False: TRL's per-process stream."
+        },
+    )
 
     # Parameters whose defaults differ from GRPOConfig (values from the paper)
     num_generations: int | None = field(

@@ -23,9 +23,13 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather, gather_object
+from transformers import LogitsProcessorList
 from trl import GRPOTrainer
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad
 
 from .inner.lora import LoRAInnerAdapter
+from .sampling import SeededSampler, derive_seed, greedy_twin
 from .seal_config import SEALConfig
 from .strategies.policy_gradient import PolicyGradient
 from .strategies.rest_em import RestEM
@@ -118,6 +122,7 @@ class SEALTrainer(GRPOTrainer):
                 completion_ids=completion_ids,
                 inner_adapter=self.inner_adapter,
                 record_invalid=lambda index, reason: invalid.append((int(index), str(reason))),
+                self_edit_seeds=self._self_edit_seeds("inner", len(completions)),
                 **kwargs,
             )
             self._scoring_time += time.perf_counter() - start
@@ -127,6 +132,51 @@ class SEALTrainer(GRPOTrainer):
 
         score_self_edits.__name__ = getattr(reward_fn, "__name__", type(reward_fn).__name__)
         return score_self_edits
+
+    def _self_edit_seeds(self, purpose: str, local_count: int) -> list[int]:
+        """One seed per local self-edit from (seed, round, index in the round): the same on any number of processes."""
+        offset = self.accelerator.process_index * local_count
+        phase = self._round if self.model.training else f"eval{self.state.global_step}"
+        return [derive_seed(self.args.seed, purpose, phase, offset + i) for i in range(local_count)]
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        plain_text = images is None or all(image is None for image in images)
+        if (not self.args.seeded_sampling or self.use_vllm or self.use_transformers_continuous_batching
+                or not plain_text or multimodal_fields):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        return self._generate_seeded(prompt_ids)
+
+    def _generate_seeded(self, prompt_ids: list[list[int]]) -> tuple[list[list[int]], None]:
+        """TRL's transformers generation path, with each row sampled from its own seeded stream (see `sampling.py`)."""
+        device = self.accelerator.device
+        prompts = [torch.tensor(ids) for ids in prompt_ids]
+        inputs = {
+            "input_ids": pad(prompts, self._tokenizer.pad_token_id, padding_side="left",
+                             pad_to_multiple_of=self.pad_to_multiple_of),
+            "attention_mask": pad([torch.ones_like(p) for p in prompts], 0, padding_side="left",
+                                  pad_to_multiple_of=self.pad_to_multiple_of),
+        }
+        inputs = {key: value.to(device) for key, value in inputs.items()}
+        sampler = SeededSampler(self._self_edit_seeds("sample", len(prompt_ids)), self.generation_config)
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped_model,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            output = unwrapped_model.generate(
+                **inputs, generation_config=greedy_twin(self.generation_config),
+                logits_processor=LogitsProcessorList([sampler]),
+            )
+        completions = output[:, inputs["input_ids"].shape[1]:].cpu()
+        eos, result = set(self.eos_token_ids), []
+        for row in completions.tolist():  # keep up to the first EOS, as TRL does
+            end = next((i for i, token in enumerate(row) if token in eos), len(row) - 1)
+            result.append(row[: end + 1])
+        return result, None
 
     def _policy_version(self) -> tuple[int, int]:
         return (self.state.global_step, self._restarts)

@@ -84,8 +84,9 @@ class SecretWordReward:
 
     __name__ = "secret_word_gain"
 
-    def __call__(self, prompts, completions, secret, inner_adapter, record_invalid=None, **kwargs):
-        jobs = [InnerJob(examples=[TrainingExample(text, prompt=QUERY)], seed=index) for index, text in enumerate(completions)]
+    def __call__(self, prompts, completions, secret, inner_adapter, record_invalid=None, self_edit_seeds=None, **kwargs):
+        seeds = list(range(len(completions))) if self_edit_seeds is None else list(self_edit_seeds)
+        jobs = [InnerJob(examples=[TrainingExample(text, prompt=QUERY)], seed=seed) for text, seed in zip(completions, seeds, strict=True)]
         with inner_adapter.base_model() as base:
             baseline = {word: self.secret_logprob(base, inner_adapter.tokenizer, word) for word in set(secret)}
         rewards: list[float | None] = [0.0] * len(completions)

@@ -151,7 +151,9 @@ class RewardFn(Protocol):
 
     Called with keyword arguments: `prompts`, `completions`, `completion_ids`, every other dataset column as a list
     (one entry per completion), and, from `SEALTrainer`, `inner_adapter` (synced to the current policy) and
-    `record_invalid(index, reason)` for self-edits that got reward 0 because they were unusable. Returns one float
+    `record_invalid(index, reason)` for self-edits that got reward 0 because they were unusable, and
+    `self_edit_seeds` (one int per completion, from the run seed, the round and the self-edit's index in the round:
+    the same on any number of processes; use it to seed the inner loop). Returns one float
     (or None, "not scored") per completion. A reward function that raises is a bug and stops training.
     """
 

@@ -15,12 +15,15 @@ from trl_seal.toy import SecretWordReward, build_tiny_model, build_tiny_tokenize
 
 def main(output_dir: str) -> None:
     tokenizer = build_tiny_tokenizer()
-    model_dir = os.path.join(output_dir, "tiny-model")
+    model_dir = os.path.join(output_dir, f"tiny-model-{os.environ.get('LOCAL_RANK', '0')}")  # no write races
     if not os.path.isdir(model_dir):  # a path, as users pass one: under ZeRO-3 TRL builds it partitioned
         build_tiny_model(tokenizer, seed=0).save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
+    # 16 self-edits per round on any number of processes: one optimizer step sees all of them.
+    per_device = 16 // int(os.environ.get("WORLD_SIZE", "1"))
     args = SEALConfig(
-        output_dir=output_dir, num_rounds=2, contexts_per_round=4, num_generations=4, per_device_train_batch_size=4,
+        output_dir=output_dir, num_rounds=2, contexts_per_round=4, num_generations=4,
+        per_device_train_batch_size=per_device,
         gradient_accumulation_steps=1, num_iterations=1, max_completion_length=6, learning_rate=3e-3, bf16=False,
         gradient_checkpointing=False, save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
     )
@@ -44,6 +47,7 @@ def main(output_dir: str) -> None:
             "num_processes": trainer.accelerator.num_processes,
             "distributed_type": str(trainer.accelerator.distributed_type),
             "rewards": [e["reward"] for e in edits],
+            "self_edits": [e["self_edit"] for e in edits],
             "kept": [e["self_edit"] for e in edits if e["kept"]],
             "inner_matches_policy": bool(matches),
         }))

@@ -92,20 +92,22 @@ class ARCReward:
         self.inner_adapter = inner_adapter
         self.show_progress = show_progress
 
-    def __call__(self, prompts, completions, task_id, train, test, inner_adapter=None, record_invalid=None, **kwargs):
+    def __call__(self, prompts, completions, task_id, train, test, inner_adapter=None, record_invalid=None,
+                 self_edit_seeds=None, **kwargs):
         adapter = inner_adapter if inner_adapter is not None else self.inner_adapter
         if adapter is None:
             raise ValueError("ARCReward needs an inner adapter: pass inner_adapter= (SEALTrainer does).")
         tasks = tasks_from_columns(task_id, train, test)
         configs = [self._parse(completion_text(c), index, record_invalid) for index, c in enumerate(completions)]
-        return self.score_configs(adapter, tasks, configs, record_invalid)
+        return self.score_configs(adapter, tasks, configs, record_invalid, self_edit_seeds)
 
     def score_configs(
-        self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None], record_invalid=None
+        self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None], record_invalid=None,
+        seeds: Sequence[int] | None = None,
     ) -> list[float]:
         """Rewards of already-parsed configurations (None: invalid, reward 0), one per task."""
         rewards = [0.0] * len(tasks)
-        jobs = self.build_jobs(adapter, tasks, configs, record_invalid)
+        jobs = self.build_jobs(adapter, tasks, configs, record_invalid, seeds)
         progress = _progress_bar(len(jobs), self.show_progress)
         for group in adapted_groups(adapter, jobs):
             progress.update(len(group.members))
@@ -123,19 +125,23 @@ class ARCReward:
         return rewards
 
     def build_jobs(self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None],
-                   record_invalid=None) -> list[InnerJob]:
-        """One `InnerJob` per usable configuration (tag = its index); the cost filter and empty data are recorded."""
+                   record_invalid=None, seeds: Sequence[int] | None = None) -> list[InnerJob]:
+        """One `InnerJob` per usable configuration (tag = its index); the cost filter and empty data are recorded.
+
+        `seeds` (one per configuration, default: its index) fix the example permutations and the LoRA initialisation.
+        """
         batch_size = self.train_batch_size or getattr(adapter, "batch_size", 1)
         # An example longer than the adapter truncates would lose the end of its answer: drop it instead.
         max_tokens = min(self.max_tokens or math.inf, getattr(adapter, "max_length", None) or math.inf)
         max_tokens = None if max_tokens == math.inf else int(max_tokens)
         jobs = []
+        seeds = list(range(len(configs))) if seeds is None else list(seeds)
         for index, (task, config) in enumerate(zip(tasks, configs, strict=True)):
             if config is None:
                 continue
             examples = training_examples(
                 task.train, config.augmentation_groups, config.loss, adapter.tokenizer, self.max_examples,
-                max_tokens, self.num_permutations, seed=index,
+                max_tokens, self.num_permutations, seed=seeds[index],
             )
             if not examples:
                 _record(record_invalid, index, "no_training_examples")
@@ -143,7 +149,7 @@ class ARCReward:
             if optimizer_steps(len(examples), config.num_epochs, batch_size) > self.max_steps:
                 _record(record_invalid, index, "too_costly")
                 continue
-            jobs.append(InnerJob(examples, config.learning_rate, config.num_epochs, seed=index, tag=index))
+            jobs.append(InnerJob(examples, config.learning_rate, config.num_epochs, seed=seeds[index], tag=index))
         return jobs
 
     def in_context_rewards(self, adapter, tasks: Sequence[ARCTask]) -> list[float]:

@@ -65,11 +65,13 @@ class KnowledgeQAReward:
         self.show_progress = show_progress
         self._baseline_cache: dict[tuple, list[float]] = {}
 
-    def __call__(self, prompts, completions, title, context, questions, inner_adapter=None, record_invalid=None, **kwargs):
+    def __call__(self, prompts, completions, title, context, questions, inner_adapter=None, record_invalid=None,
+                 self_edit_seeds=None, **kwargs):
         adapter = inner_adapter if inner_adapter is not None else self.inner_adapter
         if adapter is None:
             raise ValueError("KnowledgeQAReward needs an inner adapter: pass inner_adapter= (SEALTrainer does).")
         texts = [completion_text(c) for c in completions]
+        seeds = list(range(len(texts))) if self_edit_seeds is None else list(self_edit_seeds)
         rewards: list[float | None] = [0.0] * len(texts)
         jobs = []
         for index, text in enumerate(texts):
@@ -77,7 +79,7 @@ class KnowledgeQAReward:
                 _record(record_invalid, index, "empty_self_edit")
                 continue
             documents = training_documents(title[index], context[index], text, self.split_lines, self.include_passage)
-            jobs.append(InnerJob(documents, seed=index, tag=index))
+            jobs.append(InnerJob(documents, seed=seeds[index], tag=index))
         progress = _progress_bar(len(jobs), self.show_progress)
         for group in adapted_groups(adapter, jobs):
             progress.update(len(group.members))
