@@ -89,12 +89,16 @@ def iter_merged_weights(policy: nn.Module) -> Iterator[tuple[str, torch.Tensor]]
         from peft.tuners.lora import LoraLayer
 
         lora_layers = {name: module for name, module in policy.named_modules() if isinstance(module, LoraLayer)}
+    modules = dict(policy.named_modules())
     for name, param in policy.named_parameters():
         plain = _base_name(name) if is_peft else name
         if plain is None:
             continue
-        with gathered(param) as full:
-            weight = full.detach().clone()
+        if type(param).__name__ in QUANTIZED_PARAMETERS:  # a QLoRA policy: bitsandbytes-packed base weights
+            weight = _dequantized(modules[name.rsplit(".", 1)[0]])
+        else:
+            with gathered(param) as full:
+                weight = full.detach().clone()
         owner = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
         if owner in lora_layers and name.endswith("base_layer.weight"):
             weight = weight + _lora_delta(lora_layers[owner]).to(weight.dtype)
@@ -103,6 +107,24 @@ def iter_merged_weights(policy: nn.Module) -> Iterator[tuple[str, torch.Tensor]]
         plain = _base_name(name) if is_peft else name
         if plain is not None:
             yield plain, buffer.detach().clone()
+
+
+QUANTIZED_PARAMETERS = ("Params4bit", "Int8Params")
+
+
+@torch.no_grad()
+def _dequantized(module: nn.Module) -> torch.Tensor:
+    """The full-precision weight of a bitsandbytes 4-bit or 8-bit linear layer, the layer left untouched.
+
+    (peft's `dequantize_module_weight` moves an 8-bit weight between devices, which drops its scales on CPU.)
+    """
+    import bitsandbytes.functional as bnb_functional
+
+    weight = module.weight
+    if type(weight).__name__ == "Params4bit":
+        return bnb_functional.dequantize_4bit(weight.data, weight.quant_state).clone()
+    scales = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB
+    return weight.data.float() * scales.float().unsqueeze(1) / 127.0
 
 
 def _lora_delta(layer) -> torch.Tensor:
