@@ -166,3 +166,39 @@ def test_reward_fn_that_raises_surfaces(tmp_path, tokenizer, tiny_model):
 
     with pytest.raises(RuntimeError, match="bug in my reward"):
         make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=reward).train()
+
+
+@pytest.mark.parametrize("mode", ["4bit", "8bit"])
+def test_qlora_policy_round(tmp_path, tokenizer, tiny_model, mode):
+    """A bitsandbytes-quantized policy with an outer LoRA (QLoRA): the inner copy gets its dequantized merged weights."""
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    quantization = BitsAndBytesConfig(load_in_4bit=True) if mode == "4bit" else BitsAndBytesConfig(load_in_8bit=True)
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny", quantization_config=quantization,
+                                                  device_map={"": "cpu"})
+    trainer = SEALTrainer(
+        model=policy, reward_fn=SecretWordReward(), args=seal_args(tmp_path), train_dataset=secret_word_dataset(8),
+        processing_class=tokenizer, inner_adapter=LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=2),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]),
+    )
+    trainer.train()
+    rows = [json.loads(line) for line in open(tmp_path / "out" / "self_edits.jsonl")]
+    assert len(rows) == 16 and all(row["reward"] is not None for row in rows)
+    assert any(torch.count_nonzero(p) for n, p in trainer.model.named_parameters() if "lora_B" in n)
+    trainer._sync_inner_adapter()
+    ids = torch.tensor([tokenizer("secret : apple . notes :")["input_ids"]])
+    with torch.no_grad(), trainer.inner_adapter.base_model() as copy:
+        torch.testing.assert_close(copy(input_ids=ids).logits.float(), trainer.model(input_ids=ids).logits.float(),
+                                   atol=2e-2, rtol=2e-2)
+
+
+def test_vllm_without_vllm_names_the_extra(tmp_path, tokenizer, tiny_model):
+    from trl.import_utils import is_vllm_available
+
+    if is_vllm_available():
+        pytest.skip("vLLM is installed here; the generation path itself is exercised on GPU machines")
+    with pytest.raises(ImportError, match=r"trl-seal\[vllm\]"):
+        make_trainer(tmp_path, tokenizer, tiny_model, use_vllm=True)
