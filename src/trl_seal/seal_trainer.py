@@ -88,6 +88,7 @@ class SEALTrainer(GRPOTrainer):
             raise TypeError(f"args must be a SEALConfig, got {type(args).__name__}: build it with SEALConfig(...).")
         validate_reward_fn(reward_fn)
         validate_dataset(train_dataset, args)
+        check_vllm(args)
         self.seal_reward_fn = reward_fn
         self.inner_adapter = inner_adapter if inner_adapter is not None else LoRAInnerAdapter()
         self.strategy = strategy if strategy is not None else strategy_from_config(args)
@@ -332,6 +333,17 @@ def strategy_from_config(args: SEALConfig) -> OuterStrategy:
     if args.strategy == "policy_gradient":
         return PolicyGradient()
     return RestEM(args.reward_threshold, args.keep_all_above_threshold, args.restart_each_round)
+
+
+def check_vllm(args: SEALConfig) -> None:
+    """`use_vllm=True` needs vLLM; say which extra installs it before TRL fails deeper down."""
+    from trl.import_utils import is_vllm_available
+
+    if args.use_vllm and not is_vllm_available():
+        raise ImportError(
+            "use_vllm=True, but vLLM is not installed. Install it with `pip install 'trl-seal[vllm]'` (vLLM pins its own "
+            "torch build: use an environment made for it), or set use_vllm=False to generate with transformers."
+        )
 
 
 def validate_reward_fn(reward_fn) -> None:
