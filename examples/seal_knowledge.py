@@ -1,118 +1,15 @@
-"""SEAL for knowledge incorporation: the policy learns to write self-edits that teach a passage's facts.
+"""SEAL for knowledge incorporation: `accelerate launch examples/seal_knowledge.py [--config recipe.yaml] [--field value ...]`.
 
-With no arguments this runs offline on a CPU in well under 20 minutes: the embedded SmolLM2-135M-Instruct, the
-embedded invented passages (no pretrained model knows their answers), one small ReST-EM round, then the paper's
-table on held-out passages (base model, train on the passage only, passage + the base model's self-edits, passage +
-the SEAL model's self-edits), with 95 % bootstrap CIs. It saves the trained model, the config and results.json in
---output_dir. Every SEALConfig field is a flag and a YAML key (--config recipe.yaml); the paper's scale is a recipe.
-
-    accelerate launch examples/seal_knowledge.py
-    accelerate launch examples/seal_knowledge.py --passages ../shared/data/squad/squad_v1.1_dev_passages.json \
-        --num_train_passages 50 --num_eval_passages 50 --contexts_per_round 50 --num_rounds 2 --inner_epochs 10
+The recipe itself is `src/trl_seal/scripts/knowledge.py` (read it top to bottom: load, reward, inner adapter, SEALTrainer,
+held-out table); it lives in the package so that `trl-seal knowledge` runs it after a plain `pip install`. This file is
+the same entry point for a checkout. With no arguments it runs the CPU demo offline on the embedded model; see
+recipes/README.md for the paper's settings and multi-GPU launches.
 """
 
-import json
-import os
-import time
-from dataclasses import asdict, dataclass, field
+import sys
 
-import torch
-from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import TrlParser
-
-from trl_seal import LoRAInnerAdapter, SEALConfig, SEALTrainer
-from trl_seal.knowledge.data import load_passages
-from trl_seal.knowledge.evaluate import generate_self_edits, markdown_table, run_conditions
-from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score
-from trl_seal.knowledge.prompts import self_edit_dataset
-from trl_seal.knowledge.reward import KnowledgeQAReward
-from trl_seal.models import DEFAULT_MODEL, resolve_model
-
-GRADERS = {"contained": answer_contained, "exact": exact_match, "f1": f1_score}
-
-
-@dataclass
-class KnowledgeArguments:
-    model_name_or_path: str = field(default=DEFAULT_MODEL, metadata={"help": "Policy model (name or path)."})
-    passages: str | None = field(default=None, metadata={"help": "Passage file or hub dataset; default: embedded."})
-    num_train_passages: int = field(default=6, metadata={"help": "Passages the policy trains on."})
-    num_eval_passages: int = field(default=6, metadata={"help": "Held-out passages for the final table."})
-    eval_self_edits_per_passage: int = field(default=1, metadata={"help": "Self-edits per held-out passage."})
-    self_edit_style: str = field(default="implications", metadata={"help": "implications, implications-long, rewrite, self-qa."})
-    grader: str = field(default="contained", metadata={"help": "contained, exact or f1.", "choices": list(GRADERS)})
-    inner_rank: int = field(default=32, metadata={"help": "LoRA rank of the inner adapter (paper: 32)."})
-    inner_alpha: int = field(default=64, metadata={"help": "LoRA alpha of the inner adapter (paper: 64)."})
-    inner_learning_rate: float = field(default=1e-3, metadata={"help": "Inner learning rate (paper: 1e-3)."})
-    inner_epochs: int = field(default=3, metadata={"help": "Inner epochs (paper: 10; 3 keeps the CPU demo short)."})
-    inner_batch_size: int = field(default=1, metadata={"help": "Inner batch size (paper: 1)."})
-    inner_dtype: str = field(
-        default="bfloat16", metadata={"help": "Dtype of the inner model copy: bfloat16 (2x faster on CPU) or float32."}
-    )
-    answer_max_new_tokens: int = field(default=64, metadata={"help": "Closed-book answer length (paper: 64)."})
-
-
-CPU_DEMO = dict(
-    output_dir="outputs/seal_knowledge", num_rounds=1, contexts_per_round=6, num_generations=3,
-    per_device_train_batch_size=3, gradient_accumulation_steps=2, num_iterations=2, max_completion_length=128,
-    learning_rate=1e-4, bf16=False, temperature=1.0, top_p=0.95, gradient_checkpointing=False, save_strategy="no", logging_steps=1,
-    report_to="none", seed=0,
-)
-
-
-def main():
-    parser = TrlParser((KnowledgeArguments, SEALConfig))
-    parser.set_defaults(**CPU_DEMO)
-    script, args = parser.parse_args_and_config()
-    torch.manual_seed(args.seed)
-    start = time.time()
-
-    passages = load_passages(script.passages)
-    if script.num_train_passages + script.num_eval_passages > len(passages):
-        raise ValueError(f"{len(passages)} passages cannot hold {script.num_train_passages} train + "
-                         f"{script.num_eval_passages} held-out passages: lower the counts.")
-    train, held_out = passages[: script.num_train_passages], passages[-script.num_eval_passages :]
-    model_path = resolve_model(script.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-
-    reward = KnowledgeQAReward(grader=GRADERS[script.grader], max_new_tokens=script.answer_max_new_tokens)
-    inner = LoRAInnerAdapter(
-        r=script.inner_rank, lora_alpha=script.inner_alpha, learning_rate=script.inner_learning_rate,
-        num_epochs=script.inner_epochs, batch_size=script.inner_batch_size, dtype=getattr(torch, script.inner_dtype),
-    )
-    k = script.eval_self_edits_per_passage
-    base_edits = generate_self_edits(model, tokenizer, held_out, k, script.self_edit_style,
-                                     args.max_completion_length, args.temperature, args.top_p, args.seed)
-
-    trainer = SEALTrainer(
-        model=model, reward_fn=reward, args=args, processing_class=tokenizer, inner_adapter=inner,
-        train_dataset=self_edit_dataset(train, script.self_edit_style),
-    )
-    trainer.train()
-
-    if not trainer.accelerator.is_main_process:
-        return
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    seal_edits = generate_self_edits(policy, tokenizer, held_out, k, script.self_edit_style,
-                                     args.max_completion_length, args.temperature, args.top_p, args.seed)
-    # Every condition adapts the *base* model: only the training data differs between rows.
-    inner.sync(AutoModelForCausalLM.from_pretrained(model_path), tokenizer)
-    sources = {"base self-edits": base_edits, "SEAL self-edits": seal_edits}
-    bar = tqdm(total=len(held_out) * (1 + 2 * k), desc="held-out inner loops", unit="adapter")
-    summaries = run_conditions(inner, held_out, reward, ["base", "passage", *sources], sources, lambda: bar.update(1))
-    bar.close()
-    table = markdown_table(summaries)
-    print(f"\nHeld-out passages: {len(held_out)} (grader: {script.grader})\n{table}")
-
-    trainer.save_model(args.output_dir)
-    tokenizer.save_pretrained(args.output_dir)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump({"script_args": asdict(script), "seed": args.seed, "seconds": time.time() - start, "summaries": summaries,
-                   "self_edits": {name: edits for name, edits in sources.items()}}, f, indent=1)
-    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-        f.write(table + "\n")
-
+from trl_seal.scripts.common import parse_script_arguments
+from trl_seal.scripts.knowledge import main, make_parser
 
 if __name__ == "__main__":
-    main()
+    main(*parse_script_arguments(make_parser(), sys.argv[1:]))

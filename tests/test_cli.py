@@ -1,17 +1,21 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from trl_seal import __version__
-from trl_seal.cli import main
+from trl_seal.cli import launch_training, main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_and_version(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert "eval-knowledge" in out and "seal_knowledge.py" in out
+    assert all(name in out for name in ("knowledge", "arc", "eval-knowledge", "eval-arc", "--accelerate_config"))
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
@@ -20,6 +24,51 @@ def test_help_and_version(capsys):
 def test_console_script_is_installed():
     done = subprocess.run([sys.executable, "-m", "trl_seal.cli", "eval-knowledge", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--self_edits_file" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "trl_seal.cli", "knowledge", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert all(flag in done.stdout for flag in ("--inner_rank", "--num_rounds", "--load_in_4bit", "--accelerate_config"))
+
+
+def launched(argv):
+    """The `accelerate launch` arguments `trl-seal knowledge <argv>` would run with."""
+    captured = []
+    assert launch_training("knowledge", argv, launch=captured.append) == 0
+    return captured[0]
+
+
+def test_training_command_splits_script_and_accelerate_arguments(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEAL_TEST_VARIABLE", "before")  # restored (removed) after the test
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("env:\n  SEAL_TEST_VARIABLE: ready\nnum_processes: 2\ninner_rank: 8\nnum_rounds: 3\n")
+    accelerate = launched(["--config", str(recipe), "--inner_epochs", "2", "--accelerate_config", "zero3",
+                           "--main_process_port", "29600"])
+    assert accelerate.num_processes == 2 and accelerate.main_process_port == 29600
+    assert accelerate.config_file.endswith("zero3.yaml")
+    assert accelerate.training_script.endswith(os.path.join("trl_seal", "scripts", "knowledge.py"))
+    assert accelerate.training_script_args == ["--config", str(recipe), "--inner_epochs", "2"]
+    assert os.environ["SEAL_TEST_VARIABLE"] == "ready", "the recipe's env block is set before launching"
+    local = launched(["--accelerate_config", str(ROOT / "recipes" / "accelerate" / "multi_cpu.yaml")])
+    assert local.config_file.endswith("multi_cpu.yaml") and local.training_script_args == []
+
+
+def test_training_command_names_a_misspelt_recipe_key(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("inner_rnak: 8\n")
+    with pytest.raises(ValueError, match=r"recipe.yaml: keys \['inner_rnak'\]"):
+        launched(["--config", str(recipe)])
+    with pytest.raises(SystemExit):  # a misspelt command-line flag: accelerate's parser refuses it
+        launched(["--inner_rnak", "8"])
+
+
+def test_eval_command_reads_a_recipe(tmp_path, monkeypatch):
+    from trl_seal.scripts import eval_knowledge
+
+    seen = []
+    monkeypatch.setattr(eval_knowledge, "main", lambda args: seen.append(args) or 0)
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text("num_passages: 7\nk: 3\n")
+    assert main(["eval-knowledge", "--config", str(recipe), "--k", "4"]) == 0
+    assert (seen[0].num_passages, seen[0].k) == (7, 4), "YAML sets fields, the command line overrides them"
 
 
 def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):

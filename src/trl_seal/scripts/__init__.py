@@ -1,0 +1,1 @@
+"""The training scripts behind `trl-seal knowledge` and `trl-seal arc` (and `examples/seal_*.py`)."""

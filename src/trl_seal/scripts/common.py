@@ -1,0 +1,127 @@
+"""What the training scripts share: argument parsing with recipe checks, policy loading (PEFT, bitsandbytes), rounds."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from trl import ModelConfig, TrlParser
+
+from trl_seal.models import DEFAULT_MODEL
+
+
+# Keys a recipe may hold for `accelerate launch` (TRL's convention): the CLI forwards them, the script ignores them.
+def accelerate_launch_options() -> set[str]:
+    from accelerate.commands.launch import launch_command_parser
+
+    return {action.dest for action in launch_command_parser()._actions} - {"help", "training_script",
+                                                                          "training_script_args"}
+
+
+def make_script_parser(script_dataclass, defaults: dict, prog: str | None = None, description: str | None = None):
+    """A `TrlParser` over (script arguments, `SEALConfig`, TRL's `ModelConfig`) with the script's defaults."""
+    from trl_seal.seal_config import SEALConfig
+
+    parser = TrlParser((script_dataclass, SEALConfig, ModelConfig), prog=prog,
+                       description=description)
+    parser.set_defaults(model_name_or_path=DEFAULT_MODEL, dtype="auto", **defaults)
+    return parser
+
+
+def split_arguments(parser, argv: list[str]):
+    """Parse the script's fields from the command line and `--config`; return them with the leftovers.
+
+    Returns `(parsed dataclasses, recipe keys for accelerate as flags, unparsed command-line strings)`. A recipe key
+    that is neither a field nor an `accelerate launch` option is an error naming the file.
+    """
+    *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
+        argv, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    launch_options = accelerate_launch_options()
+    unknown = [key[2:] for key in config_remaining[::2] if key[2:] not in launch_options]
+    if unknown:
+        recipe = argv[argv.index("--config") + 1]
+        raise ValueError(
+            f"{recipe}: keys {unknown} are neither fields of {_names(parsed)} nor `accelerate launch` options. Fix "
+            "their spelling (see --help: every field is a flag and a YAML key) or remove them."
+        )
+    return tuple(parsed), config_remaining, cli_remaining
+
+
+def parse_script_arguments(parser, argv: list[str]):
+    """The script's dataclasses from the command line and `--config` (accelerate keys in the recipe are skipped)."""
+    parsed, _, cli_remaining = split_arguments(parser, argv)
+    if cli_remaining:
+        raise ValueError(f"Unknown arguments {cli_remaining}: they are not fields of {_names(parsed)}. See --help.")
+    return parsed
+
+
+def _names(parsed) -> str:
+    return ", ".join(type(p).__name__ for p in parsed)
+
+
+def load_policy(model_args: ModelConfig, trust_remote_code: bool = False, peft: bool = True):
+    """Model, tokenizer and PEFT config from TRL's `ModelConfig` (the default model resolves to the embedded copy)."""
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import get_peft_config, get_quantization_config
+
+    from trl_seal.models import resolve_model
+
+    path = resolve_model(model_args.model_name_or_path)
+    quantization = get_quantization_config(model_args)
+    kwargs = dict(revision=model_args.model_revision, trust_remote_code=trust_remote_code,
+                  attn_implementation=model_args.attn_implementation)
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map={"": PartialState().device})
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision,
+                                              trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, get_peft_config(model_args) if peft else None
+
+
+def base_policy(model_args: ModelConfig, trust_remote_code: bool = False):
+    """The un-trained policy on this process's device, loaded on this process alone (also under ZeRO-3, whose
+    partitioned init would wait for the other processes)."""
+    from accelerate import PartialState
+
+    from trl_seal.inner.policy_sync import zero3_init_disabled
+
+    with zero3_init_disabled():
+        model = load_policy(model_args, trust_remote_code, peft=False)[0]
+    return model if getattr(model, "hf_device_map", None) else model.to(PartialState().device)
+
+
+def trained_policy(trainer, model_args: ModelConfig):
+    """The policy after training, for evaluation on the main process.
+
+    Under DeepSpeed ZeRO-3 the live policy is partitioned across processes, so it is reloaded from what
+    `trainer.save_model` wrote (every process must call that first); otherwise it is the unwrapped live model.
+    """
+    if not (trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3):
+        return trainer.accelerator.unwrap_model(trainer.model)
+    from trl_seal.inner.policy_sync import zero3_init_disabled
+
+    base = base_policy(model_args, trainer.args.trust_remote_code)
+    with zero3_init_disabled():
+        if not model_args.use_peft:
+            from transformers import AutoModelForCausalLM
+
+            trained = AutoModelForCausalLM.from_pretrained(trainer.args.output_dir, dtype=base.dtype)
+            return trained.to(trainer.accelerator.device)
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, trainer.args.output_dir)
+
+
+def read_rounds(output_dir: str) -> list[dict]:
+    """The trainer's per-round records (`seal_rounds.jsonl`)."""
+    path = os.path.join(output_dir, "seal_rounds.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
