@@ -2,6 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+try:
+    __version__ = version("trl-seal")
+except PackageNotFoundError:  # running from a source checkout that was not installed
+    __version__ = "0.1.0.dev0"  # defined before the imports below, which read it
+
 from .arc.reward import ARCReward
 from .inner.lora import LoRAInnerAdapter
 from .inner.peft_lora import PeftLoRAInnerAdapter
@@ -20,11 +25,6 @@ from .types import (
     TrainingExample,
     adapted_groups,
 )
-
-try:
-    __version__ = version("trl-seal")
-except PackageNotFoundError:  # running from a source checkout that was not installed
-    __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ARCReward",

@@ -76,7 +76,23 @@ class SEALConfig(GRPOConfig):
         },
     )
 
-    # Parameters whose defaults differ from GRPOConfig (values from the paper)
+    scoring_chunk_size: int | None = field(
+        default=32,
+        metadata={
+            "help": "Self-edits per reward-function call. Each chunk's rewards go to the ledger as soon as it is "
+            "scored, so a crash loses at most one chunk of inner loops; larger chunks batch more inner loops "
+            "together. None: all of a process's self-edits of a round in one call."
+        },
+    )
+
+    # Parameters whose defaults differ from GRPOConfig (values from the paper where it gives them)
+    save_steps: float = field(
+        default=0,
+        metadata={
+            "help": "Checkpoint every this many optimizer steps (save_strategy='steps'); must be a multiple of a "
+            "round's optimizer steps, since a resumed round restarts at its beginning. 0 (default): every round."
+        },
+    )
     num_generations: int | None = field(
         default=5, metadata={"help": "Self-edits sampled per context (paper: 5 for knowledge, 15 for ARC)."}
     )
@@ -106,6 +122,9 @@ class SEALConfig(GRPOConfig):
                 f"max_steps={self.max_steps} was set, but SEALConfig derives it from num_rounds. Set num_rounds "
                 "(and contexts_per_round) instead and leave max_steps unset."
             )
+        every_round = self.save_steps in (0, None)
+        if every_round:
+            self.save_steps = 1  # placeholder: the round length is known after GRPOConfig's checks
         if self.generation_batch_size is None and self.steps_per_generation is None:
             self.generation_batch_size = self.contexts_per_round * (self.num_generations or 1)
         try:
@@ -127,6 +146,20 @@ class SEALConfig(GRPOConfig):
                 "Choose gradient_accumulation_steps dividing that number, or change per_device_train_batch_size."
             )
         self.max_steps = self.num_rounds * micro_steps_per_round // self.gradient_accumulation_steps
+        if every_round:
+            self.save_steps = self.optimizer_steps_per_round
+        self._check_checkpoint_steps()
+
+    def _check_checkpoint_steps(self) -> None:
+        """Checkpoints must fall on round boundaries: a resumed round is regenerated from the round's start."""
+        per_round = self.optimizer_steps_per_round
+        steps = self.save_steps
+        if str(self.save_strategy) in ("steps", "SaveStrategy.STEPS") and steps >= 1 and int(steps) % per_round:
+            raise ValueError(
+                f"save_steps={steps} is not a multiple of the {per_round} optimizer steps of a round: a checkpoint "
+                "taken inside a round cannot be resumed exactly (the round's self-edits are regenerated from its "
+                f"start). Use save_steps={per_round} (every round) or a multiple of it."
+            )
 
     @property
     def optimizer_steps_per_round(self) -> int:
@@ -135,6 +168,8 @@ class SEALConfig(GRPOConfig):
     def _check_seal_fields(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is unknown: use one of {STRATEGIES}.")
+        if self.scoring_chunk_size is not None and self.scoring_chunk_size < 1:
+            raise ValueError(f"scoring_chunk_size={self.scoring_chunk_size} must be at least 1 (or None: one call).")
         for name in ("num_rounds", "contexts_per_round", "num_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")

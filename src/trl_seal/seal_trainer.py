@@ -22,6 +22,7 @@ from collections import Counter
 from typing import Any
 
 import torch
+from accelerate.logging import get_logger
 from accelerate.utils import gather, gather_object
 from transformers import LogitsProcessorList
 from trl import GRPOTrainer
@@ -33,7 +34,20 @@ from .sampling import SeededSampler, derive_seed, greedy_twin
 from .seal_config import SEALConfig
 from .strategies.policy_gradient import PolicyGradient
 from .strategies.rest_em import RestEM
-from .types import InnerAdapter, OuterStrategy, RewardFn
+from . import __version__
+from .ledger import Ledger, text_sha256, write_json_atomically
+from .resume import (
+    INITIAL_POLICY,
+    check_resumable,
+    keep_rounds_before,
+    last_complete_checkpoint,
+    read_seal_state,
+    scalar_settings,
+    write_seal_state,
+)
+from .types import InnerAdapter, OuterStrategy, RewardFn, completion_text
+
+logger = get_logger(__name__)
 
 
 class SEALTrainer(GRPOTrainer):
@@ -93,6 +107,8 @@ class SEALTrainer(GRPOTrainer):
         self.inner_adapter = inner_adapter if inner_adapter is not None else LoRAInnerAdapter()
         self.strategy = strategy if strategy is not None else strategy_from_config(args)
         self._round = 0
+        self._ledger: Ledger | None = None
+        self._ledger_hits = 0
         self._restarts = 0
         self._round_record: dict[str, Any] | None = None
         self._scoring_time = 0.0
@@ -115,24 +131,63 @@ class SEALTrainer(GRPOTrainer):
     def _make_reward_wrapper(self, reward_fn: RewardFn):
         def score_self_edits(prompts, completions, completion_ids=None, **kwargs):
             self._sync_inner_adapter()
-            invalid: list[tuple[int, str]] = []
             start = time.perf_counter()
-            rewards = reward_fn(
-                prompts=prompts,
-                completions=completions,
-                completion_ids=completion_ids,
-                inner_adapter=self.inner_adapter,
-                record_invalid=lambda index, reason: invalid.append((int(index), str(reason))),
-                self_edit_seeds=self._self_edit_seeds("inner", len(completions)),
-                **kwargs,
-            )
+            rewards, invalid = self._score_with_ledger(reward_fn, prompts, completions, completion_ids, kwargs)
             self._scoring_time += time.perf_counter() - start
-            check_rewards(rewards, len(completions), reward_fn)
             self._local_batch = {"prompts": prompts, "completions": completions, "invalid": invalid}
             return rewards
 
         score_self_edits.__name__ = getattr(reward_fn, "__name__", type(reward_fn).__name__)
         return score_self_edits
+
+    def _score_with_ledger(self, reward_fn, prompts, completions, completion_ids, kwargs):
+        """Rewards of the local self-edits: from the ledger when already scored, else from `reward_fn` called on
+        chunks of `scoring_chunk_size`, each chunk appended to the ledger as soon as it is scored."""
+        count = len(completions)
+        seeds = self._self_edit_seeds("inner", count)
+        rewards: list[float | None] = [None] * count
+        invalid: list[tuple[int, str]] = []
+        ledger = self._ledger if self.model.training else None
+        offset, step = self.accelerator.process_index * count, self.state.global_step
+        # The prompt is part of the key: the same text written for another context earns another reward.
+        hashes = [text_sha256(json.dumps([p, completion_text(c)], default=str)) for p, c in zip(prompts, completions)]
+        todo = []
+        for i in range(count):
+            entry = ledger.lookup(self._round, step, offset + i, hashes[i]) if ledger is not None else None
+            if entry is None:
+                todo.append(i)
+                continue
+            rewards[i] = entry["reward"]
+            if entry.get("reason"):
+                invalid.append((i, entry["reason"]))
+        self._ledger_hits += count - len(todo)
+        chunk_size = self.args.scoring_chunk_size or max(1, len(todo))
+        for begin in range(0, len(todo), chunk_size):
+            chunk = todo[begin : begin + chunk_size]
+            chunk_invalid: list[tuple[int, str]] = []
+            chunk_rewards = reward_fn(
+                prompts=[prompts[i] for i in chunk],
+                completions=[completions[i] for i in chunk],
+                completion_ids=None if completion_ids is None else [completion_ids[i] for i in chunk],
+                inner_adapter=self.inner_adapter,
+                record_invalid=lambda index, reason: chunk_invalid.append((int(index), str(reason))),
+                self_edit_seeds=[seeds[i] for i in chunk],
+                **{key: _select(value, chunk, count) for key, value in kwargs.items()},
+            )
+            check_rewards(chunk_rewards, len(chunk), reward_fn)
+            reasons = dict(chunk_invalid)
+            for position, i in enumerate(chunk):
+                rewards[i] = chunk_rewards[position]
+            invalid.extend((chunk[position], reason) for position, reason in chunk_invalid if 0 <= position < len(chunk))
+            if ledger is not None:
+                ledger.append([
+                    {"round": self._round, "policy_step": step, "index": offset + i, "context": (offset + i) //
+                     self.num_generations, "self_edit_sha256": hashes[i], "reward": chunk_rewards[position],
+                     "reason": reasons.get(position), "seed": seeds[i], "process": self.accelerator.process_index,
+                     "time": time.time()}
+                    for position, i in enumerate(chunk)
+                ])
+        return rewards, invalid
 
     def _self_edit_seeds(self, purpose: str, local_count: int) -> list[int]:
         """One seed per local self-edit from (seed, round, index in the round): the same on any number of processes."""
@@ -206,6 +261,9 @@ class SEALTrainer(GRPOTrainer):
         output["advantages"] = weights[local].to(output["completion_mask"].device)
         output["kept_tokens_per_step"] = self._kept_tokens_per_step(output, training)
         if training:
+            # TRL shuffles the round's rows next with the global RNG, whose state a resumed run does not share with an
+            # uninterrupted one (data-loader iterators draw from it): reseed it from (seed, round, process).
+            torch.manual_seed(derive_seed(self.args.seed, "update", self._round, self.accelerator.process_index) % 2**63)
             self._open_round(inputs, weights, elapsed)
             if self.strategy.restart_each_round and self._initial_trainable is not None:
                 self._restore_initial_policy()
@@ -298,14 +356,80 @@ class SEALTrainer(GRPOTrainer):
         self._update_time += time.perf_counter() - start - (self._generation_time_total - generation_before)
         return loss
 
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """TRL's `train`, plus SEAL state: `resume_from_checkpoint=True` picks the last *complete* checkpoint (one
+        whose `seal_state.json` was written), checks it was made under the same settings, restores the round, and
+        reuses every reward already in the ledger; a fresh run in the same output_dir reuses the ledger too."""
+        checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
+        self._round = self._restore_seal_state(checkpoint) if checkpoint is not None else 0
+        output_dir = self.args.output_dir
         if self.accelerator.is_main_process:
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            with open(os.path.join(self.args.output_dir, "seal_config.json"), "w") as f:
-                f.write(self.args.to_json_string())
-        output = super().train(*args, **kwargs)
+            os.makedirs(output_dir, exist_ok=True)
+            write_json_atomically(os.path.join(output_dir, "seal_config.json"), self.args.to_dict())
+            for name in ("self_edits.jsonl", "seal_rounds.jsonl"):  # rows of rounds about to be redone
+                keep_rounds_before(os.path.join(output_dir, name), self._round)
+            self._ledger = Ledger(output_dir, 0, self._ledger_fingerprint())
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            self._ledger = Ledger(output_dir, self.accelerator.process_index, self._ledger_fingerprint(), False)
+        if self._ledger.entries:
+            logger.info("Ledger in %s holds %d scored self-edits: they will not be trained again.",
+                        self._ledger.folder, len(self._ledger.entries))
+        output = super().train(resume_from_checkpoint=checkpoint, **kwargs)
         self._close_round()
         return output
+
+    def _resolve_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        if resume_from_checkpoint in (None, False):
+            return None
+        if resume_from_checkpoint is True:
+            checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if checkpoint is None:
+                logger.info("No complete checkpoint in %s: starting at round 0 (the ledger's rewards are reused).",
+                            self.args.output_dir)
+            return checkpoint
+        return str(resume_from_checkpoint)
+
+    def _restore_seal_state(self, checkpoint: str) -> int:
+        state = read_seal_state(checkpoint)
+        check_resumable(state, self.args.to_dict(), __version__, checkpoint)
+        self._restarts = int(state["restarts"])
+        if self.strategy.restart_each_round:
+            from safetensors.torch import load_file
+
+            self._initial_trainable = load_file(os.path.join(checkpoint, INITIAL_POLICY))
+        return int(state["round"])
+
+    def _save_checkpoint(self, model, trial) -> None:
+        self._close_round()  # the round is over: its record goes out before the checkpoint that follows it
+        super()._save_checkpoint(model, trial)
+        if not self.accelerator.is_main_process:
+            return
+        checkpoint = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        if self._initial_trainable is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self._initial_trainable.items()},
+                      os.path.join(checkpoint, INITIAL_POLICY))
+        write_seal_state(checkpoint, {  # written last: a checkpoint without it was cut short
+            "round": self._round, "restarts": self._restarts, "global_step": self.state.global_step,
+            "ledger_entries": len(self._ledger.entries) if self._ledger is not None else 0,
+            "trl_seal_version": __version__, "config": self.args.to_dict(),
+        })
+
+    def _ledger_fingerprint(self) -> dict[str, Any]:
+        """What decides a self-edit's reward besides its text: a ledger made under other values is refused."""
+        args = self.args
+        policy = self.accelerator.unwrap_model(self.model)
+        fields = ("seed", "num_generations", "contexts_per_round", "temperature", "top_p", "top_k", "min_p",
+                  "repetition_penalty", "max_completion_length", "seeded_sampling", "generation_kwargs")
+        return {
+            **{name: getattr(args, name, None) for name in fields},
+            "model": getattr(getattr(policy, "config", None), "_name_or_path", None),
+            "reward": scalar_settings(self.seal_reward_fn),
+            "inner_adapter": scalar_settings(self.inner_adapter),
+            "trl_seal_version": __version__,
+        }
 
     # -------------------------------------------------------------------------------- original ReST-EM restarts
     def _snapshot_trainable(self) -> dict[str, torch.Tensor]:
@@ -399,6 +523,13 @@ def check_rewards(rewards, expected: int, reward_fn) -> None:
                 f"reward_fn {name!r} returned {value!r} ({type(value).__name__}) for completion {index}: rewards must "
                 "be floats or None."
             )
+
+
+def _select(value, indices: list[int], count: int):
+    """The entries of a per-completion column at `indices`; anything else (trainer_state, log_extra...) unchanged."""
+    if isinstance(value, (list, tuple)) and len(value) == count:
+        return [value[i] for i in indices]
+    return value
 
 
 def _reasons_by_index(batch: dict[str, Any], size: int) -> list[str | None]:

@@ -5,6 +5,7 @@ Prints one JSON line: `{"rewards": [...], "kept": [...], "inner_matches_policy":
 
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -15,10 +16,15 @@ from trl_seal.toy import SecretWordReward, build_tiny_model, build_tiny_tokenize
 
 def main(output_dir: str) -> None:
     tokenizer = build_tiny_tokenizer()
-    model_dir = os.path.join(output_dir, f"tiny-model-{os.environ.get('LOCAL_RANK', '0')}")  # no write races
+    model_dir = os.path.join(output_dir, "tiny-model")
     if not os.path.isdir(model_dir):  # a path, as users pass one: under ZeRO-3 TRL builds it partitioned
-        build_tiny_model(tokenizer, seed=0).save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        staging = f"{model_dir}.tmp-{os.environ.get('LOCAL_RANK', '0')}"  # every rank writes its own, one rename wins
+        build_tiny_model(tokenizer, seed=0).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.rename(staging, model_dir)
+        except OSError:
+            shutil.rmtree(staging)
     # 16 self-edits per round on any number of processes: one optimizer step sees all of them.
     per_device = 16 // int(os.environ.get("WORLD_SIZE", "1"))
     args = SEALConfig(

@@ -1,0 +1,75 @@
+"""Kill a real SEAL run with SIGKILL at random points, resume it, and get exactly the uninterrupted result.
+
+Each attempt of tests/scripts/seal_resume.py (3 rounds x 16 self-edits, a checkpoint per round, rewards in chunks of
+3) is killed at one point: during generation, inside the reward function with a chunk in flight, right after a
+ledger write, during the policy update, while writing a checkpoint. The next attempt resumes from the last complete
+checkpoint. The final model must be bitwise the uninterrupted one, the scored self-edits and kept set the same, the
+ledger must hold every self-edit exactly once, and no completed evaluation may run twice.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "scripts" / "seal_resume.py"
+SELF_EDITS = 3 * 16
+
+
+def attempt(output_dir: Path, model_dir: Path, kill: str | None = None) -> int:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("SEAL_KILL", None)
+    if kill:
+        env["SEAL_KILL"] = kill
+    done = subprocess.run([sys.executable, str(SCRIPT), str(output_dir), str(model_dir), "--resume"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, -signal.SIGKILL), f"attempt {kill} failed:\n{done.stderr[-4000:]}"
+    return done.returncode
+
+
+def kill_plan(seed: int) -> list[str]:
+    """Six kills at random points, in round order (each attempt resumes before its kill point, so each one fires)."""
+    rng = random.Random(seed)
+    return [
+        "generate:0:1",
+        f"score:0:{rng.randint(1, 15)}",  # with n - 1 (rounded down to chunks of 3) already in the ledger
+        f"ledger:1:{rng.randint(1, 5)}",
+        "update:1:1",  # round 1 regenerated, every reward from the ledger, killed in the update
+        "checkpoint:1:1",  # the round's checkpoint cut short: resumed from the one before
+        f"score:2:{rng.randint(1, 15)}",
+    ]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(tmp_path, tiny_model, tokenizer):
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert attempt(reference, model_dir) == 0
+
+    plan = kill_plan(seed=int(os.environ.get("SEAL_KILL_SEED", "0")))
+    codes = [attempt(killed, model_dir, kill) for kill in plan]
+    assert codes == [-signal.SIGKILL] * len(plan), f"every planned kill must fire: {list(zip(plan, codes))}"
+    assert attempt(killed, model_dir) == 0
+
+    final, expected = load_file(killed / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")
+    assert all(torch.equal(final[name], expected[name]) for name in expected), "final model differs"
+    assert read_jsonl(killed / "self_edits.jsonl") == read_jsonl(reference / "self_edits.jsonl")
+    assert read_jsonl(killed / "seal_rounds.jsonl")[-1]["round"] == 2
+
+    ledger = [e for path in sorted((killed / "seal_ledger").glob("process-*.jsonl")) for e in read_jsonl(path)]
+    keys = [(e["round"], e["index"]) for e in ledger]
+    assert len(keys) == len(set(keys)) == SELF_EDITS, "ledger: 0 duplicated, 0 lost"
+    evaluations = (killed / "evaluations.log").read_text().splitlines()
+    assert len(evaluations) == SELF_EDITS, "a completed evaluation was run again"
