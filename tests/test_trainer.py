@@ -202,3 +202,36 @@ def test_vllm_without_vllm_names_the_extra(tmp_path, tokenizer, tiny_model):
         pytest.skip("vLLM is installed here; the generation path itself is exercised on GPU machines")
     with pytest.raises(ImportError, match=r"trl-seal\[vllm\]"):
         make_trainer(tmp_path, tokenizer, tiny_model, use_vllm=True)
+
+
+def test_nan_injected_into_inner_loops_costs_only_those_self_edits(tmp_path, tokenizer, tiny_model):
+    """Every third self-edit trains at an infinite learning rate: NaN loss, reward 0, reason logged, round goes on."""
+    from trl_seal import InnerJob, TrainingExample
+    from trl_seal.toy import QUERY
+
+    class PoisonedReward(SecretWordReward):
+        def __call__(self, prompts, completions, secret, inner_adapter, record_invalid=None, self_edit_seeds=None,
+                     **kwargs):
+            jobs = [InnerJob([TrainingExample(text, prompt=QUERY)], learning_rate=math.inf if i % 3 == 0 else None,
+                             seed=self_edit_seeds[i]) for i, text in enumerate(completions)]
+            rewards = [0.0] * len(completions)
+            for adapted in inner_adapter.adapt(jobs):
+                if adapted.failure is not None:
+                    record_invalid(adapted.job_index, adapted.failure)
+                else:
+                    rewards[adapted.job_index] = self.secret_logprob(adapted.model, adapted.tokenizer, "apple")
+            return rewards
+
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=PoisonedReward(), scoring_chunk_size=None)
+    trainer.train()
+    edits = [json.loads(line) for line in open(tmp_path / "out" / "self_edits.jsonl")]
+    empty = {"no_training_tokens"}  # an empty self-edit fails before any step, poisoned or not
+    for i, e in enumerate(edits):
+        expected = {"nan_loss", *empty} if i % 3 == 0 else {None, *empty}
+        assert e["reason"] in expected and (e["reward"] == 0.0) == (e["reason"] is not None), (i, e)
+    nan_count = sum(e["reason"] == "nan_loss" for e in edits)
+    (record,) = [json.loads(line) for line in open(tmp_path / "out" / "seal_rounds.jsonl")]
+    assert nan_count >= 3 and record["invalid"]["nan_loss"] == nan_count
+    checksum = trainer.inner_adapter.base_checksum()
+    trainer.inner_adapter.sync(trainer.model, tokenizer, version="fresh")
+    assert trainer.inner_adapter.base_checksum() == checksum, "the inner copy still holds exactly the policy"

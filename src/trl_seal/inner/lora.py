@@ -12,8 +12,10 @@ result equals training each alone (tested against `PeftLoRAInnerAdapter`). Slots
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ class _SlotRun:
     total_steps: int
     warmup_steps: int
     generator: torch.Generator
+    started: float = 0.0
     queue: list[list[TokenizedExample]] = field(default_factory=list)
     epochs_started: int = 0
 
@@ -86,6 +89,10 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         eval_group_size (`int` or `None`, defaults to `None`): finished adapters handed out together for batched
             evaluation; None: half the slots (or all that are left).
         quantization (`"4bit"`, `"8bit"` or `None`): bitsandbytes base (QLoRA); needs the `quantization` extra.
+        max_seconds_per_job (`float` or `None`): wall-clock budget of one job from its first step; a job over it
+            fails with reason `"timeout"` (its slot is reset, the others go on). None: no limit.
+        max_tokens_per_job (`int` or `None`): a job whose examples x epochs hold more tokens fails with reason
+            `"too_many_tokens"` before training. None: no limit.
         dtype (`torch.dtype` or `None`): dtype of the resident copy; None keeps the policy's.
         device (`str` or `None`): where the resident copy lives; None uses the policy's device.
 
@@ -121,9 +128,16 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         quantization: Literal["4bit", "8bit"] | None = None,
         dtype: torch.dtype | None = None,
         device: str | None = None,
+        max_seconds_per_job: float | None = None,
+        max_tokens_per_job: int | None = None,
     ):
         check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
                               warmup_ratio, quantization)
+        for name, value in (("max_seconds_per_job", max_seconds_per_job), ("max_tokens_per_job", max_tokens_per_job)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}={value!r}: use a positive number or None (no limit).")
+        self.max_seconds_per_job, self.max_tokens_per_job = max_seconds_per_job, max_tokens_per_job
+        self._clock = time.perf_counter
         for name, value in (("max_adapters", max_adapters), ("max_tokens_per_step", max_tokens_per_step)):
             if value != "auto" and not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{name}={value!r}: use a positive integer or 'auto'.")
@@ -216,6 +230,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
             if running and len(finished) < group_size:
                 for run in self._joint_step(list(running.values()), token_budget, stats):
                     finished.append(running.pop(run.slot))
+                for run in self._timed_out(list(running.values())):
+                    finished.append(running.pop(run.slot))
                 continue
             group, finished = finished, []
             yield self._group(group)
@@ -231,12 +247,24 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         total = epochs * math.ceil(len(examples) / self.batch_size)
         base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
         run = _SlotRun(slot, adapted, examples, epochs, base_lr, total, int(self.warmup_ratio * total),
-                       torch.Generator().manual_seed(job.seed))
+                       torch.Generator().manual_seed(job.seed), started=self._clock())
         reset_slot(self._layers, slot, job.seed)
         self._optimizer.reset(slot)
         if not examples:
             adapted.failure = "no_training_tokens"
+        elif self.max_tokens_per_job and epochs * sum(len(ex.input_ids) for ex in examples) > self.max_tokens_per_job:
+            adapted.failure = "too_many_tokens"
+            self._clear(slot)
         return run
+
+    def _timed_out(self, runs: list[_SlotRun]) -> list[_SlotRun]:
+        if self.max_seconds_per_job is None:
+            return []
+        late = [run for run in runs if self._clock() - run.started > self.max_seconds_per_job]
+        for run in late:
+            run.adapted.failure = "timeout"
+            self._clear(run.slot)
+        return late
 
     def _joint_step(self, runs: list[_SlotRun], token_budget: int, stats: dict) -> list[_SlotRun]:
         """One forward/backward over the next batch of every run that fits the token budget; returns finished runs."""
@@ -247,6 +275,27 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
                 continue
             chosen.append(run)
             tokens += size
+        return self._step_or_split(chosen, stats)
+
+    def _step_or_split(self, chosen: list[_SlotRun], stats: dict) -> list[_SlotRun]:
+        """A step that runs out of memory is retried in halves (a slot's update does not depend on the others in the
+        step), down to one job, which then fails with reason `"out_of_memory"`."""
+        try:
+            return self._step(chosen, stats)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+        self._store.grad.zero_()
+        _free_cached_memory()
+        stats["oom_retries"] = stats.get("oom_retries", 0) + 1
+        if len(chosen) == 1:
+            chosen[0].adapted.failure = "out_of_memory"
+            self._clear(chosen[0].slot)
+            return chosen
+        half = len(chosen) // 2
+        return self._step_or_split(chosen[:half], stats) + self._step_or_split(chosen[half:], stats)
+
+    def _step(self, chosen: list[_SlotRun], stats: dict) -> list[_SlotRun]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
         batch = pack([(run.slot, run.next_batch(self.batch_size)) for run in chosen], self._row_length(device), pad_id,
@@ -351,6 +400,20 @@ class _RoutedModel(contextlib.AbstractContextManager):
 
     def __exit__(self, *exc):
         return self._context.__exit__(*exc)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def _free_cached_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _free_memory_bytes(device: torch.device) -> int:
