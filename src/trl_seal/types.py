@@ -100,13 +100,17 @@ def _single_route(adapted: AdaptedModel) -> Callable[[Sequence[int]], AbstractCo
 
 
 def completion_text(completion) -> str:
-    """The text of a completion: a string, or the content of the last message of a conversational completion."""
+    """The text of a completion: a string, or the content of the last message of a conversational completion.
+
+    Model output is data: anything that is not text becomes "", and unpaired surrogates (which no tokenizer or UTF-8
+    file accepts) become U+FFFD."""
+    text = ""
     if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        text = completion
+    elif isinstance(completion, list) and completion and isinstance(completion[-1], dict):
         content = completion[-1].get("content", "")
-        return content if isinstance(content, str) else ""
-    return ""
+        text = content if isinstance(content, str) else ""
+    return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
 
 
 @dataclass

@@ -66,6 +66,10 @@ class SelfEditConfig:
 ORACLE = SelfEditConfig(basic=True, size=True, chain=True, repeat=True, loss="output", learning_rate=1e-4, num_epochs=2)
 
 
+# A valid configuration is ~150 characters; anything this long is rejected before parsing.
+MAX_SELF_EDIT_CHARS = 20_000
+
+
 class InvalidSelfEdit(ValueError):
     """A self-edit that cannot be used: `reason` is a short fixed string for counting, `detail` says what was wrong."""
 
@@ -79,8 +83,8 @@ def parse_self_edit(
     learning_rate_range: tuple[float, float] = LEARNING_RATE_RANGE,
     epoch_range: tuple[int, int] = EPOCH_RANGE,
 ) -> SelfEditConfig:
-    """Read a self-edit strictly; raise `InvalidSelfEdit` with reason `invalid_json`, `unknown_key`, `missing_key`,
-    `bad_type` or `out_of_range`.
+    """Read a self-edit strictly; raise `InvalidSelfEdit` with reason `invalid_json`, `too_long`, `unknown_key`,
+    `missing_key`, `bad_type` or `out_of_range`.
 
     The first JSON object in `text` is read (a ```json fence or prose around it is allowed); its keys must be exactly
     the schema's, with values of the right type and in range. Booleans must be `true`/`false`, not 0/1.
@@ -118,12 +122,17 @@ def parse_self_edit(
 
 
 def _first_json_object(text: str) -> dict:
+    if isinstance(text, str) and len(text) > MAX_SELF_EDIT_CHARS:
+        raise InvalidSelfEdit("too_long", f"{len(text)} characters; a configuration needs far fewer than "
+                              f"{MAX_SELF_EDIT_CHARS}")
     if not isinstance(text, str) or "{" not in text:
         raise InvalidSelfEdit("invalid_json", "no JSON object in the self-edit")
     try:  # decoding from the first "{" can only give an object or fail
         value, _ = json.JSONDecoder().raw_decode(text[text.index("{") :])
-    except ValueError as error:
-        raise InvalidSelfEdit("invalid_json", str(error)) from None
+    except RecursionError:  # a JSON bomb: thousands of nested brackets
+        raise InvalidSelfEdit("invalid_json", "nested too deeply") from None
+    except ValueError as error:  # includes integers too long to convert
+        raise InvalidSelfEdit("invalid_json", str(error)[:200]) from None
     return value
 
 

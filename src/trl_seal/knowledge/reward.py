@@ -33,6 +33,9 @@ class KnowledgeQAReward:
         max_new_tokens (`int`, defaults to `64`): answer length (paper: 64).
         eval_batch_size (`int`, defaults to `32`): questions per generate call.
         inner_adapter: used when the caller does not pass one (e.g. with a plain `GRPOTrainer`).
+        max_self_edit_chars (`int`, defaults to `50000`): longer self-edits get reward 0, reason `too_long`.
+        max_documents (`int`, defaults to `512`): self-edits that split into more training documents get reward 0,
+            reason `too_many_documents` (a 1024-token self-edit has a few dozen lines).
 
     Example:
     ```python
@@ -55,6 +58,8 @@ class KnowledgeQAReward:
         eval_batch_size: int = 32,
         inner_adapter: Any = None,
         show_progress: bool = True,
+        max_self_edit_chars: int = 50_000,
+        max_documents: int = 512,
     ):
         if mode not in ("gain", "accuracy"):
             raise ValueError(f"mode={mode!r}: use 'gain' (accuracy minus the un-adapted model's) or 'accuracy'.")
@@ -63,6 +68,7 @@ class KnowledgeQAReward:
         self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
         self.inner_adapter = inner_adapter
         self.show_progress = show_progress
+        self.max_self_edit_chars, self.max_documents = max_self_edit_chars, max_documents
         self._baseline_cache: dict[tuple, list[float]] = {}
 
     def __call__(self, prompts, completions, title, context, questions, inner_adapter=None, record_invalid=None,
@@ -78,7 +84,13 @@ class KnowledgeQAReward:
             if not text.strip():
                 _record(record_invalid, index, "empty_self_edit")
                 continue
+            if len(text) > self.max_self_edit_chars:
+                _record(record_invalid, index, "too_long")
+                continue
             documents = training_documents(title[index], context[index], text, self.split_lines, self.include_passage)
+            if len(documents) > self.max_documents:
+                _record(record_invalid, index, "too_many_documents")
+                continue
             jobs.append(InnerJob(documents, seed=seeds[index], tag=index))
         progress = _progress_bar(len(jobs), self.show_progress)
         for group in adapted_groups(adapter, jobs):
