@@ -168,6 +168,12 @@ class SEALConfig(GRPOConfig):
     def _check_seal_fields(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is unknown: use one of {STRATEGIES}.")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}: self-edits are sampled, use a temperature > 0 (paper: 1.0).")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1] (paper: 0.95).")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ValueError(f"max_completion_length={self.max_completion_length} must be at least 1 token.")
         if self.scoring_chunk_size is not None and self.scoring_chunk_size < 1:
             raise ValueError(f"scoring_chunk_size={self.scoring_chunk_size} must be at least 1 (or None: one call).")
         for name in ("num_rounds", "contexts_per_round", "num_iterations"):

@@ -102,6 +102,8 @@ class SEALTrainer(GRPOTrainer):
             raise TypeError(f"args must be a SEALConfig, got {type(args).__name__}: build it with SEALConfig(...).")
         validate_reward_fn(reward_fn)
         validate_dataset(train_dataset, args)
+        if callable(getattr(reward_fn, "check_dataset", None)):  # the reward's own column checks, before any model
+            reward_fn.check_dataset(train_dataset)
         check_vllm(args)
         self.seal_reward_fn = reward_fn
         self.inner_adapter = inner_adapter if inner_adapter is not None else LoRAInnerAdapter()
@@ -484,6 +486,9 @@ def validate_reward_fn(reward_fn) -> None:
         )
 
 
+CONTEXT_ID_COLUMNS = ("context_id", "passage_id", "task_id")
+
+
 def validate_dataset(dataset, args: SEALConfig) -> None:
     """Fail before training if the dataset cannot feed SEAL rounds."""
     if dataset is None:
@@ -507,6 +512,16 @@ def validate_dataset(dataset, args: SEALConfig) -> None:
                 f"train_dataset row {row}: field 'prompt' is {prompt!r}; it must be a non-empty string or a non-empty "
                 "list of chat messages."
             )
+    for column in CONTEXT_ID_COLUMNS:
+        if column in columns:
+            first_row: dict = {}
+            for row, value in enumerate(dataset[column]):
+                if value in first_row:
+                    raise ValueError(
+                        f"train_dataset rows {first_row[value]} and {row} share {column} {value!r}: each context must "
+                        "appear once (a duplicate is trained and rewarded twice per round). Drop duplicates first."
+                    )
+                first_row[value] = row
 
 
 def check_rewards(rewards, expected: int, reward_fn) -> None:

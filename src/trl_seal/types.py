@@ -158,7 +158,8 @@ class RewardFn(Protocol):
     `record_invalid(index, reason)` for self-edits that got reward 0 because they were unusable, and
     `self_edit_seeds` (one int per completion, from the run seed, the round and the self-edit's index in the round:
     the same on any number of processes; use it to seed the inner loop). Returns one float
-    (or None, "not scored") per completion. A reward function that raises is a bug and stops training.
+    (or None, "not scored") per completion. A reward function that raises is a bug and stops training. An optional
+    `check_dataset(dataset)` method is called by `SEALTrainer` before anything is trained, to reject bad rows early.
     """
 
     def __call__(self, *, prompts: list, completions: list, **kwargs: Any) -> list[float | None]: ...

@@ -92,6 +92,14 @@ class ARCReward:
         self.inner_adapter = inner_adapter
         self.show_progress = show_progress
 
+    def check_dataset(self, dataset) -> None:
+        """Fail before training on a row whose task is unusable (ragged grids, colours outside 0-9, sides over 30)."""
+        missing = [c for c in ("task_id", "train", "test") if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"train_dataset lacks the columns {missing} that ARCReward reads; build it with "
+                             "trl_seal.arc.self_edit.self_edit_dataset(tasks).")
+        tasks_from_columns(dataset["task_id"], dataset["train"], dataset["test"])
+
     def __call__(self, prompts, completions, task_id, train, test, inner_adapter=None, record_invalid=None,
                  self_edit_seeds=None, **kwargs):
         adapter = inner_adapter if inner_adapter is not None else self.inner_adapter

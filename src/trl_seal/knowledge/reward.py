@@ -71,6 +71,18 @@ class KnowledgeQAReward:
         self.max_self_edit_chars, self.max_documents = max_self_edit_chars, max_documents
         self._baseline_cache: dict[tuple, list[float]] = {}
 
+    def check_dataset(self, dataset) -> None:
+        """Fail before training if a row lacks a usable `title`, `context` or `questions` (names row and field)."""
+        from .data import passages_from_rows
+
+        missing = [c for c in ("title", "context", "questions") if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"train_dataset lacks the columns {missing} that KnowledgeQAReward reads; build it with "
+                             "trl_seal.knowledge.prompts.self_edit_dataset(passages).")
+        rows = ({"title": t, "context": c, "questions": q}
+                for t, c, q in zip(dataset["title"], dataset["context"], dataset["questions"], strict=True))
+        passages_from_rows(rows, "train_dataset")
+
     def __call__(self, prompts, completions, title, context, questions, inner_adapter=None, record_invalid=None,
                  self_edit_seeds=None, **kwargs):
         adapter = inner_adapter if inner_adapter is not None else self.inner_adapter
