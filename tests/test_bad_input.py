@@ -3,9 +3,9 @@
 The model is given as a path that does not exist: an error about the data proves nothing was loaded first."""
 
 import pytest
+from conftest import seal_args
 from datasets import Dataset
 
-from conftest import seal_args
 from trl_seal import ARCReward, SEALTrainer
 from trl_seal.knowledge.data import PassageDataError, load_passages
 from trl_seal.knowledge.prompts import self_edit_dataset

@@ -5,20 +5,29 @@ known `reason`; they never raise anything else, never evaluate it, and never pro
 """
 
 import json
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trl_seal.arc.grids import decode_grid, parse_answer
-from trl_seal.arc.self_edit import EPOCH_RANGE, LEARNING_RATE_RANGE, KEYS, InvalidSelfEdit, SelfEditConfig, parse_self_edit
+from trl_seal.arc.self_edit import (
+    EPOCH_RANGE,
+    KEYS,
+    LEARNING_RATE_RANGE,
+    InvalidSelfEdit,
+    SelfEditConfig,
+    parse_self_edit,
+)
 from trl_seal.arc.ttt import training_examples
 from trl_seal.knowledge.prompts import training_documents
 from trl_seal.toy import build_tiny_tokenizer
 from trl_seal.types import completion_text
 
 REASONS = {"invalid_json", "too_long", "unknown_key", "missing_key", "bad_type", "out_of_range"}
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("SEAL_FUZZ_EXAMPLES", "300"))  # per property; docs/reliability.md used 5000
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
@@ -68,7 +77,7 @@ GRIDS = st.integers(1, 5).flatmap(lambda h: st.integers(1, 5).flatmap(
 TOKENIZER = build_tiny_tokenizer()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(60, EXAMPLES // 5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(GRIDS, GRIDS), min_size=1, max_size=3),
        st.lists(st.sampled_from(["basic", "size", "chain", "repeat"]), unique=True),
        st.sampled_from(["output", "all"]), st.integers(1, 40), st.integers(0, 2), st.integers(0, 10**6))

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import seal_args
+
 from trl_seal.ledger import Ledger
 from trl_seal.resume import (
     SEAL_STATE,

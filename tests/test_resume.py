@@ -23,14 +23,15 @@ SCRIPT = ROOT / "tests" / "scripts" / "seal_resume.py"
 SELF_EDITS = 3 * 16
 
 
-def attempt(output_dir: Path, model_dir: Path, kill: str | None = None) -> int:
+def attempt(output_dir: Path, model_dir: Path, kill: str | None = None, resume: bool = True) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("SEAL_KILL", None)
     if kill:
         env["SEAL_KILL"] = kill
-    done = subprocess.run([sys.executable, str(SCRIPT), str(output_dir), str(model_dir), "--resume"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(SCRIPT), str(output_dir), str(model_dir), *(["--resume"] * resume)],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, -signal.SIGKILL), f"attempt {kill} failed:\n{done.stderr[-4000:]}"
+    attempt.last_stdout = done.stdout
     return done.returncode
 
 
@@ -73,3 +74,11 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(tmp_pa
     assert len(keys) == len(set(keys)) == SELF_EDITS, "ledger: 0 duplicated, 0 lost"
     evaluations = (killed / "evaluations.log").read_text().splitlines()
     assert len(evaluations) == SELF_EDITS, "a completed evaluation was run again"
+
+    # A fresh run (no resume_from_checkpoint) in the same folder redoes the rounds but trains no inner loop again.
+    assert attempt(killed, model_dir, resume=False) == 0
+    assert json.loads(attempt.last_stdout.strip().splitlines()[-1])["ledger_hits"] == SELF_EDITS
+    assert len((killed / "evaluations.log").read_text().splitlines()) == SELF_EDITS
+    final = load_file(killed / "final" / "model.safetensors")
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
+    assert read_jsonl(killed / "self_edits.jsonl") == read_jsonl(reference / "self_edits.jsonl")

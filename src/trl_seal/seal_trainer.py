@@ -29,12 +29,8 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from .inner.lora import LoRAInnerAdapter
-from .sampling import SeededSampler, derive_seed, greedy_twin
-from .seal_config import SEALConfig
-from .strategies.policy_gradient import PolicyGradient
-from .strategies.rest_em import RestEM
 from . import __version__
+from .inner.lora import LoRAInnerAdapter
 from .ledger import Ledger, text_sha256, write_json_atomically
 from .resume import (
     INITIAL_POLICY,
@@ -45,6 +41,10 @@ from .resume import (
     scalar_settings,
     write_seal_state,
 )
+from .sampling import SeededSampler, derive_seed, greedy_twin
+from .seal_config import SEALConfig
+from .strategies.policy_gradient import PolicyGradient
+from .strategies.rest_em import RestEM
 from .types import InnerAdapter, OuterStrategy, RewardFn, completion_text
 
 logger = get_logger(__name__)
@@ -172,7 +172,7 @@ class SEALTrainer(GRPOTrainer):
                 completions=[completions[i] for i in chunk],
                 completion_ids=None if completion_ids is None else [completion_ids[i] for i in chunk],
                 inner_adapter=self.inner_adapter,
-                record_invalid=lambda index, reason: chunk_invalid.append((int(index), str(reason))),
+                record_invalid=lambda index, reason, sink=chunk_invalid: sink.append((int(index), str(reason))),
                 self_edit_seeds=[seeds[i] for i in chunk],
                 **{key: _select(value, chunk, count) for key, value in kwargs.items()},
             )

@@ -33,6 +33,7 @@ from trl_seal.scripts.common import (
     load_policy,
     make_script_parser,
     parse_script_arguments,
+    resume_argument,
     read_rounds,
     trained_policy,
 )
@@ -109,7 +110,7 @@ def main(script: ARCArguments, args, model_args) -> None:
         model=model, reward_fn=reward, args=args, processing_class=tokenizer, inner_adapter=inner,
         train_dataset=self_edit_dataset(train_tasks, chat=bool(tokenizer.chat_template)), peft_config=peft_config,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_argument(args))
     trainer.save_model(args.output_dir)  # every process: under ZeRO-3 saving gathers the shards
     if not trainer.accelerator.is_main_process:
         return

@@ -118,6 +118,14 @@ def trained_policy(trainer, model_args: ModelConfig):
         return PeftModel.from_pretrained(base, trainer.args.output_dir)
 
 
+def resume_argument(args) -> str | bool | None:
+    """`resume_from_checkpoint` from a recipe or flag: a path, or "true" for the last complete checkpoint."""
+    value = args.resume_from_checkpoint
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "last"):
+        return True
+    return value or None
+
+
 def read_rounds(output_dir: str) -> list[dict]:
     """The trainer's per-round records (`seal_rounds.jsonl`)."""
     path = os.path.join(output_dir, "seal_rounds.jsonl")

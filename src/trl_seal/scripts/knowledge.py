@@ -33,6 +33,7 @@ from trl_seal.scripts.common import (
     load_policy,
     make_script_parser,
     parse_script_arguments,
+    resume_argument,
     trained_policy,
 )
 from trl_seal.seal_trainer import SEALTrainer
@@ -98,7 +99,7 @@ def main(script: KnowledgeArguments, args, model_args) -> None:
         train_dataset=self_edit_dataset(train, script.self_edit_style, chat=bool(tokenizer.chat_template)),
         peft_config=peft_config,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_argument(args))
     trainer.save_model(args.output_dir)  # every process: under ZeRO-3 saving gathers the shards
     if not trainer.accelerator.is_main_process:
         return
