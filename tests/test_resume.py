@@ -78,6 +78,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(tmp_pa
     # A fresh run (no resume_from_checkpoint) in the same folder redoes the rounds but trains no inner loop again.
     assert attempt(killed, model_dir, resume=False) == 0
     assert json.loads(attempt.last_stdout.strip().splitlines()[-1])["ledger_hits"] == SELF_EDITS
+    assert [r["reused_from_ledger"] for r in read_jsonl(killed / "seal_rounds.jsonl")] == [16, 16, 16]
     assert len((killed / "evaluations.log").read_text().splitlines()) == SELF_EDITS
     final = load_file(killed / "final" / "model.safetensors")
     assert all(torch.equal(final[name], expected[name]) for name in expected)

@@ -111,6 +111,7 @@ class SEALTrainer(GRPOTrainer):
         self._round = 0
         self._ledger: Ledger | None = None
         self._ledger_hits = 0
+        self._round_ledger_hits = 0
         self._restarts = 0
         self._round_record: dict[str, Any] | None = None
         self._scoring_time = 0.0
@@ -163,6 +164,7 @@ class SEALTrainer(GRPOTrainer):
             if entry.get("reason"):
                 invalid.append((i, entry["reason"]))
         self._ledger_hits += count - len(todo)
+        self._round_ledger_hits += count - len(todo)
         chunk_size = self.args.scoring_chunk_size or max(1, len(todo))
         for begin in range(0, len(todo), chunk_size):
             chunk = todo[begin : begin + chunk_size]
@@ -302,11 +304,15 @@ class SEALTrainer(GRPOTrainer):
             "kept_fraction": kept.view(-1, self.num_generations).any(dim=1).float().mean().item(),
             "invalid_fraction": len(invalid) / max(1, rewards.numel()),
             "invalid": dict(Counter(invalid)),
+            "reused_from_ledger": int(gather(torch.tensor([float(self._round_ledger_hits)],
+                                                          device=self.accelerator.device)).sum().item()),
             "time_inner_loop": self._gather_max(self._scoring_time),
             "time_generation": self._gather_max(elapsed - self._scoring_time),
             "time_update": 0.0,
         }
-        for key in ("reward_mean", "reward_max", "kept_fraction", "invalid_fraction", "time_inner_loop"):
+        self._round_ledger_hits = 0
+        for key in ("reward_mean", "reward_max", "kept_fraction", "invalid_fraction", "reused_from_ledger",
+                    "time_inner_loop"):
             self._metrics["train"][f"seal/{key}"].append(record[key])
         self._metrics["train"]["seal/time_generation"].append(record["time_generation"])
         self._metrics["train"]["seal/round"].append(float(self._round))
