@@ -39,3 +39,11 @@ def test_two_processes_match_one(tmp_path):
     assert double["rewards"] == pytest.approx(single["rewards"], abs=1e-4)
     assert double["kept"] == single["kept"] and single["kept"]
     assert single["inner_matches_policy"] and double["inner_matches_policy"]
+
+
+@pytest.mark.slow
+def test_without_seeded_sampling_the_process_count_changes_the_self_edits(tmp_path, monkeypatch):
+    """The control: TRL's per-process random stream makes 2 processes write other self-edits than 1."""
+    monkeypatch.setenv("SEAL_SEEDED_SAMPLING", "0")
+    single, double = run_round(tmp_path / "single", 1), run_round(tmp_path / "double", 2)
+    assert double["self_edits"][:16] != single["self_edits"][:16]

@@ -32,6 +32,7 @@ def main(output_dir: str) -> None:
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=1, num_iterations=1, max_completion_length=6, learning_rate=3e-3, bf16=False,
         gradient_checkpointing=False, save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
+        seeded_sampling=os.environ.get("SEAL_SEEDED_SAMPLING", "1") == "1",  # 0: TRL's per-process stream
     )
     inner = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=3, learning_rate=1e-2)
     trainer = SEALTrainer(
