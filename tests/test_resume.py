@@ -23,15 +23,23 @@ SCRIPT = ROOT / "tests" / "scripts" / "seal_resume.py"
 SELF_EDITS = 3 * 16
 
 
-def attempt(output_dir: Path, model_dir: Path, kill: str | None = None, resume: bool = True) -> int:
+def attempt(output_dir: Path, model_dir: Path, kill: str | None = None, resume: bool = True, processes: int = 1) -> int:
+    """Run the script once; returns 0, or -9 when it was killed (with 2 processes: a rank died of SIGKILL)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("SEAL_KILL", None)
     if kill:
         env["SEAL_KILL"] = kill
-    done = subprocess.run([sys.executable, str(SCRIPT), str(output_dir), str(model_dir), *(["--resume"] * resume)],
+    launch = [sys.executable]
+    if processes > 1:
+        launch += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", "29541"]
+    done = subprocess.run([*launch, str(SCRIPT), str(output_dir), str(model_dir), *(["--resume"] * resume)],
                           env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode in (0, -signal.SIGKILL), f"attempt {kill} failed:\n{done.stderr[-4000:]}"
     attempt.last_stdout = done.stdout
+    if processes > 1 and done.returncode != 0 and "Signal 9 (SIGKILL)" in done.stderr + done.stdout:
+        return -signal.SIGKILL  # torchrun reports the rank that died and takes the others down
+    assert done.returncode in (0, -signal.SIGKILL), f"attempt {kill} failed:\n{done.stderr[-4000:]}"
     return done.returncode
 
 
@@ -72,14 +80,37 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(tmp_pa
     ledger = [e for path in sorted((killed / "seal_ledger").glob("process-*.jsonl")) for e in read_jsonl(path)]
     keys = [(e["round"], e["index"]) for e in ledger]
     assert len(keys) == len(set(keys)) == SELF_EDITS, "ledger: 0 duplicated, 0 lost"
-    evaluations = (killed / "evaluations.log").read_text().splitlines()
+    evaluations = (killed / "evaluations-0.log").read_text().splitlines()
     assert len(evaluations) == SELF_EDITS, "a completed evaluation was run again"
 
     # A fresh run (no resume_from_checkpoint) in the same folder redoes the rounds but trains no inner loop again.
     assert attempt(killed, model_dir, resume=False) == 0
     assert json.loads(attempt.last_stdout.strip().splitlines()[-1])["ledger_hits"] == SELF_EDITS
     assert [r["reused_from_ledger"] for r in read_jsonl(killed / "seal_rounds.jsonl")] == [16, 16, 16]
-    assert len((killed / "evaluations.log").read_text().splitlines()) == SELF_EDITS
+    assert len((killed / "evaluations-0.log").read_text().splitlines()) == SELF_EDITS
     final = load_file(killed / "final" / "model.safetensors")
     assert all(torch.equal(final[name], expected[name]) for name in expected)
     assert read_jsonl(killed / "self_edits.jsonl") == read_jsonl(reference / "self_edits.jsonl")
+
+
+def test_two_processes_killed_and_resumed(tmp_path, tiny_model, tokenizer):
+    """The same on 2 CPU processes: each has its own ledger file; a dead rank takes the run down; resume joins both."""
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert attempt(reference, model_dir, processes=2) == 0
+    plan = ["score:0:4", "ledger:1:2", "checkpoint:1:1", "update:2:1"]
+    codes = [attempt(killed, model_dir, kill, processes=2) for kill in plan]
+    assert codes == [-signal.SIGKILL] * len(plan), list(zip(plan, codes))
+    assert attempt(killed, model_dir, processes=2) == 0
+
+    final, expected = load_file(killed / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")
+    assert all(torch.equal(final[name], expected[name]) for name in expected), "final model differs"
+    assert read_jsonl(killed / "self_edits.jsonl") == read_jsonl(reference / "self_edits.jsonl")
+    files = sorted((killed / "seal_ledger").glob("process-*.jsonl"))
+    assert [f.name for f in files] == ["process-0.jsonl", "process-1.jsonl"]
+    keys = [(e["round"], e["index"]) for path in files for e in read_jsonl(path)]
+    assert len(keys) == len(set(keys)) == SELF_EDITS
+    evaluations = [line for rank in (0, 1) for line in (killed / f"evaluations-{rank}.log").read_text().splitlines()]
+    assert len(evaluations) == SELF_EDITS

@@ -6,7 +6,8 @@ kills at the n-th event of that round. Events: generate (after the round's gener
 function, once n self-edits of the round are in flight), ledger (right after the n-th ledger append), update (before
 the round's second optimizer step), checkpoint (while writing the round's checkpoint: after the weights and
 optimizer, before the trainer and SEAL state). Every completed evaluation is appended (fsync'd) to
-OUTPUT_DIR/evaluations.log.
+OUTPUT_DIR/evaluations-<rank>.log. Under `accelerate launch` the round's 16 self-edits are split over the
+processes.
 """
 
 import json
@@ -36,12 +37,12 @@ class CountingReward(SecretWordReward):
     __name__ = "secret_word_gain"
 
     def __init__(self, log_path: str):
-        self.log_path = log_path
+        self._log_path = log_path  # private: not part of what the ledger compares
 
     def __call__(self, prompts, completions, **kwargs):
         tick("score", TRAINER._round, len(completions))  # dies with this chunk in flight
         rewards = super().__call__(prompts, completions, **kwargs)
-        with open(self.log_path, "a") as f:
+        with open(self._log_path, "a") as f:
             for prompt, completion in zip(prompts, completions, strict=True):
                 f.write(json.dumps([prompt, completion]) + "\n")
             f.flush()
@@ -76,21 +77,24 @@ def main(output_dir: str, model_dir: str, resume: bool) -> None:
 
     Ledger.append = append_then_count
     args = SEALConfig(
-        output_dir=output_dir, num_rounds=3, contexts_per_round=4, num_generations=4, per_device_train_batch_size=16,
+        output_dir=output_dir, num_rounds=3, contexts_per_round=4, num_generations=4,
+        per_device_train_batch_size=16 // int(os.environ.get("WORLD_SIZE", "1")),
         gradient_accumulation_steps=1, num_iterations=2, max_completion_length=6, learning_rate=3e-3, bf16=False,
         gradient_checkpointing=False, report_to="none", seed=0, disable_tqdm=True, use_cpu=True, scoring_chunk_size=3,
         logging_steps=1000,
     )
     global TRAINER
+    evaluations = os.path.join(output_dir, f"evaluations-{os.environ.get('RANK', '0')}.log")
     trainer = TRAINER = KillingTrainer(
-        model=AutoModelForCausalLM.from_pretrained(model_dir), reward_fn=CountingReward(
-            os.path.join(output_dir, "evaluations.log")), args=args, train_dataset=secret_word_dataset(12),
+        model=AutoModelForCausalLM.from_pretrained(model_dir), reward_fn=CountingReward(evaluations), args=args,
+        train_dataset=secret_word_dataset(12),
         processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[KillDuringUpdate()],
         inner_adapter=LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=3, learning_rate=1e-2),
     )
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_model(os.path.join(output_dir, "final"))
-    print(json.dumps({"done": True, "ledger_hits": trainer._ledger_hits}))
+    if trainer.accelerator.is_main_process:
+        print(json.dumps({"done": True, "ledger_hits": trainer._ledger_hits}))
 
 
 if __name__ == "__main__":
