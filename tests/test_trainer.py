@@ -235,3 +235,30 @@ def test_nan_injected_into_inner_loops_costs_only_those_self_edits(tmp_path, tok
     checksum = trainer.inner_adapter.base_checksum()
     trainer.inner_adapter.sync(trainer.model, tokenizer, version="fresh")
     assert trainer.inner_adapter.base_checksum() == checksum, "the inner copy still holds exactly the policy"
+
+
+def test_a_round_that_keeps_nothing_leaves_the_policy_unchanged(tmp_path, tokenizer, tiny_model):
+    """Round 0 keeps self-edits (AdamW builds momentum); round 1 keeps none: its update must not move the policy."""
+    from transformers import TrainerCallback
+
+    calls = []
+
+    def reward(prompts, completions, **kwargs):
+        calls.append(len(completions))
+        return [float(i % 4 == 0) if len(calls) == 1 else 0.0 for i in range(len(completions))]
+
+    class Snapshot(TrainerCallback):
+        after_round_0 = None
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == args.optimizer_steps_per_round:
+                Snapshot.after_round_0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=reward, num_rounds=2, weight_decay=0.1,
+                           scoring_chunk_size=None)
+    trainer.add_callback(Snapshot())
+    trainer.train()
+    assert len(calls) == 2 and Snapshot.after_round_0 is not None
+    first = {n: p for n, p in Snapshot.after_round_0.items()}
+    assert any(not torch.equal(first[n], p) for n, p in build_tiny_model(tokenizer).named_parameters()), "round 0 trained"
+    assert all(torch.equal(first[n], p) for n, p in trainer.model.named_parameters()), "round 1 moved the policy"

@@ -112,6 +112,7 @@ class SEALTrainer(GRPOTrainer):
         self._ledger: Ledger | None = None
         self._ledger_hits = 0
         self._round_ledger_hits = 0
+        self._nothing_to_learn = False
         self._restarts = 0
         self._round_record: dict[str, Any] | None = None
         self._scoring_time = 0.0
@@ -263,6 +264,8 @@ class SEALTrainer(GRPOTrainer):
         weights = self.strategy.completion_weights(self._gathered_rewards.view(-1, self.num_generations)).view(-1)
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
         output["advantages"] = weights[local].to(output["completion_mask"].device)
+        if training:  # the same decision on every process: the weights are gathered
+            self._nothing_to_learn = not bool(weights.abs().sum() > 0)
         output["kept_tokens_per_step"] = self._kept_tokens_per_step(output, training)
         if training:
             # TRL shuffles the round's rows next with the global RNG, whose state a resumed run does not share with an
@@ -284,6 +287,10 @@ class SEALTrainer(GRPOTrainer):
         return total * share
 
     def _compute_loss(self, model, inputs):
+        if self._nothing_to_learn and model.training and not self.is_deepspeed_enabled:
+            # A round that kept nothing must not move the policy: without gradients AdamW skips every parameter
+            # (no momentum step, no weight decay), and no forward/backward is spent on zero-weight rows.
+            return torch.zeros((), device=self.accelerator.device, requires_grad=True)
         return self.strategy.compute_loss(self, model, inputs)
 
     # ------------------------------------------------------------------------------------------ rounds and logging
