@@ -1,11 +1,12 @@
 """Fault isolation in the batched inner loop: a job that runs out of memory, time or tokens fails alone, with a
-reason; the others train as if nothing happened; the base weights are never touched (checksum)."""
+reason; the others train as if nothing happened; the base weights are never touched (checksum). The time and token
+budgets are tested on both adapters in test_inner_lora.py."""
 
 import pytest
 import torch
 from test_inner_batched import JOBS, SETTINGS
 
-from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample
+from trl_seal import LoRAInnerAdapter, PeftLoRAInnerAdapter
 
 
 def run(adapter):
@@ -69,32 +70,8 @@ def test_other_errors_are_not_swallowed(tiny_model, tokenizer, monkeypatch):
         run(adapter)
 
 
-def test_a_job_over_its_time_budget_fails_with_timeout(tiny_model, tokenizer):
-    adapter = synced(tiny_model, tokenizer, max_seconds_per_job=10.0)
-    checksum = adapter.base_checksum()
-    now = [0.0]
-
-    def clock():  # every reading advances a fake clock by 1 s: the longest jobs run out of time
-        now[0] += 1.0
-        return now[0]
-
-    adapter._clock = clock
-    failures = [failure for failure, _ in run(adapter)]
-    assert "timeout" in failures and None in failures
-    assert adapter.base_checksum() == checksum
-    (short,) = list(adapter.adapt([InnerJob([TrainingExample("apple and stone")], num_epochs=1)]))
-    assert short.failure is None, "the budget is per job: a later job starts with a full one"
-
-
-def test_a_job_with_too_many_tokens_fails_before_training(tiny_model, tokenizer):
-    adapter = synced(tiny_model, tokenizer, max_tokens_per_job=40)
-    small = InnerJob([TrainingExample("apple and stone")], num_epochs=2)
-    big = InnerJob([TrainingExample(" ".join(["apple"] * 30))], num_epochs=2)
-    results = {a.job_index: a for a in adapter.adapt([small, big])}
-    assert results[0].failure is None and results[1].failure == "too_many_tokens" and results[1].num_steps == 0
-
-
+@pytest.mark.parametrize("adapter_class", [LoRAInnerAdapter, PeftLoRAInnerAdapter])
 @pytest.mark.parametrize("name", ["max_seconds_per_job", "max_tokens_per_job"])
-def test_budgets_must_be_positive(name):
+def test_budgets_must_be_positive(adapter_class, name):
     with pytest.raises(ValueError, match=name):
-        LoRAInnerAdapter(**{name: 0})
+        adapter_class(**{name: 0})

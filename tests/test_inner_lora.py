@@ -174,3 +174,30 @@ def test_resident_copy_generates_with_the_kv_cache(tiny_model, tokenizer, make_a
     adapter.sync(tiny_model, tokenizer)
     assert adapter.model.config.use_cache is True
     assert tiny_model.config.use_cache is False, "the policy's own config must not be touched"
+
+
+def test_a_job_over_its_time_budget_fails_with_timeout(tiny_model, tokenizer, make_adapter):
+    adapter = make_adapter(max_seconds_per_job=5.0)
+    adapter.sync(tiny_model, tokenizer)
+    checksum = adapter.base_checksum()
+    now = [0.0]
+
+    def clock():  # every reading advances a fake clock by 1 s: a long job runs out of time, a short one does not
+        now[0] += 1.0
+        return now[0]
+
+    adapter._clock = clock
+    long_job = InnerJob(DOCS, num_epochs=8)
+    short_job = InnerJob([TrainingExample("apple and stone")], num_epochs=1)
+    results = {a.job_index: a.failure for a in adapter.adapt([long_job, short_job])}
+    assert results == {0: "timeout", 1: None}
+    assert adapter.base_checksum() == checksum
+
+
+def test_a_job_with_too_many_tokens_fails_before_training(tiny_model, tokenizer, make_adapter):
+    adapter = make_adapter(max_tokens_per_job=40)
+    adapter.sync(tiny_model, tokenizer)
+    small = InnerJob([TrainingExample("apple and stone")], num_epochs=2)
+    big = InnerJob([TrainingExample(" ".join(["apple"] * 30))], num_epochs=2)
+    results = {a.job_index: (a.failure, a.num_steps) for a in adapter.adapt([small, big])}
+    assert results[0][0] is None and results[1] == ("too_many_tokens", 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -48,6 +49,9 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
         device (`str` or `None`): where the resident copy lives; None uses the policy's device.
         lora_config (`peft.LoraConfig` or `None`): a full LoRA config; overrides `r`, `lora_alpha`,
             `target_modules` and `lora_dropout`.
+        max_seconds_per_job (`float` or `None`): a job over this wall-clock budget fails with reason `"timeout"`.
+        max_tokens_per_job (`int` or `None`): a job whose examples x epochs hold more tokens fails with reason
+            `"too_many_tokens"` before training.
 
     Example:
     ```python
@@ -77,9 +81,16 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
         dtype: torch.dtype | None = None,
         device: str | None = None,
         lora_config: Any = None,
+        max_seconds_per_job: float | None = None,
+        max_tokens_per_job: int | None = None,
     ):
         check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
                               warmup_ratio, quantization)
+        for name, value in (("max_seconds_per_job", max_seconds_per_job), ("max_tokens_per_job", max_tokens_per_job)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}={value!r}: use a positive number or None (no limit).")
+        self.max_seconds_per_job, self.max_tokens_per_job = max_seconds_per_job, max_tokens_per_job
+        self._clock = time.perf_counter
         self.lora_config = lora_config or _default_lora_config(r, lora_alpha, target_modules, lora_dropout)
         self.learning_rate = learning_rate
         self.num_epochs = num_epochs
@@ -137,8 +148,12 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
         if not examples:
             adapted.failure = "no_training_tokens"
             return adapted
-        base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
         epochs = job.num_epochs if job.num_epochs is not None else self.num_epochs
+        if self.max_tokens_per_job and epochs * sum(len(ex.input_ids) for ex in examples) > self.max_tokens_per_job:
+            adapted.failure = "too_many_tokens"
+            return adapted
+        started = self._clock()
+        base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
         total_steps = epochs * math.ceil(len(examples) / self.batch_size)
         warmup = int(self.warmup_ratio * total_steps)
         generator = torch.Generator().manual_seed(job.seed)
@@ -155,6 +170,9 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
                 adapted.losses.append(loss)
                 adapted.num_steps += 1
                 adapted.num_tokens += sum(example.num_trained_tokens for example in batch)
+                if self.max_seconds_per_job is not None and self._clock() - started > self.max_seconds_per_job:
+                    adapted.failure = "timeout"
+                    return adapted
         return adapted
 
     def _step(self, batch: dict[str, torch.Tensor], lr: float) -> float:
