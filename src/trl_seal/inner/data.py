@@ -76,9 +76,13 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str, warmup_ste
 
 
 def check_inner_arguments(
-    r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type, warmup_ratio, quantization
+    r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type, warmup_ratio, quantization,
+    max_seconds_per_job=None, max_tokens_per_job=None,
 ) -> None:
     """The constructor checks shared by the LoRA inner adapters: each error names the argument and the fix."""
+    for name, value in (("max_seconds_per_job", max_seconds_per_job), ("max_tokens_per_job", max_tokens_per_job)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name}={value!r}: use a positive number or None (no limit).")
     positive = dict(r=r, lora_alpha=lora_alpha, learning_rate=learning_rate, num_epochs=num_epochs,
                     batch_size=batch_size, max_length=max_length)
     for name, value in positive.items():

@@ -132,10 +132,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         max_tokens_per_job: int | None = None,
     ):
         check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
-                              warmup_ratio, quantization)
-        for name, value in (("max_seconds_per_job", max_seconds_per_job), ("max_tokens_per_job", max_tokens_per_job)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name}={value!r}: use a positive number or None (no limit).")
+                              warmup_ratio, quantization, max_seconds_per_job, max_tokens_per_job)
         self.max_seconds_per_job, self.max_tokens_per_job = max_seconds_per_job, max_tokens_per_job
         self._clock = time.perf_counter
         for name, value in (("max_adapters", max_adapters), ("max_tokens_per_step", max_tokens_per_step)):

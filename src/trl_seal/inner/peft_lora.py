@@ -85,10 +85,7 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
         max_tokens_per_job: int | None = None,
     ):
         check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
-                              warmup_ratio, quantization)
-        for name, value in (("max_seconds_per_job", max_seconds_per_job), ("max_tokens_per_job", max_tokens_per_job)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name}={value!r}: use a positive number or None (no limit).")
+                              warmup_ratio, quantization, max_seconds_per_job, max_tokens_per_job)
         self.max_seconds_per_job, self.max_tokens_per_job = max_seconds_per_job, max_tokens_per_job
         self._clock = time.perf_counter
         self.lora_config = lora_config or _default_lora_config(r, lora_alpha, target_modules, lora_dropout)
