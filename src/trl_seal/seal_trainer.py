@@ -149,15 +149,31 @@ class SEALTrainer(GRPOTrainer):
         chunks of `scoring_chunk_size`, each chunk appended to the ledger as soon as it is scored."""
         count = len(completions)
         seeds = self._self_edit_seeds("inner", count)
+        # The prompt is part of the key: the same text written for another context earns another reward.
+        hashes = [text_sha256(json.dumps([p, completion_text(c)], default=str)) for p, c in zip(prompts, completions)]
+        rewards, invalid, todo = self._rewards_from_ledger(hashes)
+        chunk_size = self.args.scoring_chunk_size or max(1, len(todo))
+        for begin in range(0, len(todo), chunk_size):
+            chunk = todo[begin : begin + chunk_size]
+            chunk_rewards, reasons = self._score_chunk(reward_fn, chunk, prompts, completions, completion_ids, seeds,
+                                                       kwargs)
+            for position, i in enumerate(chunk):
+                rewards[i] = chunk_rewards[position]
+                if position in reasons:
+                    invalid.append((i, reasons[position]))
+            self._ledger_append(chunk, chunk_rewards, reasons, hashes, seeds)
+        return rewards, invalid
+
+    def _rewards_from_ledger(self, hashes: list[str]):
+        """(rewards with None where unknown, their reasons, local indices still to score)."""
+        count = len(hashes)
         rewards: list[float | None] = [None] * count
         invalid: list[tuple[int, str]] = []
         ledger = self._ledger if self.model.training else None
-        offset, step = self.accelerator.process_index * count, self.state.global_step
-        # The prompt is part of the key: the same text written for another context earns another reward.
-        hashes = [text_sha256(json.dumps([p, completion_text(c)], default=str)) for p, c in zip(prompts, completions)]
+        offset = self.accelerator.process_index * count
         todo = []
         for i in range(count):
-            entry = ledger.lookup(self._round, step, offset + i, hashes[i]) if ledger is not None else None
+            entry = ledger.lookup(self._round, self.state.global_step, offset + i, hashes[i]) if ledger else None
             if entry is None:
                 todo.append(i)
                 continue
@@ -166,33 +182,34 @@ class SEALTrainer(GRPOTrainer):
                 invalid.append((i, entry["reason"]))
         self._ledger_hits += count - len(todo)
         self._round_ledger_hits += count - len(todo)
-        chunk_size = self.args.scoring_chunk_size or max(1, len(todo))
-        for begin in range(0, len(todo), chunk_size):
-            chunk = todo[begin : begin + chunk_size]
-            chunk_invalid: list[tuple[int, str]] = []
-            chunk_rewards = reward_fn(
-                prompts=[prompts[i] for i in chunk],
-                completions=[completions[i] for i in chunk],
-                completion_ids=None if completion_ids is None else [completion_ids[i] for i in chunk],
-                inner_adapter=self.inner_adapter,
-                record_invalid=lambda index, reason, sink=chunk_invalid: sink.append((int(index), str(reason))),
-                self_edit_seeds=[seeds[i] for i in chunk],
-                **{key: _select(value, chunk, count) for key, value in kwargs.items()},
-            )
-            check_rewards(chunk_rewards, len(chunk), reward_fn)
-            reasons = dict(chunk_invalid)
-            for position, i in enumerate(chunk):
-                rewards[i] = chunk_rewards[position]
-            invalid.extend((chunk[position], reason) for position, reason in chunk_invalid if 0 <= position < len(chunk))
-            if ledger is not None:
-                ledger.append([
-                    {"round": self._round, "policy_step": step, "index": offset + i, "context": (offset + i) //
-                     self.num_generations, "self_edit_sha256": hashes[i], "reward": chunk_rewards[position],
-                     "reason": reasons.get(position), "seed": seeds[i], "process": self.accelerator.process_index,
-                     "time": time.time()}
-                    for position, i in enumerate(chunk)
-                ])
-        return rewards, invalid
+        return rewards, invalid, todo
+
+    def _score_chunk(self, reward_fn, chunk, prompts, completions, completion_ids, seeds, kwargs):
+        """One `reward_fn` call on the local self-edits `chunk`; returns its rewards and {position: reason}."""
+        recorded: list[tuple[int, str]] = []
+        rewards = reward_fn(
+            prompts=[prompts[i] for i in chunk],
+            completions=[completions[i] for i in chunk],
+            completion_ids=None if completion_ids is None else [completion_ids[i] for i in chunk],
+            inner_adapter=self.inner_adapter,
+            record_invalid=lambda index, reason: recorded.append((int(index), str(reason))),
+            self_edit_seeds=[seeds[i] for i in chunk],
+            **{key: _select(value, chunk, len(completions)) for key, value in kwargs.items()},
+        )
+        check_rewards(rewards, len(chunk), reward_fn)
+        return rewards, {position: reason for position, reason in recorded if 0 <= position < len(chunk)}
+
+    def _ledger_append(self, chunk, rewards, reasons, hashes, seeds) -> None:
+        if self._ledger is None or not self.model.training:
+            return
+        offset = self.accelerator.process_index * len(hashes)
+        self._ledger.append([
+            {"round": self._round, "policy_step": self.state.global_step, "index": offset + i,
+             "context": (offset + i) // self.num_generations, "self_edit_sha256": hashes[i],
+             "reward": rewards[position], "reason": reasons.get(position), "seed": seeds[i],
+             "process": self.accelerator.process_index, "time": time.time()}
+            for position, i in enumerate(chunk)
+        ])
 
     def _self_edit_seeds(self, purpose: str, local_count: int) -> list[int]:
         """One seed per local self-edit from (seed, round, index in the round): the same on any number of processes."""
