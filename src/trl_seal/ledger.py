@@ -51,7 +51,7 @@ class Ledger:
         self.entries = {}
         for name in sorted(os.listdir(self.folder)):
             if name.startswith("process-") and name.endswith(".jsonl"):
-                for entry in _read_complete_lines(os.path.join(self.folder, name)):
+                for entry in read_complete_lines(os.path.join(self.folder, name)):
                     key = self.key(entry["round"], entry["policy_step"], entry["index"], entry["self_edit_sha256"])
                     self.entries.setdefault(key, entry)
         _drop_partial_last_line(self.path)
@@ -105,7 +105,8 @@ def write_json_atomically(path: str, value: Any) -> None:
     os.replace(temporary, path)
 
 
-def _read_complete_lines(path: str) -> list[dict]:
+def read_complete_lines(path: str) -> list[dict]:
+    """The rows of a JSONL file, skipping a last line cut short by a crash and lines that are not JSON."""
     entries = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any
 
-from .ledger import describe_differences, write_json_atomically
+from .ledger import describe_differences, read_complete_lines, write_json_atomically
 
 SEAL_STATE = "seal_state.json"
 INITIAL_POLICY = "seal_initial_policy.safetensors"
@@ -78,17 +78,8 @@ def keep_rounds_before(path: str, first_round: int) -> None:
     """Rewrite a per-round JSONL without rows of rounds >= `first_round` (they are about to be redone)."""
     if not os.path.exists(path):
         return
-    kept = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("round", first_round) < first_round:
-                kept.append(line)
+    kept = [json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in read_complete_lines(path)
+            if row.get("round", first_round) < first_round]
     temporary = f"{path}.tmp-{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as f:
         f.writelines(kept)
