@@ -13,7 +13,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from . import __version__
+from .version import __version__  # not the package root's names: --help must not import torch
 
 TRAINING = {
     "knowledge": "SEAL on knowledge incorporation (passages -> self-edits -> closed-book QA reward)",
@@ -73,8 +73,8 @@ def launch_training(name: str, argv: list[str], launch=None) -> int:
 
 
 LAUNCH_HELP = (
-    " Launch options (not fields, passed to `accelerate launch`): --accelerate_config NAME_OR_PATH, --num_processes N, "
-    "--num_machines, --machine_rank, --main_process_ip, ...; a recipe may hold the same keys."
+    " Launch options (not fields, passed to `accelerate launch`): --accelerate_config NAME_OR_PATH, "
+    "--num_processes N, --num_machines, --machine_rank, --main_process_ip, ...; a recipe may hold the same keys."
 )
 
 
