@@ -52,7 +52,7 @@ def test_batched_training_equals_training_each_alone(tiny_model, tokenizer, batc
             assert member.failure is None
             assert (member.num_steps, member.num_tokens) == (steps, tokens)
             torch.testing.assert_close(torch.tensor(member.losses), torch.tensor(losses), rtol=1e-4, atol=1e-5)
-            ours = adapter.slot_parameters(member._slot)
+            ours = adapter.slot_parameters(adapter.slot_of(member))
             assert ours.keys() == weights.keys()
             for name in weights:
                 # Adam divides by sqrt(v): float-rounding differences in tiny gradients grow to ~1e-5 here.
@@ -69,7 +69,7 @@ def test_trainable_slots_change_and_base_stays_identical(tiny_model, tokenizer):
     base_before = {n: p.detach().clone() for n, p in adapter.model.named_parameters() if "lora_" not in n}
     for group in adapter.adapt_groups(JOBS):
         for member in group.members:
-            weights = adapter.slot_parameters(member._slot)
+            weights = adapter.slot_parameters(adapter.slot_of(member))
             assert any(w.abs().sum() > 0 for n, w in weights.items() if "lora_B" in n), "B must have trained"
     assert adapter.base_checksum() == checksum
     for name, param in adapter.model.named_parameters():

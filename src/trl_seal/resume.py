@@ -8,6 +8,7 @@ too (`seal_initial_policy.safetensors`), since every round restarts from it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -89,8 +90,13 @@ def keep_rounds_before(path: str, first_round: int) -> None:
 
 
 def scalar_settings(obj: Any) -> dict[str, Any]:
-    """The public scalar attributes of a reward function or inner adapter: what a ledger fingerprint compares."""
+    """The public scalar attributes of a reward function or inner adapter: what a ledger fingerprint compares.
+
+    An object with a dataclass `config` (the LoRA inner adapters' `InnerLoRAConfig`) contributes every field of it."""
     values = {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+    config = getattr(obj, "config", None)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        values.update(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
     for name, value in sorted(getattr(obj, "__dict__", {}).items()):
         if name.startswith("_") or name in RUNTIME_ATTRIBUTES:
             continue

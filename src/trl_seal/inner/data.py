@@ -50,7 +50,8 @@ def collate(batch: Sequence[TokenizedExample], pad_token_id: int, device: torch.
         input_ids[row, :n] = torch.tensor(example.input_ids)
         labels[row, :n] = torch.tensor(example.labels)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": attention_mask.to(device)}
+    return {"input_ids": input_ids.to(device), "labels": labels.to(device),
+            "attention_mask": attention_mask.to(device)}
 
 
 def batches_for_epoch(
@@ -74,23 +75,3 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str, warmup_ste
         return base_lr * 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * progress)).item())
     raise ValueError(f"Unknown inner learning-rate schedule {schedule!r}: use 'constant', 'linear' or 'cosine'.")
 
-
-def check_inner_arguments(
-    r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type, warmup_ratio, quantization,
-    max_seconds_per_job=None, max_tokens_per_job=None,
-) -> None:
-    """The constructor checks shared by the LoRA inner adapters: each error names the argument and the fix."""
-    for name, value in (("max_seconds_per_job", max_seconds_per_job), ("max_tokens_per_job", max_tokens_per_job)):
-        if value is not None and not value > 0:
-            raise ValueError(f"{name}={value!r}: use a positive number or None (no limit).")
-    positive = dict(r=r, lora_alpha=lora_alpha, learning_rate=learning_rate, num_epochs=num_epochs,
-                    batch_size=batch_size, max_length=max_length)
-    for name, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"{name}={value} must be > 0.")
-    if lr_scheduler_type not in ("constant", "linear", "cosine"):
-        raise ValueError(f"lr_scheduler_type={lr_scheduler_type!r}: use 'constant', 'linear' or 'cosine'.")
-    if quantization not in (None, "4bit", "8bit"):
-        raise ValueError(f"quantization={quantization!r}: use None, '4bit' or '8bit'.")
-    if not 0.0 <= warmup_ratio < 1.0:
-        raise ValueError(f"warmup_ratio={warmup_ratio} must be in [0, 1).")

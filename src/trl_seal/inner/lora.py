@@ -2,11 +2,11 @@
 
 SEAL (Zweiger et al., 2025, arXiv 2506.10943) applies every self-edit by fine-tuning a temporary LoRA adapter on the
 documents the self-edit describes (knowledge: r=32, alpha=64, lr 1e-3, 10 epochs, batch 1), which the reference
-does one self-edit at a time with a new `Trainer` and a disk round trip each (30-45 s per self-edit for a 7B model
-on an H100, against a ~0.2 s arithmetic floor). Here K adapters live side by side in one resident copy of the
-policy (`MultiLoRALinear` slots), their examples are packed together into few rows with no padding in the loss,
-and each adapter keeps its own loss normalisation, gradient clipping, AdamW state and learning-rate schedule, so the
-result equals training each alone (tested against `PeftLoRAInnerAdapter`). Slots freed by short jobs are refilled.
+does one self-edit at a time with a new `Trainer` and a disk round trip each. Here K adapters live side by side in
+one resident copy of the policy (`MultiLoRALinear` slots), their examples are packed together into few rows with no
+padding in the loss, and each adapter keeps its own loss normalisation, gradient clipping, AdamW state and
+learning-rate schedule, so the result equals training each alone (tested against `PeftLoRAInnerAdapter`). Slots
+freed by short jobs are refilled.
 """
 
 from __future__ import annotations
@@ -19,20 +19,17 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
 
 from ..types import AdaptedGroup, AdaptedModel, InnerJob
-from .data import TokenizedExample, batches_for_epoch, check_inner_arguments, lr_at, tokenize_examples
+from .config import InnerLoRAConfig
+from .data import TokenizedExample, batches_for_epoch, lr_at, tokenize_examples
 from .multi_lora import SlotAdamW, SlotStore, clip_grad_norm_per_slot, install_multi_lora, reset_slot
 from .packing import pack, per_slot_losses
 from .policy_sync import build_resident_copy, quantize_copy
 from .resident import ResidentPolicyCopy
-
-# Each layer's .grad is a column view of one gradient buffer (see SlotStore); autograd notes the unusual strides.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 
 @dataclass
@@ -66,97 +63,47 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
     """Trains many temporary LoRA adapters at once on a resident copy of the policy.
 
     Args:
-        r (`int`, defaults to `32`): LoRA rank (paper, knowledge incorporation).
-        lora_alpha (`int`, defaults to `64`): LoRA scaling numerator.
-        target_modules (`str` or `list[str]`, defaults to `"all-linear"`): linear layers that get adapters.
-        learning_rate (`float`, defaults to `1e-3`): inner learning rate unless a job sets its own.
-        num_epochs (`int`, defaults to `10`): passes over a self-edit's examples unless a job sets its own.
-        batch_size (`int`, defaults to `1`): examples per inner optimizer step of each adapter.
-        lr_scheduler_type (`str`, defaults to `"constant"`): `"constant"`, `"linear"` or `"cosine"`.
-        warmup_ratio (`float`, defaults to `0.0`): share of the steps spent warming up linearly.
-        max_grad_norm (`float` or `None`, defaults to `1.0`): per-adapter gradient clipping; None turns it off.
-        weight_decay (`float`, defaults to `0.0`): AdamW weight decay on the adapters.
-        max_length (`int`, defaults to `2048`): examples are truncated to this many tokens.
-        max_adapters (`int` or `"auto"`, defaults to `"auto"`): adapters trained together (K). `"auto"` takes the
-            largest K that the memory budget (adapter weights, gradients and AdamW moments) and
-            `max_tokens_per_step` allow, at most 64 and at most the number of jobs.
-        max_tokens_per_step (`int` or `"auto"`, defaults to `"auto"`): tokens in one joint forward/backward;
-            `"auto"` estimates it from the free memory and the model's size. Adapters whose next batch does not
-            fit wait for the next step (their result does not depend on it).
-        pack_length (`int` or `None`, defaults to `None`): length of a packed row (longer examples get a row of their
-            own). None: 1024 on a GPU, 160 on a CPU, where attention runs over the whole row with a dense mask and
-            shorter rows measured ~20 % faster (16 knowledge self-edits, SmolLM2-135M, one core).
-        eval_group_size (`int` or `None`, defaults to `None`): finished adapters handed out together for batched
-            evaluation; None: half the slots (or all that are left).
-        quantization (`"4bit"`, `"8bit"` or `None`): bitsandbytes base (QLoRA); needs the `quantization` extra.
-        max_seconds_per_job (`float` or `None`): wall-clock budget of one job from its first step; a job over it
-            fails with reason `"timeout"` (its slot is reset, the others go on). None: no limit.
-        max_tokens_per_job (`int` or `None`): a job whose examples x epochs hold more tokens fails with reason
-            `"too_many_tokens"` before training. None: no limit.
-        dtype (`torch.dtype` or `None`): dtype of the resident copy; None keeps the policy's.
-        device (`str` or `None`): where the resident copy lives; None uses the policy's device.
+        config (`InnerLoRAConfig`, *optional*): every setting (rank, learning rate, epochs, batching, budgets, dtype,
+            quantization); the defaults are the paper's knowledge-incorporation setting. `lora_dropout` must be 0.
+        **kwargs: fields of `InnerLoRAConfig`, which build the config (or override fields of `config`):
+            `LoRAInnerAdapter(num_epochs=3)` is `LoRAInnerAdapter(InnerLoRAConfig(num_epochs=3))`.
+
+    K adapters are trained at once (`config.max_adapters`, by default as many as memory allows); adapters whose next
+    batch does not fit a joint step's token budget wait for the next step, which does not change their result.
+    Finished adapters are handed out `config.eval_group_size` at a time for batched evaluation.
 
     Example:
     ```python
-    >>> from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample, adapted_groups
-    >>> adapter = LoRAInnerAdapter(r=8, lora_alpha=16, num_epochs=2)
+    >>> from trl_seal import InnerJob, InnerLoRAConfig, LoRAInnerAdapter, TrainingExample
+    >>> adapter = LoRAInnerAdapter(InnerLoRAConfig(r=8, lora_alpha=16, num_epochs=2))
     >>> adapter.sync(model, tokenizer)
-    >>> jobs = [InnerJob([TrainingExample(text)], seed=i) for i, text in enumerate(["The sky is green.", "Ice is hot."])]
+    >>> texts = ["The sky is green.", "Ice is hot."]
+    >>> jobs = [InnerJob([TrainingExample(text)], seed=i) for i, text in enumerate(texts)]
     >>> for group in adapter.adapt_groups(jobs):
     ...     with group.routed([0, 1]) as routed_model:  # row 0 uses the first adapter, row 1 the second
     ...         outputs = routed_model.generate(**tokenizer(["The sky is", "Ice is"], return_tensors="pt"))
     ```
     """
 
-    def __init__(
-        self,
-        r: int = 32,
-        lora_alpha: int = 64,
-        target_modules: str | list[str] = "all-linear",
-        learning_rate: float = 1e-3,
-        num_epochs: int = 10,
-        batch_size: int = 1,
-        lr_scheduler_type: str = "constant",
-        warmup_ratio: float = 0.0,
-        max_grad_norm: float | None = 1.0,
-        weight_decay: float = 0.0,
-        max_length: int = 2048,
-        max_adapters: int | Literal["auto"] = "auto",
-        max_tokens_per_step: int | Literal["auto"] = "auto",
-        pack_length: int | None = None,
-        eval_group_size: int | None = None,
-        quantization: Literal["4bit", "8bit"] | None = None,
-        dtype: torch.dtype | None = None,
-        device: str | None = None,
-        max_seconds_per_job: float | None = None,
-        max_tokens_per_job: int | None = None,
-    ):
-        check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
-                              warmup_ratio, quantization, max_seconds_per_job, max_tokens_per_job)
-        self.max_seconds_per_job, self.max_tokens_per_job = max_seconds_per_job, max_tokens_per_job
+    def __init__(self, config: InnerLoRAConfig | None = None, **kwargs):
+        super().__init__(config, **kwargs)
+        if self.config.lora_dropout:
+            raise ValueError(f"lora_dropout={self.config.lora_dropout}: LoRAInnerAdapter has no adapter dropout; use "
+                             "lora_dropout=0 or PeftLoRAInnerAdapter.")
         self._clock = time.perf_counter
-        for name, value in (("max_adapters", max_adapters), ("max_tokens_per_step", max_tokens_per_step)):
-            if value != "auto" and not (isinstance(value, int) and value > 0):
-                raise ValueError(f"{name}={value!r}: use a positive integer or 'auto'.")
-        if (pack_length is not None and pack_length < 1) or (eval_group_size is not None and eval_group_size < 1):
-            raise ValueError("pack_length and eval_group_size must be >= 1.")
-        self.r, self.lora_alpha, self.target_modules = r, lora_alpha, target_modules
-        self.learning_rate, self.num_epochs, self.batch_size = learning_rate, num_epochs, batch_size
-        self.lr_scheduler_type, self.warmup_ratio = lr_scheduler_type, warmup_ratio
-        self.max_grad_norm, self.weight_decay, self.max_length = max_grad_norm, weight_decay, max_length
-        self.max_adapters, self.max_tokens_per_step = max_adapters, max_tokens_per_step
-        self.pack_length, self.eval_group_size = pack_length, eval_group_size
-        super().__init__(quantization, dtype, device)
         self.last_run: dict[str, float] = {}  # statistics of the last adapt call (slots, steps, tokens, packing)
         self._router = self._layers = self._store = self._optimizer = None
         self._num_slots = 0
+        self._slot_of_job: dict[int, int] = {}  # job index -> slot, for the jobs of the current adapt call
 
     # ----------------------------------------------------------------------------------------------- resident copy
     def _build(self, policy: nn.Module, device: torch.device) -> None:
         self.model = self._router = self._layers = self._store = self._optimizer = None  # free the old copy first
-        base = build_resident_copy(policy, self.dtype, device if self.quantization is None else torch.device("cpu"))
-        if self.quantization is not None:
-            base = quantize_copy(base, self.quantization, device)
+        quantization = self.config.quantization
+        where = device if quantization is None else torch.device("cpu")
+        base = build_resident_copy(policy, self.config.torch_dtype, where)
+        if quantization is not None:
+            base = quantize_copy(base, quantization, device)
         base.requires_grad_(False)
         self.model = base.eval()
         self._install_slots(max(1, self._num_slots))
@@ -164,13 +111,14 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
     def _install_slots(self, num_slots: int) -> None:
         if self._store is None:
             self._router, self._store = install_multi_lora(
-                self.model, num_slots, self.r, self.lora_alpha, self.target_modules
+                self.model, num_slots, self.config.r, self.config.lora_alpha, self.config.target_modules
             )
             self._layers = self._store.layers
-            self.model._multi_lora_paths = {n for n, m in self.model.named_modules() if m in set(self._layers)}
+            layers = set(self._layers)
+            self._wrapped_paths = frozenset(n for n, m in self.model.named_modules() if m in layers)
         else:  # grow: a bigger store (slot contents are reset per job anyway)
             self._store = SlotStore(self._layers, num_slots, self._store.flat.device)
-        self._optimizer = SlotAdamW(self._store, weight_decay=self.weight_decay)
+        self._optimizer = SlotAdamW(self._store, weight_decay=self.config.weight_decay)
         self._num_slots = num_slots
 
     @contextlib.contextmanager
@@ -179,6 +127,10 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         self._require_synced()
         with self._router.use("off"):
             yield self.model
+
+    def slot_of(self, member: AdaptedModel) -> int:
+        """The slot that holds the adapter of `member` (a finished job of the group being evaluated)."""
+        return self._slot_of_job[member.job_index]
 
     def slot_parameters(self, slot: int) -> dict[str, torch.Tensor]:
         """The LoRA weights of one slot, under peft's names (`<layer>.lora_A.weight`), e.g. to save an adapter."""
@@ -197,7 +149,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         The yielded model runs with that job's adapter until the generator resumes."""
         for group in self.adapt_groups(jobs):
             for member in sorted(group.members, key=lambda m: m.job_index):
-                with self._router.use("slot", slot=member._slot):
+                with self._router.use("slot", slot=self.slot_of(member)):
                     yield member
 
     def adapt_groups(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedGroup]:
@@ -206,7 +158,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         The adapters of a group stay valid until the generator resumes; then their slots are reset in place (the base
         weights are never written) and refilled with the next jobs."""
         self._require_synced()
-        tokenized = [tokenize_examples(job.examples, self.tokenizer, self.max_length) for job in jobs]
+        self._slot_of_job = {}
+        tokenized = [tokenize_examples(job.examples, self.tokenizer, self.config.max_length) for job in jobs]
         num_slots, token_budget = self._plan(tokenized)
         if num_slots > self._num_slots:
             self._install_slots(num_slots)
@@ -215,7 +168,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         finished: list[_SlotRun] = []
         free = list(range(num_slots))[::-1]
         stats = {"slots": num_slots, "token_budget": token_budget, "joint_steps": 0, "tokens": 0, "row_tokens": 0}
-        group_size = self.eval_group_size or max(1, num_slots // 2)
+        group_size = self.config.eval_group_size or max(1, num_slots // 2)
         while pending or running or finished:
             while free and pending:
                 index = pending.pop()
@@ -239,25 +192,25 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
 
     def _start(self, slot: int, index: int, job: InnerJob, examples: list[TokenizedExample]) -> _SlotRun:
         adapted = AdaptedModel(job_index=index, model=self.model, tokenizer=self.tokenizer)
-        adapted._slot = slot
-        epochs = job.num_epochs if job.num_epochs is not None else self.num_epochs
-        total = epochs * math.ceil(len(examples) / self.batch_size)
-        base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
-        run = _SlotRun(slot, adapted, examples, epochs, base_lr, total, int(self.warmup_ratio * total),
+        self._slot_of_job[index] = slot
+        epochs = job.num_epochs if job.num_epochs is not None else self.config.num_epochs
+        total = epochs * math.ceil(len(examples) / self.config.batch_size)
+        base_lr = job.learning_rate if job.learning_rate is not None else self.config.learning_rate
+        run = _SlotRun(slot, adapted, examples, epochs, base_lr, total, int(self.config.warmup_ratio * total),
                        torch.Generator().manual_seed(job.seed), started=self._clock())
         reset_slot(self._layers, slot, job.seed)
         self._optimizer.reset(slot)
         if not examples:
             adapted.failure = "no_training_tokens"
-        elif self.max_tokens_per_job and epochs * sum(len(ex.input_ids) for ex in examples) > self.max_tokens_per_job:
+        elif (limit := self.config.max_tokens_per_job) and epochs * sum(len(ex.input_ids) for ex in examples) > limit:
             adapted.failure = "too_many_tokens"
             self._clear(slot)
         return run
 
     def _timed_out(self, runs: list[_SlotRun]) -> list[_SlotRun]:
-        if self.max_seconds_per_job is None:
+        if self.config.max_seconds_per_job is None:
             return []
-        late = [run for run in runs if self._clock() - run.started > self.max_seconds_per_job]
+        late = [run for run in runs if self._clock() - run.started > self.config.max_seconds_per_job]
         for run in late:
             run.adapted.failure = "timeout"
             self._clear(run.slot)
@@ -267,7 +220,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         """One forward/backward over the next batch of every run that fits the token budget; returns finished runs."""
         chosen, tokens = [], 0
         for run in sorted(runs, key=lambda r: r.adapted.num_steps):  # the furthest behind go first: no starvation
-            size = sum(len(ex.input_ids) for ex in run.next_batch(self.batch_size))
+            size = sum(len(ex.input_ids) for ex in run.next_batch(self.config.batch_size))
             if chosen and tokens + size > token_budget:
                 continue
             chosen.append(run)
@@ -295,15 +248,21 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
     def _step(self, chosen: list[_SlotRun], stats: dict) -> list[_SlotRun]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
-        batch = pack([(run.slot, run.next_batch(self.batch_size)) for run in chosen], self._row_length(device), pad_id,
-                     device)
+        batch_size = self.config.batch_size
+        row_length = self._row_length(device)
+        batch = pack([(run.slot, run.next_batch(batch_size)) for run in chosen], row_length, pad_id, device)
         losses = self._forward_losses(batch)
         if not torch.isfinite(losses).all():
             return self._fail_non_finite(chosen, batch, losses)
-        losses.sum().backward()
-        if self.max_grad_norm is not None:
-            clip_grad_norm_per_slot(self._store, batch.slots, self.max_grad_norm)
-        rates = [lr_at(r.adapted.num_steps, r.total_steps, r.base_lr, self.lr_scheduler_type, r.warmup_steps)
+        with warnings.catch_warnings():
+            # Each layer's .grad is a column view of one (slots, P) gradient buffer (see SlotStore): the parameter is
+            # not dense, so autograd's layout contract asks for a contiguous .grad and warns. The accumulation is
+            # still correct and in place, which is the point of the shared buffer.
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            losses.sum().backward()
+        if self.config.max_grad_norm is not None:
+            clip_grad_norm_per_slot(self._store, batch.slots, self.config.max_grad_norm)
+        rates = [lr_at(r.adapted.num_steps, r.total_steps, r.base_lr, self.config.lr_scheduler_type, r.warmup_steps)
                  for r in chosen]
         self._optimizer.step(batch.slots, rates)
         self._store.grad.zero_()  # in place: every layer's .grad is a view of it
@@ -318,8 +277,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         return [run for run in chosen if run.done]
 
     def _row_length(self, device: torch.device) -> int:
-        if self.pack_length is not None:
-            return self.pack_length
+        if self.config.pack_length is not None:
+            return self.config.pack_length
         return 1024 if device.type == "cuda" else 160
 
     def _forward_losses(self, batch, grad: bool = True) -> torch.Tensor:
@@ -329,7 +288,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         try:
             with self._router.use("tokens", active=active, gather=batch.gather, scatter=batch.scatter):
                 with torch.set_grad_enabled(grad):
-                    logits = self.model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+                    logits = self.model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                                        use_cache=False).logits
         finally:
             self.model.eval()
         return per_slot_losses(logits, batch)
@@ -341,7 +301,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         if len(chosen) > 1:
             device = batch.input_ids.device
             pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            alone = [pack([(run.slot, run.next_batch(self.batch_size))], self._row_length(device), pad_id, device)
+            batch_size = self.config.batch_size
+            alone = [pack([(run.slot, run.next_batch(batch_size))], self._row_length(device), pad_id, device)
                      for run in suspects]
             culprits = [run for run, b in zip(suspects, alone, strict=True)
                         if not torch.isfinite(self._forward_losses(b, grad=False)).all()]
@@ -371,13 +332,13 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
     def _plan(self, tokenized: list[list[TokenizedExample]]) -> tuple[int, int]:
         """Choose K (slots) and the token budget of a joint step from the memory budget and the jobs' sizes."""
         budget = _free_memory_bytes(next(self.model.parameters()).device) // 2
-        token_budget = self.max_tokens_per_step
+        token_budget = self.config.max_tokens_per_step
         if token_budget == "auto":
             token_budget = int(min(65536, max(512, budget // 2 // _activation_bytes_per_token(self.model))))
-        if self.max_adapters != "auto":
-            return min(self.max_adapters, max(1, len(tokenized))), token_budget
+        if self.config.max_adapters != "auto":
+            return min(self.config.max_adapters, max(1, len(tokenized))), token_budget
         sizes = [len(ex.input_ids) for examples in tokenized for ex in examples] or [1]
-        per_step = self.batch_size * sum(sizes) / len(sizes)
+        per_step = self.config.batch_size * sum(sizes) / len(sizes)
         per_slot_bytes = 16 * self._store.width  # weights, gradients and two AdamW moments, float32
         k = min(64, len(tokenized), int(token_budget // per_step), int(budget // 2 // per_slot_bytes))
         return max(1, k), token_budget

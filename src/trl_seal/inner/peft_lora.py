@@ -16,13 +16,14 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..types import AdaptedModel, InnerJob
-from .data import batches_for_epoch, check_inner_arguments, collate, lr_at, tokenize_examples
+from .config import InnerLoRAConfig
+from .data import batches_for_epoch, collate, lr_at, tokenize_examples
 from .policy_sync import build_resident_copy, quantize_copy
 from .resident import ResidentPolicyCopy
 
@@ -31,73 +32,27 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
     """Trains one temporary LoRA adapter per self-edit on a resident copy of the policy.
 
     Args:
-        r (`int`, defaults to `32`): LoRA rank (paper, knowledge incorporation).
-        lora_alpha (`int`, defaults to `64`): LoRA scaling numerator.
-        target_modules (`str` or `list[str]`, defaults to `"all-linear"`): modules that get an adapter.
-        lora_dropout (`float`, defaults to `0.0`): dropout on the adapter input.
-        learning_rate (`float`, defaults to `1e-3`): inner learning rate unless a job sets its own.
-        num_epochs (`int`, defaults to `10`): passes over a self-edit's examples unless a job sets its own.
-        batch_size (`int`, defaults to `1`): examples per inner optimizer step.
-        lr_scheduler_type (`str`, defaults to `"constant"`): `"constant"`, `"linear"` or `"cosine"`.
-        warmup_ratio (`float`, defaults to `0.0`): share of the steps spent warming up linearly.
-        max_grad_norm (`float` or `None`, defaults to `1.0`): gradient clipping per step; None turns it off.
-        weight_decay (`float`, defaults to `0.0`): AdamW weight decay on the adapter.
-        max_length (`int`, defaults to `2048`): examples are truncated to this many tokens.
-        quantization (`"4bit"`, `"8bit"` or `None`): load the resident base with bitsandbytes (QLoRA). Needs the
-            `quantization` extra.
-        dtype (`torch.dtype` or `None`): dtype of the resident copy; None keeps the policy's.
-        device (`str` or `None`): where the resident copy lives; None uses the policy's device.
-        lora_config (`peft.LoraConfig` or `None`): a full LoRA config; overrides `r`, `lora_alpha`,
-            `target_modules` and `lora_dropout`.
-        max_seconds_per_job (`float` or `None`): a job over this wall-clock budget fails with reason `"timeout"`.
-        max_tokens_per_job (`int` or `None`): a job whose examples x epochs hold more tokens fails with reason
-            `"too_many_tokens"` before training.
+        config (`InnerLoRAConfig`, *optional*): every setting (rank, dropout, learning rate, epochs, budgets, dtype,
+            quantization); the batching fields (`max_adapters`, `max_tokens_per_step`, `pack_length`,
+            `eval_group_size`) do not apply to one adapter at a time and are ignored.
+        lora_config (`peft.LoraConfig`, *optional*): a full LoRA config (DoRA, rsLoRA, ...); overrides `r`,
+            `lora_alpha`, `target_modules` and `lora_dropout` of `config`.
+        **kwargs: fields of `InnerLoRAConfig`, which build the config (or override fields of `config`).
 
     Example:
     ```python
-    >>> from trl_seal import InnerJob, PeftLoRAInnerAdapter, TrainingExample
-    >>> adapter = PeftLoRAInnerAdapter(r=8, lora_alpha=16, num_epochs=2)
+    >>> from trl_seal import InnerJob, InnerLoRAConfig, PeftLoRAInnerAdapter, TrainingExample
+    >>> adapter = PeftLoRAInnerAdapter(InnerLoRAConfig(r=8, lora_alpha=16, num_epochs=2))
     >>> adapter.sync(model, tokenizer)
     >>> for adapted in adapter.adapt([InnerJob([TrainingExample("The sky is green.")])]):
     ...     print(adapted.losses[-1], adapted.failure)
     ```
     """
 
-    def __init__(
-        self,
-        r: int = 32,
-        lora_alpha: int = 64,
-        target_modules: str | list[str] = "all-linear",
-        lora_dropout: float = 0.0,
-        learning_rate: float = 1e-3,
-        num_epochs: int = 10,
-        batch_size: int = 1,
-        lr_scheduler_type: str = "constant",
-        warmup_ratio: float = 0.0,
-        max_grad_norm: float | None = 1.0,
-        weight_decay: float = 0.0,
-        max_length: int = 2048,
-        quantization: Literal["4bit", "8bit"] | None = None,
-        dtype: torch.dtype | None = None,
-        device: str | None = None,
-        lora_config: Any = None,
-        max_seconds_per_job: float | None = None,
-        max_tokens_per_job: int | None = None,
-    ):
-        check_inner_arguments(r, lora_alpha, learning_rate, num_epochs, batch_size, max_length, lr_scheduler_type,
-                              warmup_ratio, quantization, max_seconds_per_job, max_tokens_per_job)
-        self.max_seconds_per_job, self.max_tokens_per_job = max_seconds_per_job, max_tokens_per_job
+    def __init__(self, config: InnerLoRAConfig | None = None, lora_config: Any = None, **kwargs):
+        super().__init__(config, **kwargs)  # self.model: the PeftModel around the resident copy, built by `sync`
         self._clock = time.perf_counter
-        self.lora_config = lora_config or _default_lora_config(r, lora_alpha, target_modules, lora_dropout)
-        self.learning_rate = learning_rate
-        self.num_epochs = num_epochs
-        self.batch_size = batch_size
-        self.lr_scheduler_type = lr_scheduler_type
-        self.warmup_ratio = warmup_ratio
-        self.max_grad_norm = max_grad_norm
-        self.weight_decay = weight_decay
-        self.max_length = max_length
-        super().__init__(quantization, dtype, device)  # self.model: the PeftModel around the resident copy
+        self.lora_config = lora_config or _default_lora_config(self.config)
         self._optimizer: torch.optim.Optimizer | None = None
 
     # ----------------------------------------------------------------------------------------------- resident copy
@@ -105,14 +60,17 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
         from peft import get_peft_model
 
         self.model = self._optimizer = None  # free the previous copy before allocating the next
-        base = build_resident_copy(policy, self.dtype, device if self.quantization is None else torch.device("cpu"))
-        if self.quantization is not None:
-            base = quantize_copy(base, self.quantization, device)
+        quantization = self.config.quantization
+        where = device if quantization is None else torch.device("cpu")
+        base = build_resident_copy(policy, self.config.torch_dtype, where)
+        if quantization is not None:
+            base = quantize_copy(base, quantization, device)
         base.requires_grad_(False)
         self.model = get_peft_model(base, self.lora_config)
         self.model.eval()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self._optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        config = self.config
+        self._optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[nn.Module]:
@@ -141,25 +99,25 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
 
     def _train(self, index: int, job: InnerJob) -> AdaptedModel:
         adapted = AdaptedModel(job_index=index, model=self.model, tokenizer=self.tokenizer)
-        examples = tokenize_examples(job.examples, self.tokenizer, self.max_length)
+        examples = tokenize_examples(job.examples, self.tokenizer, self.config.max_length)
         if not examples:
             adapted.failure = "no_training_tokens"
             return adapted
-        epochs = job.num_epochs if job.num_epochs is not None else self.num_epochs
-        if self.max_tokens_per_job and epochs * sum(len(ex.input_ids) for ex in examples) > self.max_tokens_per_job:
+        epochs = job.num_epochs if job.num_epochs is not None else self.config.num_epochs
+        if (limit := self.config.max_tokens_per_job) and epochs * sum(len(ex.input_ids) for ex in examples) > limit:
             adapted.failure = "too_many_tokens"
             return adapted
         started = self._clock()
-        base_lr = job.learning_rate if job.learning_rate is not None else self.learning_rate
-        total_steps = epochs * math.ceil(len(examples) / self.batch_size)
-        warmup = int(self.warmup_ratio * total_steps)
+        base_lr = job.learning_rate if job.learning_rate is not None else self.config.learning_rate
+        total_steps = epochs * math.ceil(len(examples) / self.config.batch_size)
+        warmup = int(self.config.warmup_ratio * total_steps)
         generator = torch.Generator().manual_seed(job.seed)
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.model.train()
         for _ in range(epochs):
-            for batch in batches_for_epoch(examples, self.batch_size, generator):
-                lr = lr_at(adapted.num_steps, total_steps, base_lr, self.lr_scheduler_type, warmup)
+            for batch in batches_for_epoch(examples, self.config.batch_size, generator):
+                lr = lr_at(adapted.num_steps, total_steps, base_lr, self.config.lr_scheduler_type, warmup)
                 loss = self._step(collate(batch, pad_id, device), lr)
                 if not math.isfinite(loss):
                     adapted.failure = "nan_loss"
@@ -167,7 +125,8 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
                 adapted.losses.append(loss)
                 adapted.num_steps += 1
                 adapted.num_tokens += sum(example.num_trained_tokens for example in batch)
-                if self.max_seconds_per_job is not None and self._clock() - started > self.max_seconds_per_job:
+                budget = self.config.max_seconds_per_job
+                if budget is not None and self._clock() - started > budget:
                     adapted.failure = "timeout"
                     return adapted
         return adapted
@@ -180,9 +139,9 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
             self._optimizer.zero_grad(set_to_none=True)
             return float("nan")
         loss.backward()
-        if self.max_grad_norm is not None:
+        if self.config.max_grad_norm is not None:
             params = [p for group in self._optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         return loss.item()
@@ -210,9 +169,8 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
         self._optimizer.state.clear()
 
 
-def _default_lora_config(r: int, lora_alpha: int, target_modules, lora_dropout: float):
+def _default_lora_config(config: InnerLoRAConfig):
     from peft import LoraConfig
 
-    return LoraConfig(
-        r=r, lora_alpha=lora_alpha, target_modules=target_modules, lora_dropout=lora_dropout, task_type="CAUSAL_LM"
-    )
+    return LoraConfig(r=config.r, lora_alpha=config.lora_alpha, target_modules=config.target_modules,
+                      lora_dropout=config.lora_dropout, task_type="CAUSAL_LM")

@@ -12,7 +12,7 @@ import contextlib
 import copy
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import torch
 from torch import nn
@@ -64,20 +64,22 @@ def _is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
-def _plain_name(model: nn.Module, name: str) -> str | None:
+def _plain_name(model: nn.Module, name: str, wrapped: Collection[str] = ()) -> str | None:
+    """`name` in the plain model; `wrapped` lists the layers replaced by a wrapper (`<path>.base.weight`)."""
     if _is_peft(model):
         return _base_name(name)
-    wrapped = getattr(model, "_multi_lora_paths", ())  # layers replaced by MultiLoRALinear: `<path>.base.weight`
     if wrapped and ".lora_" in name:
         return None
     head, separator, tail = name.rpartition(".base.")
     return f"{head}.{tail}" if separator and head in wrapped else name
 
 
-def plain_named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters and buffers of `model` (a PeftModel included) under the plain model's names, LoRA tensors left out."""
+def plain_named_tensors(model: nn.Module, wrapped: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of `model` (a PeftModel included) under the plain model's names, LoRA tensors left out.
+
+    `wrapped`: paths of layers that a multi-LoRA wrapper replaced, whose weight is `<path>.base.weight`."""
     named = list(model.named_parameters()) + list(model.named_buffers())
-    return {plain: tensor for name, tensor in named if (plain := _plain_name(model, name)) is not None}
+    return {plain: tensor for name, tensor in named if (plain := _plain_name(model, name, wrapped)) is not None}
 
 
 def iter_merged_weights(policy: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -158,20 +160,21 @@ def build_resident_copy(policy: nn.Module, dtype: torch.dtype | None, device: to
 
 
 @torch.no_grad()
-def load_merged_weights(model: nn.Module, policy: nn.Module) -> None:
-    """Copy the policy's merged weights into `model` in place (names must match the plain model's)."""
-    targets = plain_named_tensors(model)
+def load_merged_weights(model: nn.Module, policy: nn.Module, wrapped: Collection[str] = ()) -> None:
+    """Copy the policy's merged weights into `model` in place (names must match the plain model's; `wrapped` as in
+    `plain_named_tensors`)."""
+    targets = plain_named_tensors(model, wrapped)
     seen = set()
     for name, weight in iter_merged_weights(policy):
         if name in targets:
             targets[name].copy_(weight.to(targets[name].dtype))
             seen.add(name)
-    parameters = {plain for name, _ in model.named_parameters() if (plain := _plain_name(model, name))}
+    parameters = {plain for name, _ in model.named_parameters() if (plain := _plain_name(model, name, wrapped))}
     missing = parameters - seen
     if missing:
         raise RuntimeError(
-            f"The policy has no weights for {sorted(missing)[:5]} (of {len(missing)}): the inner copy would keep random "
-            "values. This happens when the policy is not a transformers causal LM or its weight names differ."
+            f"The policy has no weights for {sorted(missing)[:5]} (of {len(missing)}): the inner copy would keep "
+            "random values. This happens when the policy is not a transformers causal LM or its weight names differ."
         )
 
 
