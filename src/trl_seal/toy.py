@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .generation import generate_batched
+from .rewards import InnerLoopReward
 from .types import InnerJob, TrainingExample
 
 SECRETS = ("apple", "river", "stone", "cloud", "amber", "tiger")
@@ -70,8 +72,11 @@ def secret_word_dataset(num_contexts: int, seed: int = 0):
     return Dataset.from_dict({"prompt": [f"{QUERY} {s} . notes :" for s in secrets], "secret": secrets})
 
 
-class SecretWordReward:
+class SecretWordReward(InnerLoopReward):
     """Gain in log-probability of the context's secret word after `secret :`, adapted minus un-adapted (nats).
+
+    The whole domain in two methods: a self-edit becomes one training document (`secret :` then the notes), and
+    every adapted model of a group is scored in one batched forward pass.
 
     Example:
     ```python
@@ -83,46 +88,45 @@ class SecretWordReward:
     """
 
     __name__ = "secret_word_gain"
+    columns = ("secret",)
+    dataset_builder = "trl_seal.toy.secret_word_dataset(num_contexts)"
 
-    def __call__(self, prompts, completions, secret, inner_adapter, record_invalid=None, self_edit_seeds=None, **kwargs):
-        seeds = list(range(len(completions))) if self_edit_seeds is None else list(self_edit_seeds)
-        jobs = [InnerJob(examples=[TrainingExample(text, prompt=QUERY)], seed=seed) for text, seed in zip(completions, seeds, strict=True)]
-        with inner_adapter.base_model() as base:
-            baseline = {word: self.secret_logprob(base, inner_adapter.tokenizer, word) for word in set(secret)}
-        rewards: list[float | None] = [0.0] * len(completions)
-        for adapted in inner_adapter.adapt(jobs):
-            index = adapted.job_index
-            if adapted.failure is not None:
-                if record_invalid is not None:
-                    record_invalid(index, adapted.failure)
-                continue
-            gain = self.secret_logprob(adapted.model, adapted.tokenizer, secret[index]) - baseline[secret[index]]
-            rewards[index] = gain
-        return rewards
+    def jobs_for(self, text: str, context: dict, seed: int, adapter) -> InnerJob:
+        return InnerJob(examples=[TrainingExample(text, prompt=QUERY)], seed=seed)
+
+    def score_group(self, group, members, adapter) -> list[float]:
+        words = [member.context["secret"] for member in members]
+        with adapter.base_model() as base:
+            baseline = {word: self.secret_logprob(base, adapter.tokenizer, word) for word in set(words)}
+        with group.routed([member.slot for member in members]) as routed:
+            adapted = self.secret_logprobs(routed, group.tokenizer, words)
+        return [logprob - baseline[word] for logprob, word in zip(adapted, words, strict=True)]
+
+    @staticmethod
+    def secret_logprob(model, tokenizer, word: str) -> float:
+        """Log-probability that `model` continues `secret :` with `word`."""
+        return SecretWordReward.secret_logprobs(model, tokenizer, [word])[0]
 
     @staticmethod
     @torch.no_grad()
-    def secret_logprob(model, tokenizer, word: str) -> float:
+    def secret_logprobs(model, tokenizer, words: Sequence[str]) -> list[float]:
+        """`secret_logprob` of each word, one batch row per word (row `i` may run on its own adapter)."""
         query = tokenizer(QUERY, add_special_tokens=False)["input_ids"]
-        target = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+        targets = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words]
         device = next(model.parameters()).device
-        logits = model(input_ids=torch.tensor([query], device=device)).logits[0, -1]
-        return torch.log_softmax(logits.float(), dim=-1)[target].item()
+        logits = model(input_ids=torch.tensor([query] * len(words), device=device)).logits[:, -1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        return [logprobs[row, target].item() for row, target in enumerate(targets)]
 
 
 def contains_secret_rate(model, tokenizer, dataset, samples_per_context: int = 8, max_new_tokens: int = 8) -> float:
     """Share of sampled self-edits (temperature 1) that contain their context's secret word."""
     hits = total = 0
-    device = next(model.parameters()).device
     model.eval()
+    sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0}
     for prompt, word in zip(dataset["prompt"], dataset["secret"], strict=True):
-        ids = tokenizer([prompt] * samples_per_context, return_tensors="pt", add_special_tokens=False).to(device)
-        with torch.no_grad():
-            out = model.generate(
-                **ids, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        for row in tokenizer.batch_decode(out[:, ids["input_ids"].shape[1] :], skip_special_tokens=True):
-            hits += word in row.split()
-            total += 1
+        rows = generate_batched(model, tokenizer, [prompt] * samples_per_context, max_new_tokens,
+                                batch_size=samples_per_context, sampling=sampling)
+        hits += sum(word in row.split() for row in rows)
+        total += len(rows)
     return hits / total

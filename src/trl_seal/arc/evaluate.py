@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..generation import chat_text, generate_batched
 from .data import ARCTask
 from .reward import ARCReward
 from .self_edit import ORACLE, SelfEditConfig, self_edit_prompt
@@ -115,27 +116,12 @@ def sample_self_edits(
     import torch
 
     torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    out = []
-    try:
-        for task in tasks:
-            text = _as_chat(tokenizer, self_edit_prompt(task))
-            batch = tokenizer([text] * k, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with torch.no_grad():
-                ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                     top_p=top_p, top_k=None, pad_token_id=tokenizer.pad_token_id, use_cache=True)
-            out.append(tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = padding_side
-    return out
-
-
-def _as_chat(tokenizer, prompt: str) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-    return prompt + "\n"
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+    return [
+        generate_batched(model, tokenizer, [chat_text(tokenizer, self_edit_prompt(task))] * k, max_new_tokens,
+                         batch_size=k, sampling=sampling)
+        for task in tasks
+    ]
 
 
 def run_conditions(
@@ -161,7 +147,8 @@ def run_conditions(
 
 def markdown_table(summaries: Sequence[dict]) -> str:
     """Overall success rates with CIs, then one row per task with each condition's solved/pairs."""
-    lines = ["| condition | pairs | success rate (%) | 95 % CI (Wilson) | invalid self-edits |", "|---|---|---|---|---|"]
+    lines = ["| condition | pairs | success rate (%) | 95 % CI (Wilson) | invalid self-edits |",
+             "|---|---|---|---|---|"]
     for s in summaries:
         low, high = s["ci95"]
         lines.append(f"| {s['condition']} | {s['pairs']} | {100 * s['success_rate']:.1f} | "

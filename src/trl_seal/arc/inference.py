@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from ..generation import generate_batched
 from .augment import INFERENCE_VIEWS
 from .data import ARCTask
 from .grids import answer_length_bound, few_shot_prompt, grid_key, parse_answer
@@ -76,24 +76,6 @@ def is_solved(attempts: Sequence[np.ndarray], gold: np.ndarray) -> bool:
     return any(attempt.shape == gold.shape and np.array_equal(attempt, gold) for attempt in attempts)
 
 
-@torch.no_grad()
-def generate_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-    """Greedy answers to raw-text prompts in one left-padded batch (the format the inner loop trains on)."""
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = padding_side
-    batch = batch.to(next(model.parameters()).device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    output = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-        pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, use_cache=True,
-    )
-    return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
 def predict_attempts(
     model_for_rows: Callable[[Sequence[int]], AbstractContextManager],
     tokenizer,
@@ -101,18 +83,19 @@ def predict_attempts(
     num_attempts: int = 2,
     batch_size: int = 32,
 ) -> dict[tuple[int, int, int], list[np.ndarray]]:
-    """Attempts per (member, task index, test index): generate every query (batches sorted by length to limit
-    padding), invert each parsed answer by its view, and vote."""
-    candidates: dict[tuple[int, int, int], list] = {}
-    order = sorted(range(len(queries)), key=lambda index: len(queries[index].prompt))
+    """Attempts per (member, task index, test index): generate every query greedily on its member's model (raw-text
+    prompts, the format the inner loop trains on; batches of similar length, each up to its longest answer bound),
+    invert each parsed answer by its view, and vote."""
+    texts = generate_batched(
+        None, tokenizer, [query.prompt for query in queries], [query.max_new_tokens for query in queries], batch_size,
+        route=lambda rows: model_for_rows([queries[index].member for index in rows]),
+        eos_token_id=tokenizer.eos_token_id,
+    )
     answers: dict[int, np.ndarray | None] = {}
-    for start in range(0, len(order), batch_size):
-        rows = [queries[index] for index in order[start : start + batch_size]]
-        with model_for_rows([row.member for row in rows]) as model:
-            texts = generate_texts(model, tokenizer, [row.prompt for row in rows], max(row.max_new_tokens for row in rows))
-        for index, text in zip(order[start : start + batch_size], texts):
-            grid = parse_answer(text)
-            answers[index] = None if grid is None else queries[index].view.inverse(grid)
+    for index, text in enumerate(texts):
+        grid = parse_answer(text)
+        answers[index] = None if grid is None else queries[index].view.inverse(grid)
+    candidates: dict[tuple[int, int, int], list] = {}
     for index, query in enumerate(queries):  # vote in view order, so ties go to the earlier view
         candidates.setdefault((query.member, query.task_index, query.test_index), []).append(answers[index])
     return {key: vote(grids, num_attempts) for key, grids in candidates.items()}

@@ -8,7 +8,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..types import InnerJob, adapted_groups, completion_text
+from ..rewards import InnerLoopReward
+from ..types import InnerJob
 from .augment import INFERENCE_VIEWS
 from .data import ARCTask, tasks_from_columns
 from .inference import build_queries, predict_attempts, task_solved
@@ -24,7 +25,7 @@ from .ttt import DEFAULT_MAX_EXAMPLES, optimizer_steps, training_examples
 logger = logging.getLogger(__name__)
 
 
-class ARCReward:
+class ARCReward(InnerLoopReward):
     """Batched SEAL reward for few-shot ARC (paper §4.1).
 
     Each completion is parsed as a self-edit (`SelfEditConfig`); its test-time-training data (leave-one/two-out
@@ -63,6 +64,9 @@ class ARCReward:
     """
 
     __name__ = "arc_ttt"
+    columns = ("task_id", "train", "test")
+    dataset_builder = "trl_seal.arc.self_edit.self_edit_dataset(tasks)"
+    progress_description = "ARC inner loops"
 
     def __init__(
         self,
@@ -85,80 +89,52 @@ class ARCReward:
                 raise ValueError(f"ARCReward: {name}={value} must be at least 1.")
         if not views:
             raise ValueError("ARCReward: views must hold at least one transform (e.g. augment.Identity()).")
+        super().__init__(inner_adapter, show_progress)
         self.max_examples, self.max_tokens, self.max_steps = max_examples, max_tokens, max_steps
         self.train_batch_size, self.num_permutations = train_batch_size, num_permutations
         self.views, self.num_attempts, self.eval_batch_size = tuple(views), num_attempts, eval_batch_size
         self.learning_rate_range, self.epoch_range = learning_rate_range, epoch_range
-        self.inner_adapter = inner_adapter
-        self.show_progress = show_progress
 
     def check_dataset(self, dataset) -> None:
         """Fail before training on a row whose task is unusable (ragged grids, colours outside 0-9, sides over 30)."""
-        missing = [c for c in ("task_id", "train", "test") if c not in dataset.column_names]
-        if missing:
-            raise ValueError(f"train_dataset lacks the columns {missing} that ARCReward reads; build it with "
-                             "trl_seal.arc.self_edit.self_edit_dataset(tasks).")
+        super().check_dataset(dataset)
         tasks_from_columns(dataset["task_id"], dataset["train"], dataset["test"])
 
-    def __call__(self, prompts, completions, task_id, train, test, inner_adapter=None, record_invalid=None,
-                 self_edit_seeds=None, **kwargs):
-        adapter = inner_adapter if inner_adapter is not None else self.inner_adapter
-        if adapter is None:
-            raise ValueError("ARCReward needs an inner adapter: pass inner_adapter= (SEALTrainer does).")
-        tasks = tasks_from_columns(task_id, train, test)
-        configs = [self._parse(completion_text(c), index, record_invalid) for index, c in enumerate(completions)]
-        return self.score_configs(adapter, tasks, configs, record_invalid, self_edit_seeds)
+    def contexts(self, columns: dict[str, list], count: int) -> list[ARCTask]:
+        """The task of every completion, parsed and checked once per call."""
+        return tasks_from_columns(columns["task_id"], columns["train"], columns["test"])
 
-    def score_configs(
-        self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None], record_invalid=None,
-        seeds: Sequence[int] | None = None,
-    ) -> list[float]:
-        """Rewards of already-parsed configurations (None: invalid, reward 0), one per task."""
-        rewards = [0.0] * len(tasks)
-        jobs = self.build_jobs(adapter, tasks, configs, record_invalid, seeds)
-        progress = _progress_bar(len(jobs), self.show_progress)
-        for group in adapted_groups(adapter, jobs):
-            progress.update(len(group.members))
-            usable = []
-            for member, adapted in enumerate(group.members):
-                index = jobs[adapted.job_index].tag
-                if adapted.failure is not None:
-                    _record(record_invalid, index, adapted.failure)
-                else:
-                    usable.append((member, index))
-            solved = self._solved(group.routed, group.tokenizer, [tasks[i] for _, i in usable], [m for m, _ in usable])
-            for (_, index), success in zip(usable, solved):
-                rewards[index] = float(success)
-        progress.close()
-        return rewards
+    def jobs_for(self, text: str, task: ARCTask, seed: int, adapter) -> InnerJob | str:
+        """Parse the self-edit strictly and build its test-time-training job, or say why it cannot be trained."""
+        try:
+            config = parse_self_edit(text, self.learning_rate_range, self.epoch_range)
+        except InvalidSelfEdit as error:
+            logger.debug("invalid self-edit: %s", error)
+            return error.reason
+        return self.job_for_config(config, task, seed, adapter)
 
-    def build_jobs(self, adapter, tasks: Sequence[ARCTask], configs: Sequence[SelfEditConfig | None],
-                   record_invalid=None, seeds: Sequence[int] | None = None) -> list[InnerJob]:
-        """One `InnerJob` per usable configuration (tag = its index); the cost filter and empty data are recorded.
+    def job_for_config(self, config: SelfEditConfig, task: ARCTask, seed: int, adapter) -> InnerJob | str:
+        """The job of an already-parsed configuration, or `no_training_examples` / `too_costly`.
 
-        `seeds` (one per configuration, default: its index) fix the example permutations and the LoRA initialisation.
-        """
+        `seed` fixes the example permutations and the LoRA initialisation."""
         batch_size = self.train_batch_size or getattr(adapter, "batch_size", 1)
         # An example longer than the adapter truncates would lose the end of its answer: drop it instead.
         max_tokens = min(self.max_tokens or math.inf, getattr(adapter, "max_length", None) or math.inf)
         max_tokens = None if max_tokens == math.inf else int(max_tokens)
-        jobs = []
-        seeds = list(range(len(configs))) if seeds is None else list(seeds)
-        for index, (task, config) in enumerate(zip(tasks, configs, strict=True)):
-            if config is None:
-                continue
-            examples = training_examples(
-                task.train, config.augmentation_groups, config.loss, adapter.tokenizer, self.max_examples,
-                max_tokens, self.num_permutations, seed=seeds[index],
-            )
-            if not examples:
-                _record(record_invalid, index, "no_training_examples")
-                continue
-            if optimizer_steps(len(examples), config.num_epochs, batch_size) > self.max_steps:
-                _record(record_invalid, index, "too_costly")
-                continue
-            jobs.append(InnerJob(examples, config.learning_rate, config.num_epochs, seed=seeds[index], tag=index))
-        return jobs
+        examples = training_examples(
+            task.train, config.augmentation_groups, config.loss, adapter.tokenizer, self.max_examples, max_tokens,
+            self.num_permutations, seed=seed,
+        )
+        if not examples:
+            return "no_training_examples"
+        if optimizer_steps(len(examples), config.num_epochs, batch_size) > self.max_steps:
+            return "too_costly"
+        return InnerJob(examples, config.learning_rate, config.num_epochs, seed=seed)
+
+    def score_group(self, group, members, adapter) -> list[float]:
+        """1.0 for each member that solves its task under augmented inference (all members in batched calls)."""
+        solved = self._solved(group.routed, group.tokenizer, [m.context for m in members], [m.slot for m in members])
+        return [float(success) for success in solved]
 
     def in_context_rewards(self, adapter, tasks: Sequence[ARCTask]) -> list[float]:
         """Rewards of the un-adapted model (in-context learning only), with the same augmented inference."""
@@ -173,22 +149,3 @@ class ARCReward:
         queries = build_queries(tasks, members, self.views)
         attempts = predict_attempts(model_for_rows, tokenizer, queries, self.num_attempts, self.eval_batch_size)
         return [task_solved(attempts, member, index, task) for index, (task, member) in enumerate(zip(tasks, members))]
-
-    def _parse(self, text: str, index: int, record_invalid) -> SelfEditConfig | None:
-        try:
-            return parse_self_edit(text, self.learning_rate_range, self.epoch_range)
-        except InvalidSelfEdit as error:
-            logger.debug("self-edit %d is invalid: %s", index, error)
-            _record(record_invalid, index, error.reason)
-            return None
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="ARC inner loops", unit="self-edit", disable=not enabled or total == 0, leave=False)
-
-
-def _record(record_invalid, index: int, reason: str) -> None:
-    if record_invalid is not None:
-        record_invalid(index, reason)

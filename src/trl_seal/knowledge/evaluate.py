@@ -36,7 +36,8 @@ class ConditionResult:
                "ci95": [low, high], **self.extra}
         if reference is not None and reference is not self and len(reference.per_passage) == len(self.per_passage):
             diffs = [a - b for a, b in zip(self.per_passage, reference.per_passage)]
-            out["paired_diff_vs_" + reference.name] = {"mean": mean(diffs), "ci95": list(bootstrap_ci(diffs, draws, seed))}
+            paired = {"mean": mean(diffs), "ci95": list(bootstrap_ci(diffs, draws, seed))}
+            out["paired_diff_vs_" + reference.name] = paired
         return out
 
 
@@ -67,14 +68,16 @@ def evaluate_documents(
             owners.append(index)
     scores: list[list[float]] = [[] for _ in passages]
     for group in adapted_groups(adapter, jobs):
-        trained = [(m, passages[owners[member.job_index]]) for m, member in enumerate(group.members) if not member.failure]
-        grades = reward.score_group(group, [(m, p.title, _questions(p)) for m, p in trained])
+        trained = [(m, passages[owners[member.job_index]])
+                   for m, member in enumerate(group.members) if not member.failure]
+        grades = reward.grade_group(group, [(m, p.title, _questions(p)) for m, p in trained])
         accuracy = {m: mean(g) for (m, _), g in zip(trained, grades, strict=True)}
         for m, member in enumerate(group.members):
             scores[owners[member.job_index]].append(accuracy.get(m, 0.0))
             if progress is not None:
                 progress()
-    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": len(jobs) / max(1, len(passages))})
+    per_passage = len(jobs) / max(1, len(passages))
+    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": per_passage})
 
 
 def evaluate_passage_only(adapter, passages, reward, progress=None) -> ConditionResult:
@@ -84,7 +87,8 @@ def evaluate_passage_only(adapter, passages, reward, progress=None) -> Condition
 
 def evaluate_self_edits(name, adapter, passages, self_edits: Sequence[Sequence[str]], reward, progress=None):
     documents = [
-        [training_documents(p.title, p.context, e, reward.split_lines, reward.include_passage) for e in edits if e.strip()]
+        [training_documents(p.title, p.context, e, reward.split_lines, reward.include_passage)
+         for e in edits if e.strip()]
         or [training_documents(p.title, p.context, "")]
         for p, edits in zip(passages, self_edits, strict=True)
     ]
@@ -96,7 +100,8 @@ def evaluate_continued_pretraining(adapter, passages, self_edits, reward) -> Con
     documents = []
     for index, passage in enumerate(passages):
         for edit in self_edits[index] if self_edits else []:
-            documents += training_documents(passage.title, passage.context, edit, reward.split_lines, include_passage=False)
+            documents += training_documents(passage.title, passage.context, edit, reward.split_lines,
+                                            include_passage=False)
         documents += training_documents(passage.title, passage.context, "")
     scores = [0.0] * len(passages)
     for adapted in adapter.adapt([InnerJob(documents, seed=0)]):
@@ -121,7 +126,8 @@ def generate_self_edits(model, tokenizer, passages, k: int, style: str = "implic
 
 
 def read_self_edit_file(path: str, passages: Sequence[Passage]) -> list[list[str]]:
-    """Self-edits from a JSONL file keyed by title (or passage_id), in passage order; a passage with none is an error."""
+    """Self-edits from a JSONL file keyed by title (or passage_id), in passage order; a passage with none is an
+    error."""
     by_key: dict[str, list[str]] = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -142,10 +148,14 @@ def read_self_edit_file(path: str, passages: Sequence[Passage]) -> list[list[str
 
 
 def markdown_table(summaries: Sequence[dict]) -> str:
-    lines = ["| condition | passages | accuracy (%) | 95 % CI | paired diff vs passage (95 % CI) |", "|---|---|---|---|---|"]
+    lines = ["| condition | passages | accuracy (%) | 95 % CI | paired diff vs passage (95 % CI) |",
+             "|---|---|---|---|---|"]
     for s in summaries:
         paired = s.get("paired_diff_vs_passage")
-        diff = f"{100 * paired['mean']:+.1f} [{100 * paired['ci95'][0]:+.1f}, {100 * paired['ci95'][1]:+.1f}]" if paired else ""
+        diff = ""
+        if paired:
+            low, high = paired["ci95"]
+            diff = f"{100 * paired['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
         lines.append(f"| {s['condition']} | {s['passages']} | {100 * s['accuracy']:.1f} | "
                      f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}] | {diff} |")
     return "\n".join(lines)
@@ -176,10 +186,13 @@ def run_conditions(
         elif condition == "cpt+self_edits":
             if not self_edits:
                 raise ValueError("cpt+self_edits needs a self-edit source (a model or a file).")
-            results[condition] = evaluate_continued_pretraining(adapter, passages, next(iter(self_edits.values())), reward)
+            first_source = next(iter(self_edits.values()))
+            results[condition] = evaluate_continued_pretraining(adapter, passages, first_source, reward)
         elif condition in self_edits:
-            results[condition] = evaluate_self_edits(condition, adapter, passages, self_edits[condition], reward, progress)
+            results[condition] = evaluate_self_edits(condition, adapter, passages, self_edits[condition], reward,
+                                                     progress)
         else:
-            raise ValueError(f"Unknown condition {condition!r}: use base, passage, cpt, cpt+self_edits or one of {list(self_edits)}.")
+            raise ValueError(f"Unknown condition {condition!r}: use base, passage, cpt, cpt+self_edits or one of "
+                             f"{list(self_edits)}.")
     reference = results.get("passage")
     return [result.summary(reference) for result in results.values()]

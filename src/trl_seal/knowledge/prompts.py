@@ -48,7 +48,8 @@ def self_edit_prompt(passage: Passage, style: str = "implications", template: st
     """
     if template is None:
         if style not in SELF_EDIT_PROMPTS:
-            raise ValueError(f"Unknown self-edit style {style!r}: use one of {sorted(SELF_EDIT_PROMPTS)} or a template.")
+            raise ValueError(f"Unknown self-edit style {style!r}: use one of {sorted(SELF_EDIT_PROMPTS)} or a "
+                             "template.")
         template = SELF_EDIT_PROMPTS[style]
     elif "{context}" not in template:
         raise ValueError("A self-edit template must contain '{context}' (and may contain '{title}').")
@@ -67,7 +68,10 @@ def training_documents(
     ['Quellmarsh\\nIt is small.', 'Quellmarsh\\nQuellmarsh is a town.']
     ```
     """
-    pieces = [_LIST_MARKER.sub("", line).strip() for line in self_edit.splitlines()] if split_lines else [self_edit.strip()]
+    if split_lines:
+        pieces = [_LIST_MARKER.sub("", line).strip() for line in self_edit.splitlines()]
+    else:
+        pieces = [self_edit.strip()]
     documents = [TrainingExample(f"{title}\n{piece}") for piece in pieces if piece]
     if include_passage:
         documents.append(TrainingExample(f"{title}\n{context}"))
