@@ -33,6 +33,7 @@ _LAZY_NAMES = {
     "AdaptedModel": ".types",
     "InnerAdapter": ".types",
     "InnerJob": ".types",
+    "InnerLoRAConfig": ".inner.config",
     "OuterStrategy": ".types",
     "RewardFn": ".types",
     "SelfEdit": ".types",
@@ -46,6 +47,7 @@ __all__ = [
     "AdaptedModel",
     "InnerAdapter",
     "InnerJob",
+    "InnerLoRAConfig",
     "KnowledgeQAReward",
     "LoRAInnerAdapter",
     "OuterStrategy",
@@ -63,6 +65,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # type checkers and IDEs see the real imports
     from .arc.reward import ARCReward
+    from .inner.config import InnerLoRAConfig
     from .inner.lora import LoRAInnerAdapter
     from .inner.peft_lora import PeftLoRAInnerAdapter
     from .knowledge.reward import KnowledgeQAReward

@@ -1,7 +1,10 @@
-"""What the training scripts share: argument parsing with recipe checks, policy loading (PEFT, bitsandbytes), rounds."""
+"""What the training scripts share: argument parsing and --help, recipe checks, policy loading, rounds, outputs."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import inspect
 import json
 import os
 
@@ -18,14 +21,90 @@ def accelerate_launch_options() -> set[str]:
                                                                           "training_script_args"}
 
 
-def make_script_parser(script_dataclass, defaults: dict, prog: str | None = None, description: str | None = None):
-    """A `TrlParser` over (script arguments, `SEALConfig`, TRL's `ModelConfig`) with the script's defaults."""
+def make_script_parser(script_dataclasses: tuple, defaults: dict, prog: str | None = None,
+                       description: str | None = None):
+    """A `TrlParser` over (the script's dataclasses, e.g. its arguments and `InnerArguments`, then `SEALConfig` and
+    TRL's `ModelConfig`) with the script's defaults."""
     from trl_seal.seal_config import SEALConfig
 
-    parser = TrlParser((script_dataclass, SEALConfig, ModelConfig), prog=prog,
+    if not isinstance(script_dataclasses, (tuple, list)):  # one dataclass
+        script_dataclasses = (script_dataclasses,)
+    parser = TrlParser((*script_dataclasses, SEALConfig, ModelConfig), prog=prog,
                        description=description)
     parser.set_defaults(model_name_or_path=DEFAULT_MODEL, dtype="auto", **defaults)
+    group_help(parser)
     return parser
+
+
+# SEALConfig fields that SEAL derives from its own (num_rounds, contexts_per_round) or ignores: still accepted (and
+# refused by SEALConfig's checks where setting them is an error), but left out of --help. seal_config.DERIVED_FIELDS
+# is the authority when it exists.
+SEAL_DERIVED_FIELDS = ("max_steps", "num_train_epochs", "generation_batch_size", "steps_per_generation")
+INHERITED_GROUP = "inherited from GRPOConfig/TrainingArguments (TRL's and transformers' own fields)"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag once (`--num_rounds INT`, not also `--num-rounds NUM_ROUNDS`); parsing still accepts both."""
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        shown = ", ".join(option for option in action.option_strings if "-" not in option[2:])
+        if action.nargs == 0:
+            return shown
+        return f"{shown} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+    def _get_help_string(self, action):
+        if isinstance(action, argparse._StoreFalseAction):  # `--no_X`: "(default: False)" would read as X's default
+            return action.help
+        return super()._get_help_string(action)
+
+    def _get_default_metavar_for_optional(self, action):
+        kind = getattr(action.type, "__name__", "")
+        return {"int": "INT", "float": "FLOAT", "str": "STR", "string_to_bool": "BOOL"}.get(kind, action.dest.upper())
+
+
+def group_help(parser) -> None:
+    """Order a script's `--help` by what a SEAL user sets: one section per dataclass of the `TrlParser` (script
+    fields, SEALConfig's own fields, TRL's ModelConfig, in the parser's order), then the fields inherited from
+    GRPOConfig/TrainingArguments under their own heading. Derived fields are hidden, and each `--no_X` says what it
+    does instead of repeating the help of `--X`.
+
+    `HfArgumentParser` puts every field into the parser's one "options" group; argparse prints groups in the order
+    of `parser._action_groups`, so the actions are moved into new groups after construction.
+    """
+    from trl_seal import seal_config
+
+    derived = set(getattr(seal_config, "DERIVED_FIELDS", SEAL_DERIVED_FIELDS))
+    sections = [_help_section(dtype, seal_config.SEALConfig) for dtype in parser.dataclass_types]
+    groups = [(parser.add_argument_group(title), names) for title, names in sections]
+    inherited = parser.add_argument_group(INHERITED_GROUP)
+    for action in list(parser._optionals._group_actions):
+        if action.dest == "help":
+            continue
+        parser._optionals._group_actions.remove(action)
+        target = next((group for group, names in groups if action.dest in names), inherited)
+        target._group_actions.append(action)
+    for group, names in groups:  # stable: each `--no_X` stays right after its `--X`
+        group._group_actions.sort(key=lambda action, names=names: names.index(action.dest))
+    for action in parser._actions:
+        if action.dest in derived:
+            action.help = argparse.SUPPRESS
+        elif isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
+            action.help = f"Turn off --{action.dest}."
+    parser.formatter_class = _HelpFormatter
+    parser.usage = "%(prog)s [-h] [--config RECIPE.yaml] [--FIELD VALUE ...] [launch options]"
+
+
+def _help_section(dataclass_type, seal_config_class) -> tuple[str, list[str]]:
+    """(heading, field names in the order shown); SEALConfig's section holds the fields its own class body declares
+    (in declaration order), the rest of its fields go under the inherited heading."""
+    if dataclass_type is seal_config_class:
+        own = list(inspect.get_annotations(seal_config_class))
+        return "SEALConfig (SEAL's own fields and the GRPOConfig defaults it changes)", own
+    if dataclass_type is ModelConfig:
+        return "ModelConfig (TRL: the policy, PEFT, quantization)", [f.name for f in dataclasses.fields(ModelConfig)]
+    return dataclass_type.__name__, [f.name for f in dataclasses.fields(dataclass_type)]
 
 
 def split_arguments(parser, argv: list[str]):
