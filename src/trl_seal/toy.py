@@ -1,4 +1,4 @@
-"""A toy SEAL domain small enough to learn in a minute on a CPU, with an objectively right answer.
+"""A toy SEAL domain small enough to learn on a CPU, with an objectively right answer.
 
 Each context names a secret word. A self-edit is a few words of "notes"; the inner loop trains on them, and the
 reward is how much more likely the adapted model makes the secret word after the query `secret :`, in nats, against
