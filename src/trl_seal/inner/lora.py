@@ -282,11 +282,9 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         return 1024 if device.type == "cuda" else 160
 
     def _forward_losses(self, batch, grad: bool = True) -> torch.Tensor:
-        slots = batch.slots
-        active = None if slots == list(range(self._num_slots)) else torch.tensor(slots, device=batch.gather.device)
         self.model.train()
         try:
-            with self._router.use("tokens", active=active, gather=batch.gather, scatter=batch.scatter):
+            with self._router.use("tokens", segments=batch.segments):
                 with torch.set_grad_enabled(grad):
                     logits = self.model(input_ids=batch.input_ids, position_ids=batch.position_ids,
                                         use_cache=False).logits
@@ -314,11 +312,9 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
 
     def _group(self, runs: list[_SlotRun]) -> AdaptedGroup:
         slots = [run.slot for run in runs]
-        device = next(self.model.parameters()).device
 
         def routed(member_of_row: Sequence[int]):
-            row_slots = torch.tensor([slots[m] for m in member_of_row], device=device)
-            return _RoutedModel(self._router, self.model, row_slots)
+            return _RoutedModel(self._router, self.model, [slots[m] for m in member_of_row])
 
         return AdaptedGroup([run.adapted for run in runs], self.tokenizer, routed)
 

@@ -19,22 +19,21 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from .packing import routing_indices
+from .packing import Segment, runs
 
 
 class SlotRouter:
     """Shared by all `MultiLoRALinear` layers of a model: says which slot each token or row uses.
 
-    Modes: `off` (base model), `slot` (every row uses one slot), `rows` (row i uses `row_slots[i]`), `tokens`
-    (packed training: `gather` lists each active slot's flat token positions, `scatter` maps them back)."""
+    Modes: `off` (base model), `slot` (every row uses one slot), `rows` (row i uses `row_slots[i]`, a list of ints),
+    `tokens` (packed training: `segments` lists runs of flat token positions and their slot). Routing is plain Python
+    data known before the step, so a layer never reads a device tensor back to the host."""
 
     def __init__(self):
         self.mode = "off"
         self.slot = 0
-        self.row_slots: torch.Tensor | None = None
-        self.active: torch.Tensor | None = None
-        self.gather: torch.Tensor | None = None
-        self.scatter: torch.Tensor | None = None
+        self.row_slots: list[int] | None = None
+        self.segments: list[Segment] | None = None
         self.plans: dict = {}
 
     @contextlib.contextmanager
@@ -48,18 +47,18 @@ class SlotRouter:
         finally:
             vars(self).update(saved)
 
-    def token_plan(self, shape: torch.Size) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """`(active, gather, scatter)` for inputs of `shape[:-1]`: given in `tokens` mode, derived from the rows
-        in `rows` mode (once per input shape, then shared by all layers). Rows are grouped by slot rather than each
-        row gathering its own copy of the adapter weights, which would move far more memory than the base layer."""
+    def segments_for(self, shape: torch.Size) -> list[Segment]:
+        """The segments of an input of `shape` (..., features) flattened to tokens: given in `tokens` mode, derived
+        once per shape from the rows in `rows` mode (consecutive rows on one slot form one segment)."""
         if self.mode == "tokens":
-            return self.active, self.gather, self.scatter
+            return self.segments
         key = tuple(shape[:-1])
         if key not in self.plans:
-            unique, owner = torch.unique(self.row_slots, return_inverse=True)
-            per_token = owner.repeat_interleave(key[1] if len(key) > 1 else 1)
-            gather, scatter = routing_indices(per_token, len(unique))
-            self.plans[key] = (unique, gather, scatter)
+            per_row = math.prod(key[1:]) if len(key) > 1 else 1
+            if self.mode == "slot":
+                self.plans[key] = [(0, math.prod(key), self.slot)]
+            else:
+                self.plans[key] = [(start * per_row, end * per_row, slot) for start, end, slot in runs(self.row_slots)]
         return self.plans[key]
 
 
@@ -109,28 +108,77 @@ class MultiLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        mode = self.router.mode
-        if mode == "off":
+        if self.router.mode == "off":
             return out
-        h = x.to(self.lora_A.dtype)
-        if mode == "slot":
-            delta = (h @ self.lora_A[self.router.slot].T) @ self.lora_B[self.router.slot].T
-        else:
-            delta = self._packed_delta(h, *self.router.token_plan(h.shape))
-        return out + (delta * self.scaling).to(out.dtype)
+        segments = self.router.segments_for(x.shape)
+        grads = (self.lora_A.grad, self.lora_B.grad) if torch.is_grad_enabled() else (None, None)
+        flat = SegmentLoRA.apply(x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1]), self.lora_A,
+                                 self.lora_B, segments, self.scaling, *grads)
+        return flat.view(out.shape)
 
-    def _packed_delta(self, h: torch.Tensor, active, gather: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
-        # Tokens are gathered into one (active slots, longest slot, features) block so two bmm calls serve every
-        # adapter; only the small rank-r products see the (zero) filler, never the base layer.
-        flat = h.reshape(-1, h.shape[-1])
-        flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
-        A, B = self.lora_A, self.lora_B
-        if active is not None:
-            A, B = A[active], B[active]
-        per_slot = torch.bmm(torch.bmm(flat[gather], A.transpose(1, 2)), B.transpose(1, 2))
-        per_slot = per_slot.reshape(-1, per_slot.shape[-1])
-        per_slot = torch.cat([per_slot, per_slot.new_zeros(1, per_slot.shape[1])])
-        return per_slot[scatter].reshape(*h.shape[:-1], per_slot.shape[-1])
+
+class SegmentLoRA(torch.autograd.Function):
+    """`base_out + scaling * x @ A[s].T @ B[s].T` for every segment `(start, end, s)` of the flat tokens.
+
+    Each slot's tokens are contiguous (packing and routing keep them so), so every segment is two plain matmuls on
+    its own rows: no padding to the longest slot, no gather/scatter of activations, and tokens outside every segment
+    (row-end filler) get the base output. The LoRA product runs in the adapters' dtype (float32, as peft computes
+    it) and is added to the base output before rounding back. The backward writes each slot's gradients straight into
+    `grad_A[s]`/`grad_B[s]` when given (the slot store's gradient views, which saves a per-layer temporary as big as
+    the layer's whole slice of the store), else returns them.
+
+    Args (forward):
+        x (`torch.Tensor` of shape `(tokens, in)`): the layer's input.
+        base_out (`torch.Tensor` of shape `(tokens, out)`): the frozen layer's output.
+        lora_A (`torch.Tensor` of shape `(slots, r, in)`) and lora_B (`(slots, out, r)`): every slot's factors.
+        segments (`list[tuple[int, int, int]]`): `(start, end, slot)` runs of tokens, non-overlapping.
+        scaling (`float`): lora_alpha / r.
+        grad_A, grad_B (`torch.Tensor` or `None`): where to accumulate the factors' gradients.
+
+    Example:
+    ```python
+    >>> x, base = torch.randn(5, 4), torch.zeros(5, 3)
+    >>> A, B = torch.randn(2, 2, 4), torch.randn(2, 3, 2)
+    >>> out = SegmentLoRA.apply(x, base, A, B, [(0, 3, 1), (3, 5, 0)], 2.0, None, None)
+    >>> torch.allclose(out[:3], 2.0 * x[:3] @ A[1].T @ B[1].T)
+    True
+    ```
+    """
+
+    @staticmethod
+    def forward(ctx, x, base_out, lora_A, lora_B, segments, scaling, grad_A, grad_B):
+        compute = lora_A.dtype
+        out = base_out.to(compute, copy=True)
+        inner = x.new_empty((x.shape[0], lora_A.shape[1]), dtype=compute)  # x @ A.T, kept for the backward
+        for start, end, slot in segments:
+            torch.mm(x[start:end].to(compute), lora_A[slot].T, out=inner[start:end])
+            out[start:end].addmm_(inner[start:end], lora_B[slot].T, alpha=scaling)
+        ctx.save_for_backward(x, inner, lora_A, lora_B)
+        ctx.segments, ctx.scaling, ctx.grad_buffers = segments, scaling, (grad_A, grad_B)
+        return out.to(base_out.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, inner, lora_A, lora_B = ctx.saved_tensors
+        needs_x, needs_base, needs_A, needs_B = ctx.needs_input_grad[:4]
+        grad_A, grad_B = ctx.grad_buffers
+        returned_A = returned_B = None
+        if needs_A and grad_A is None:
+            grad_A = returned_A = torch.zeros_like(lora_A)
+        if needs_B and grad_B is None:
+            grad_B = returned_B = torch.zeros_like(lora_B)
+        grad_x = torch.zeros_like(x) if needs_x else None
+        for start, end, slot in ctx.segments:
+            grad = grad_out[start:end].to(lora_A.dtype)
+            if needs_B:
+                grad_B[slot].addmm_(grad.T, inner[start:end], alpha=ctx.scaling)
+            if needs_A or needs_x:
+                grad_inner = torch.mm(grad, lora_B[slot]).mul_(ctx.scaling)
+                if needs_A:
+                    grad_A[slot].addmm_(grad_inner.T, x[start:end].to(lora_A.dtype))
+                if needs_x:
+                    grad_x[start:end] = grad_inner @ lora_A[slot]
+        return grad_x, grad_out if needs_base else None, returned_A, returned_B, None, None, None, None
 
 
 def install_multi_lora(
@@ -181,31 +229,24 @@ def reset_slot(layers: Sequence[MultiLoRALinear], slot: int, seed: int) -> None:
 
 @torch.no_grad()
 def clip_grad_norm_per_slot(store: SlotStore, slots: Sequence[int], max_norm: float) -> torch.Tensor:
-    """`torch.nn.utils.clip_grad_norm_` applied to each slot's gradients separately; returns the norms."""
-    grads = _rows(store.grad, slots)
-    norms = grads.pow(2).sum(1).sqrt()
-    grads *= (max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1)
-    _write_rows(store.grad, slots, grads)
+    """`torch.nn.utils.clip_grad_norm_` applied to each slot's gradients separately; returns the norms.
+
+    Works on row views of the gradient buffer (one norm and one in-place scale per slot): no copy of the store."""
+    rows = [store.grad[slot] for slot in slots]
+    norms = torch.stack(torch._foreach_norm(rows))
+    coefficients = (max_norm / (norms + 1e-6)).clamp_(max=1.0)
+    torch._foreach_mul_(rows, list(coefficients.unbind()))
     return norms
-
-
-def _rows(tensor: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
-    """The rows of `slots`: the tensor itself when every slot takes part (no copy), else a gathered copy."""
-    if list(slots) == list(range(tensor.shape[0])):
-        return tensor
-    return tensor[torch.tensor(list(slots), device=tensor.device)]
-
-
-def _write_rows(target: torch.Tensor, slots: Sequence[int], value: torch.Tensor) -> None:
-    if value is not target:
-        target[torch.tensor(list(slots), device=target.device)] = value
 
 
 class SlotAdamW:
     """AdamW (torch's formula) with per-slot moments, step counts and learning rates over a `SlotStore`.
 
     `step(slots, learning_rates)` updates only the listed slots; the others keep their weights and moments, exactly
-    as if their adapters had not taken part in this forward/backward."""
+    as if their adapters had not taken part in this forward/backward. Each slot's row of the store is one tensor of
+    torch's fused AdamW kernel (`torch._fused_adamw_`, the kernel of `torch.optim.AdamW(fused=True)`), with its own
+    step count; slots that share a learning rate are updated by one call. Nothing store-sized is allocated, and the
+    step counts live on the store's device, so a step needs no host synchronisation."""
 
     def __init__(self, store: SlotStore, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         self.store = store
@@ -213,31 +254,26 @@ class SlotAdamW:
         self.eps, self.weight_decay = eps, weight_decay
         self.exp_avg = torch.zeros_like(store.flat)
         self.exp_avg_sq = torch.zeros_like(store.flat)
-        self.steps = [0] * store.num_slots
+        # float32 step counts, one per slot, as torch's fused AdamW keeps them (read by the kernel's bias correction)
+        self.step_counts = torch.zeros(store.num_slots, device=store.flat.device)
 
     @torch.no_grad()
     def reset(self, slot: int) -> None:
         self.exp_avg[slot].zero_()
         self.exp_avg_sq[slot].zero_()
-        self.steps[slot] = 0
+        self.step_counts[slot].zero_()
 
     @torch.no_grad()
     def step(self, slots: Sequence[int], learning_rates: Sequence[float]) -> None:
-        step_sizes, bias2_roots, decays = [], [], []
+        by_rate: dict[float, list[int]] = {}
         for slot, lr in zip(slots, learning_rates, strict=True):
-            self.steps[slot] += 1
-            step_sizes.append(lr / (1 - self.beta1 ** self.steps[slot]))
-            bias2_roots.append((1 - self.beta2 ** self.steps[slot]) ** 0.5)
-            decays.append(1 - lr * self.weight_decay)
-        device = self.store.flat.device
-        step_sizes, bias2_roots, decays = (torch.tensor(v, device=device).unsqueeze(1)
-                                           for v in (step_sizes, bias2_roots, decays))
-        weight, grad = _rows(self.store.flat, slots), _rows(self.store.grad, slots)
-        avg, avg_sq = _rows(self.exp_avg, slots), _rows(self.exp_avg_sq, slots)
-        weight.mul_(decays)
-        avg.lerp_(grad, 1 - self.beta1)
-        avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-        denom = (avg_sq.sqrt() / bias2_roots).add_(self.eps)
-        weight.sub_(avg / denom * step_sizes)
-        for target, value in ((self.store.flat, weight), (self.exp_avg, avg), (self.exp_avg_sq, avg_sq)):
-            _write_rows(target, slots, value)
+            by_rate.setdefault(float(lr), []).append(slot)
+        for lr, group in by_rate.items():
+            steps = [self.step_counts[slot] for slot in group]
+            torch._foreach_add_(steps, 1.0)
+            torch._fused_adamw_(
+                [self.store.flat[slot] for slot in group], [self.store.grad[slot] for slot in group],
+                [self.exp_avg[slot] for slot in group], [self.exp_avg_sq[slot] for slot in group], [], steps,
+                lr=lr, beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, eps=self.eps,
+                amsgrad=False, maximize=False,
+            )

@@ -14,6 +14,8 @@ import torch
 
 from .data import IGNORE_INDEX, TokenizedExample
 
+Segment = tuple[int, int, int]  # (first flat token, end, slot): a run of tokens that use one adapter
+
 
 @dataclass
 class PackedBatch:
@@ -25,8 +27,7 @@ class PackedBatch:
     targets: torch.Tensor
     target_slot: torch.Tensor
     slots: list[int]
-    gather: torch.Tensor  # (len(slots), longest slot) flat token positions, `num_tokens` = filler
-    scatter: torch.Tensor  # (rows * row_length,) position in the gathered block, last index = zero filler
+    segments: list[Segment]  # (start, end, slot) runs of flat token positions (see SegmentLoRA)
     num_tokens: int  # real tokens (excluding row-end filler)
 
 
@@ -50,6 +51,8 @@ def pack(
         rows[row].append((position, example))
         free[row] -= size
     width = max(row_length - space for space in free)
+    for row in rows:  # an adapter's sequences side by side: one LoRA segment, not one per sequence
+        row.sort(key=lambda item: item[0])
     return _tensors(rows, width, [slot for slot, _ in batches], pad_token_id, device)
 
 
@@ -70,24 +73,22 @@ def _tensors(rows, width: int, slots: list[int], pad_token_id: int, device) -> P
         # Row-end filler continues counting so it forms one more (ignored) sequence of its own.
         position_ids[r, start:] = torch.arange(width - start)
     target_slot = torch.where(targets != IGNORE_INDEX, owner, -1)
-    gather, scatter = routing_indices(owner.flatten(), len(slots))
+    segments = [(start, end, slots[owner_]) for start, end, owner_ in runs(owner.flatten().tolist()) if owner_ >= 0]
     return PackedBatch(
-        input_ids.to(device), position_ids.to(device), targets.to(device), target_slot.to(device), slots,
-        gather.to(device), scatter.to(device), int((owner >= 0).sum()),
+        input_ids.to(device), position_ids.to(device), targets.to(device), target_slot.to(device), slots, segments,
+        int((owner >= 0).sum()),
     )
 
 
-def routing_indices(owner: torch.Tensor, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index maps between flat token positions and the (slot, index within slot) block of `MultiLoRALinear`."""
-    num_tokens = owner.numel()
-    members = [torch.nonzero(owner == position).flatten() for position in range(num_slots)]
-    longest = max(len(m) for m in members)
-    gather = torch.full((num_slots, longest), num_tokens, dtype=torch.long)  # num_tokens = the appended zero row
-    scatter = torch.full((num_tokens,), num_slots * longest, dtype=torch.long)  # last = the appended zero row
-    for position, positions in enumerate(members):
-        gather[position, : len(positions)] = positions
-        scatter[positions] = position * longest + torch.arange(len(positions))
-    return gather, scatter
+def runs(values: Sequence[int]) -> list[Segment]:
+    """`(start, end, value)` for each run of equal consecutive values."""
+    out: list[Segment] = []
+    for index, value in enumerate(values):
+        if out and out[-1][2] == value and out[-1][1] == index:
+            out[-1] = (out[-1][0], index + 1, value)
+        else:
+            out.append((index, index + 1, value))
+    return out
 
 
 def per_slot_losses(logits: torch.Tensor, batch: PackedBatch) -> torch.Tensor:

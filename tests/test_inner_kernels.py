@@ -1,0 +1,170 @@
+"""The inner loop's kernels against their plain references: the slot optimizer and per-slot clipping against
+`torch.optim.AdamW` and `clip_grad_norm_` run on each slot alone; segment LoRA against autograd (gradcheck, float64)
+and against peft's LoRA layer."""
+
+import pytest
+import torch
+from torch import nn
+
+from trl_seal.inner.multi_lora import (
+    MultiLoRALinear,
+    SegmentLoRA,
+    SlotAdamW,
+    SlotRouter,
+    SlotStore,
+    clip_grad_norm_per_slot,
+)
+
+
+def tiny_store(num_slots: int, seed: int = 0) -> SlotStore:
+    torch.manual_seed(seed)
+    router = SlotRouter()
+    layers = [MultiLoRALinear(nn.Linear(6, 5), 2, 4, router), MultiLoRALinear(nn.Linear(5, 3), 2, 4, router)]
+    store = SlotStore(layers, num_slots, "cpu")
+    store.flat.copy_(torch.randn_like(store.flat))
+    return store
+
+
+def test_slot_adamw_equals_torch_adamw_on_each_slot_alone():
+    store = tiny_store(num_slots=3)
+    optimizer = SlotAdamW(store, weight_decay=0.01)
+    references = []
+    for slot in range(3):
+        weight = nn.Parameter(store.flat[slot].clone())
+        references.append((weight, torch.optim.AdamW([weight], weight_decay=0.01)))
+    generator = torch.Generator().manual_seed(1)
+    # Per step: the slots that take part and their learning rates (slot 1 sits out twice; rates differ and change).
+    schedule = [([0, 1, 2], [1e-2, 3e-2, 1e-2]), ([0, 2], [5e-3, 2e-2]), ([2, 0], [1e-2, 1e-2]),
+                ([1], [3e-2]), ([0, 1, 2], [1e-3, 1e-2, 2e-2])]
+    for slots, rates in schedule:
+        gradient = torch.randn(store.flat.shape, generator=generator)
+        for slot in slots:
+            store.grad[slot] = gradient[slot]
+        optimizer.step(slots, rates)
+        store.grad.zero_()
+        for slot, lr in zip(slots, rates):
+            weight, reference = references[slot]
+            reference.param_groups[0]["lr"] = lr
+            weight.grad = gradient[slot].clone()
+            reference.step()
+    for slot, (weight, _) in enumerate(references):
+        torch.testing.assert_close(store.flat[slot], weight.detach(), msg=f"slot {slot}")
+    assert optimizer.step_counts.tolist() == [4, 3, 4]
+
+
+def test_slot_adamw_reset_starts_a_slot_afresh():
+    store = tiny_store(num_slots=2)
+    optimizer = SlotAdamW(store)
+    store.grad.normal_()
+    optimizer.step([0, 1], [1e-2, 1e-2])
+    optimizer.reset(1)
+    start = store.flat[1].clone()
+    weight = nn.Parameter(start.clone())
+    reference = torch.optim.AdamW([weight], lr=1e-2, weight_decay=0.0)
+    gradient = torch.randn_like(start)
+    store.grad[1] = gradient
+    optimizer.step([1], [1e-2])
+    weight.grad = gradient.clone()
+    reference.step()
+    torch.testing.assert_close(store.flat[1], weight.detach())
+
+
+def test_per_slot_clipping_equals_clip_grad_norm_on_each_slot_alone():
+    store = tiny_store(num_slots=3)
+    store.grad.copy_(torch.randn_like(store.grad) * torch.tensor([[0.01], [5.0], [3.0]]))
+    expected = store.grad.clone()
+    norms = clip_grad_norm_per_slot(store, [0, 1], max_norm=1.0)
+    for slot in (0, 1):
+        gradient = expected[slot].clone()
+        gradient.grad = None
+        reference = nn.Parameter(torch.zeros_like(gradient))
+        reference.grad = gradient
+        norm = torch.nn.utils.clip_grad_norm_([reference], 1.0)
+        torch.testing.assert_close(norms[slot], norm)
+        torch.testing.assert_close(store.grad[slot], reference.grad)
+    assert torch.equal(store.grad[2], expected[2]), "a slot that did not take part keeps its gradient"
+    assert torch.linalg.vector_norm(store.grad[1]) == pytest.approx(1.0, rel=1e-5)
+
+
+SEGMENTS = [(0, 2, 2), (2, 5, 0), (6, 9, 2)]  # token 5 is row-end filler (no adapter); slot 1 sits out
+
+
+def segment_inputs(dtype=torch.float64):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 4, generator=generator, dtype=dtype, requires_grad=True)
+    base_out = torch.randn(9, 3, generator=generator, dtype=dtype, requires_grad=True)
+    lora_A = torch.randn(3, 2, 4, generator=generator, dtype=dtype, requires_grad=True)
+    lora_B = torch.randn(3, 3, 2, generator=generator, dtype=dtype, requires_grad=True)
+    return x, base_out, lora_A, lora_B
+
+
+def test_segment_lora_gradients_pass_gradcheck():
+    inputs = segment_inputs()
+    assert torch.autograd.gradcheck(lambda *t: SegmentLoRA.apply(*t, SEGMENTS, 1.5, None, None), inputs)
+
+
+def test_segment_lora_equals_the_plain_formula_and_writes_gradients_in_place():
+    x, base_out, lora_A, lora_B = segment_inputs(torch.float32)
+    out = SegmentLoRA.apply(x, base_out, lora_A, lora_B, SEGMENTS, 1.5, None, None)
+    slot_of_token = [2, 2, 0, 0, 0, None, 2, 2, 2]
+    expected = torch.stack([
+        base_out[t] if s is None else base_out[t] + 1.5 * (x[t] @ lora_A[s].T) @ lora_B[s].T
+        for t, s in enumerate(slot_of_token)
+    ])
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn(out.shape)
+    (out * weights).sum().backward()
+    returned = [t.grad.clone() for t in (x, base_out, lora_A, lora_B)]
+    for tensor in (x, base_out, lora_A, lora_B):
+        tensor.grad = None
+    (expected * weights).sum().backward()
+    for got, tensor in zip(returned, (x, base_out, lora_A, lora_B)):
+        torch.testing.assert_close(got, tensor.grad)
+    # The training path: gradients of A and B accumulate into given buffers (the slot store) instead.
+    grad_A, grad_B = torch.ones_like(lora_A), torch.ones_like(lora_B)
+    lora_A.grad = lora_B.grad = None
+    out = SegmentLoRA.apply(x, base_out, lora_A, lora_B, SEGMENTS, 1.5, grad_A, grad_B)
+    (out * weights).sum().backward()
+    assert lora_A.grad is None and lora_B.grad is None
+    torch.testing.assert_close(grad_A, returned[2] + 1)
+    torch.testing.assert_close(grad_B, returned[3] + 1)
+
+
+class _OneLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 5)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def test_routed_rows_equal_peft_lora_of_each_row_alone():
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    router = SlotRouter()
+    base = _OneLinear()
+    layer = MultiLoRALinear(base.proj, r=2, lora_alpha=6, router=router)
+    store = SlotStore([layer], num_slots=3, device="cpu")
+    store.flat.normal_()
+    x = torch.randn(4, 7, 6)  # 4 rows of 7 tokens
+    row_slots = [2, 2, 0, 1]
+    with router.use("rows", row_slots=row_slots):
+        out = layer(x)
+    (out**2).sum().backward()
+    for slot in (0, 1, 2):
+        peft_model = get_peft_model(_OneLinear(), LoraConfig(r=2, lora_alpha=6, target_modules=["proj"]))
+        peft_layer = peft_model.base_model.model.proj
+        peft_layer.base_layer.load_state_dict(base.proj.state_dict())
+        with torch.no_grad():
+            peft_layer.lora_A["default"].weight.copy_(layer.lora_A[slot])
+            peft_layer.lora_B["default"].weight.copy_(layer.lora_B[slot])
+        rows = [i for i, s in enumerate(row_slots) if s == slot]
+        expected = peft_model(x[rows])
+        torch.testing.assert_close(out[rows], expected)
+        (expected**2).sum().backward()
+        # Summation order differs from peft's (one matmul per segment): float32 rounding only.
+        for got, weight in ((store.grad[slot, :12].view(2, 6), peft_layer.lora_A["default"].weight),
+                            (store.grad[slot, 12:].view(5, 2), peft_layer.lora_B["default"].weight)):
+            torch.testing.assert_close(got, weight.grad, rtol=1e-5, atol=1e-5)
