@@ -44,7 +44,7 @@ def test_eval_arc_end_to_end(tmp_path):
     code = main([
         "eval-arc", "--model", str(tmp_path / "tiny"), "--tasks", str(tmp_path / "tasks.json"), "--task_ids", "all",
         "--conditions", "in_context,oracle,self_edits", "--k", "2", "--max_new_tokens", "8", "--max_examples", "4",
-        "--max_tokens", "256", "--num_views", "2", "--inner_rank", "4", "--inner_alpha", "8", "--oracle_epochs", "1",
+        "--max_tokens", "256", "--num_views", "2", "--inner_r", "4", "--inner_lora_alpha", "8", "--oracle_epochs", "1",
         "--oracle_learning_rate", "0.01", "--inner_dtype", "float32", "--output_dir", str(tmp_path / "out"),
     ])
     assert code == 0

@@ -26,7 +26,7 @@ def test_console_script_is_installed():
     assert done.returncode == 0 and "--self_edits_file" in done.stdout
     done = subprocess.run([sys.executable, "-m", "trl_seal.cli", "knowledge", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    assert all(flag in done.stdout for flag in ("--inner_rank", "--num_rounds", "--load_in_4bit", "--accelerate_config"))
+    assert all(flag in done.stdout for flag in ("--inner_r", "--num_rounds", "--load_in_4bit", "--accelerate_config"))
 
 
 def launched(argv):
@@ -39,13 +39,13 @@ def launched(argv):
 def test_training_command_splits_script_and_accelerate_arguments(tmp_path, monkeypatch):
     monkeypatch.setenv("SEAL_TEST_VARIABLE", "before")  # restored (removed) after the test
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("env:\n  SEAL_TEST_VARIABLE: ready\nnum_processes: 2\ninner_rank: 8\nnum_rounds: 3\n")
-    accelerate = launched(["--config", str(recipe), "--inner_epochs", "2", "--accelerate_config", "zero3",
+    recipe.write_text("env:\n  SEAL_TEST_VARIABLE: ready\nnum_processes: 2\ninner_r: 8\nnum_rounds: 3\n")
+    accelerate = launched(["--config", str(recipe), "--inner_num_epochs", "2", "--accelerate_config", "zero3",
                            "--main_process_port", "29600"])
     assert accelerate.num_processes == 2 and accelerate.main_process_port == 29600
     assert accelerate.config_file.endswith("zero3.yaml")
     assert accelerate.training_script.endswith(os.path.join("trl_seal", "scripts", "knowledge.py"))
-    assert accelerate.training_script_args == ["--config", str(recipe), "--inner_epochs", "2"]
+    assert accelerate.training_script_args == ["--config", str(recipe), "--inner_num_epochs", "2"]
     assert os.environ["SEAL_TEST_VARIABLE"] == "ready", "the recipe's env block is set before launching"
     local = launched(["--accelerate_config", str(ROOT / "recipes" / "accelerate" / "multi_cpu.yaml")])
     assert local.config_file.endswith("multi_cpu.yaml") and local.training_script_args == []
@@ -64,11 +64,13 @@ def test_eval_command_reads_a_recipe(tmp_path, monkeypatch):
     from trl_seal.scripts import eval_knowledge
 
     seen = []
-    monkeypatch.setattr(eval_knowledge, "main", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(eval_knowledge, "main", lambda args, inner: seen.append((args, inner.to_config())) or 0)
     recipe = tmp_path / "eval.yaml"
-    recipe.write_text("num_passages: 7\nk: 3\n")
-    assert main(["eval-knowledge", "--config", str(recipe), "--k", "4"]) == 0
-    assert (seen[0].num_passages, seen[0].k) == (7, 4), "YAML sets fields, the command line overrides them"
+    recipe.write_text("num_passages: 7\nk: 3\ninner_r: 8\ninner_num_epochs: 2\n")
+    assert main(["eval-knowledge", "--config", str(recipe), "--k", "4", "--inner_num_epochs", "5"]) == 0
+    args, inner = seen[0]
+    assert (args.num_passages, args.k) == (7, 4), "YAML sets fields, the command line overrides them"
+    assert (inner.r, inner.num_epochs, inner.lora_alpha) == (8, 5, 64), "the same for the inner_* fields"
 
 
 def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
@@ -82,7 +84,8 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
     code = main([
         "eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"), "--num_passages", "3",
         "--conditions", "base,passage,self_edits,file,cpt", "--k", "2", "--max_new_tokens", "4",
-        "--self_edits_file", str(tmp_path / "e.jsonl"), "--inner_rank", "4", "--inner_alpha", "8", "--inner_epochs", "2",
+        "--self_edits_file", str(tmp_path / "e.jsonl"), "--inner_r", "4", "--inner_lora_alpha", "8",
+        "--inner_num_epochs", "2",
         "--output_dir", str(tmp_path / "out"),
     ])
     assert code == 0

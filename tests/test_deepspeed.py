@@ -48,8 +48,9 @@ def test_knowledge_script_under_zero3_with_a_lora_policy(tmp_path, tiny_model, t
              "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj",
              "--num_train_passages", "2", "--num_eval_passages", "2", "--contexts_per_round", "2",
              "--num_generations", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
-             "--num_iterations", "1", "--max_completion_length", "6", "--inner_epochs", "1", "--inner_rank", "4",
-             "--inner_alpha", "8", "--answer_max_new_tokens", "4", "--inner_dtype", "float32", "--output_dir", str(out))
+             "--num_iterations", "1", "--max_completion_length", "6", "--inner_num_epochs", "1", "--inner_r", "4",
+             "--inner_lora_alpha", "8", "--answer_max_new_tokens", "4", "--inner_dtype", "float32",
+             "--output_dir", str(out))
     results = json.loads((out / "results.json").read_text())
     assert [s["condition"] for s in results["summaries"]][-1] == "SEAL self-edits"
     assert results["model_args"]["use_peft"] and (out / "adapter_model.safetensors").is_file()

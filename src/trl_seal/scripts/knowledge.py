@@ -4,8 +4,8 @@ With no arguments this runs offline on a CPU in well under 20 minutes: the embed
 embedded invented passages (no pretrained model knows their answers), one small ReST-EM round, then the paper's
 table on held-out passages (base model, train on the passage only, passage + the base model's self-edits, passage +
 the SEAL model's self-edits), with 95 % bootstrap CIs. It saves the trained model, the config, results.json and
-results.md in --output_dir. Every field of KnowledgeArguments, SEALConfig and TRL's ModelConfig is a flag and a YAML
-key; the paper's setting is a recipe.
+results.md in --output_dir. Every field of KnowledgeArguments, InnerArguments (the inner loop's `inner_*` settings),
+SEALConfig and TRL's ModelConfig is a flag and a YAML key; the paper's setting is a recipe.
 
     trl-seal knowledge                                       # = accelerate launch examples/seal_knowledge.py
     trl-seal knowledge --config recipes/knowledge/paper_qwen2.5_7b.yaml --accelerate_config multi_gpu
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from trl_seal.inner.config import InnerArguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.knowledge.data import load_passages
 from trl_seal.knowledge.evaluate import generate_self_edits, markdown_table, run_conditions
@@ -51,18 +52,6 @@ class KnowledgeArguments:
         default="implications", metadata={"help": "implications, implications-long, rewrite, self-qa."}
     )
     grader: str = field(default="contained", metadata={"help": "contained, exact or f1.", "choices": list(GRADERS)})
-    inner_rank: int = field(default=32, metadata={"help": "LoRA rank of the inner adapter (paper: 32)."})
-    inner_alpha: int = field(default=64, metadata={"help": "LoRA alpha of the inner adapter (paper: 64)."})
-    inner_learning_rate: float = field(default=1e-3, metadata={"help": "Inner learning rate (paper: 1e-3)."})
-    inner_epochs: int = field(default=3, metadata={"help": "Inner epochs (paper: 10; 3 keeps the CPU demo short)."})
-    inner_batch_size: int = field(default=1, metadata={"help": "Inner batch size (paper: 1)."})
-    inner_dtype: str = field(
-        default="bfloat16", metadata={"help": "Dtype of the inner model copy: bfloat16 (2x faster on CPU) or float32."}
-    )
-    inner_quantization: str | None = field(
-        default=None,
-        metadata={"help": "Quantize the inner model copy with bitsandbytes (QLoRA inner loops).", "choices": ["4bit", "8bit"]},
-    )
     answer_max_new_tokens: int = field(default=64, metadata={"help": "Closed-book answer length (paper: 64)."})
 
 
@@ -74,11 +63,17 @@ CPU_DEMO = dict(
 )
 
 
+# Where the CPU demo's inner loop (the `inner_*` fields, see InnerLoRAConfig) departs from the paper: 3 epochs keep
+# it short, and the resident copy of the policy is bfloat16.
+INNER_DEFAULTS = dict(inner_num_epochs=3, inner_dtype="bfloat16")
+
+
 def make_parser(prog: str | None = None):
-    return make_script_parser(KnowledgeArguments, CPU_DEMO, prog=prog, description=__doc__.split("\n\n")[0])
+    return make_script_parser((KnowledgeArguments, InnerArguments), {**CPU_DEMO, **INNER_DEFAULTS}, prog=prog,
+                              description=__doc__.split("\n\n")[0])
 
 
-def main(script: KnowledgeArguments, args, model_args) -> None:
+def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_args) -> None:
     torch.manual_seed(args.seed)
     start = time.time()
     passages = load_passages(script.passages)
@@ -89,11 +84,7 @@ def main(script: KnowledgeArguments, args, model_args) -> None:
     model, tokenizer, peft_config = load_policy(model_args, args.trust_remote_code)
 
     reward = KnowledgeQAReward(grader=GRADERS[script.grader], max_new_tokens=script.answer_max_new_tokens)
-    inner = LoRAInnerAdapter(
-        r=script.inner_rank, lora_alpha=script.inner_alpha, learning_rate=script.inner_learning_rate,
-        num_epochs=script.inner_epochs, batch_size=script.inner_batch_size, dtype=getattr(torch, script.inner_dtype),
-        quantization=script.inner_quantization,
-    )
+    inner = LoRAInnerAdapter(inner_args.to_config())
     trainer = SEALTrainer(
         model=model, reward_fn=reward, args=args, processing_class=tokenizer, inner_adapter=inner,
         train_dataset=self_edit_dataset(train, script.self_edit_style, chat=bool(tokenizer.chat_template)),
@@ -122,7 +113,8 @@ def main(script: KnowledgeArguments, args, model_args) -> None:
 
     tokenizer.save_pretrained(args.output_dir)
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump({"script_args": asdict(script), "model_args": asdict(model_args), "seed": args.seed,
+        json.dump({"script_args": asdict(script), "inner_config": asdict(inner.config),
+                   "model_args": asdict(model_args), "seed": args.seed,
                    "num_processes": trainer.accelerator.num_processes, "seconds": time.time() - start,
                    "summaries": summaries, "self_edits": sources}, f, indent=1)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
