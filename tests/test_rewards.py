@@ -64,6 +64,11 @@ def test_adapter_columns_and_dataset_checks():
         reward.check_dataset(Dataset.from_dict({"prompt": ["p"]}))
     reward.check_dataset(Dataset.from_dict({"prompt": ["p"], "word": ["apple"]}))
     assert WordCountReward(inner_adapter="given").resolve_adapter() == "given"
+    reasons = []
+    no_jobs = type("NoJobs", (WordCountReward,), {"jobs_for": lambda self, text, context, seed, adapter: []})()
+    assert no_jobs(prompts=["p"], completions=["apple"], word=["apple"], inner_adapter=StubAdapter(),
+                   record_invalid=lambda i, why: reasons.append((i, why))) == [0.0]
+    assert reasons == [(0, "no_inner_jobs")]
 
 
 class MemorisedWordReward(InnerLoopReward):

@@ -39,7 +39,8 @@ class InnerLoopReward:
 
     1. `contexts(columns, count)` gives one context per completion (default: a dict of the `columns` it reads);
     2. `jobs_for(text, context, seed, adapter)` returns an `InnerJob`, a list of them (e.g. one self-edit trained
-       with several seeds), or a reason string: the self-edit is unusable and gets 0 with that reason;
+       with several seeds), or a reason string: the self-edit is unusable and gets 0 with that reason (an empty
+       list counts as `no_inner_jobs`);
     3. the inner adapter trains every job; adapted groups come back together, and `score_group(group, members,
        adapter)` scores the usable members (one float each). A member whose inner loop failed gives its self-edit
        0 and the failure as reason;
@@ -132,15 +133,30 @@ class InnerLoopReward:
         about every self-edit that gets 0 because it was unusable or its inner loop failed."""
         record = record_invalid or (lambda index, reason: None)
         seeds = list(range(len(texts))) if seeds is None else list(seeds)
+        jobs, owners = self._plan_jobs(adapter, texts, contexts, seeds, record)
+        scores, failed = self._train_and_score(adapter, jobs, owners, contexts, record)
+        rewards = [0.0] * len(texts)
+        for index, scored in scores.items():
+            if index not in failed:
+                rewards[index] = self.combine([score for _, score in sorted(scored)])
+        return rewards
+
+    def _plan_jobs(self, adapter, texts, contexts, seeds, record) -> tuple[list[InnerJob], list[int]]:
+        """Every job of every usable self-edit (tagged with its index), and the self-edit each job belongs to."""
         jobs, owners = [], []
         for index, (text, context) in enumerate(zip(texts, contexts, strict=True)):
             planned = self.jobs_for(text, context, seeds[index], adapter)
-            if isinstance(planned, str):
-                record(index, planned)
+            planned = [planned] if isinstance(planned, InnerJob) else planned
+            if isinstance(planned, str) or not planned:
+                record(index, planned or "no_inner_jobs")
                 continue
-            for job in [planned] if isinstance(planned, InnerJob) else planned:
+            for job in planned:
                 jobs.append(dataclasses.replace(job, tag=index))
                 owners.append(index)
+        return jobs, owners
+
+    def _train_and_score(self, adapter, jobs, owners, contexts, record) -> tuple[dict[int, list], set[int]]:
+        """`(job index, score)` pairs per self-edit, and the self-edits one of whose inner loops failed."""
         scores: dict[int, list[tuple[int, float]]] = {}
         failed: set[int] = set()
         progress = self._progress_bar(len(jobs))
@@ -148,25 +164,20 @@ class InnerLoopReward:
             progress.update(len(group.members))
             usable = []
             for slot, adapted in enumerate(group.members):
-                job_index = adapted.job_index
-                index = owners[job_index]
+                index = owners[adapted.job_index]
                 if adapted.failure is None:
-                    usable.append((job_index, Member(slot, index, contexts[index], jobs[job_index])))
-                elif index not in failed:
+                    usable.append((adapted.job_index, Member(slot, index, contexts[index], jobs[adapted.job_index])))
+                elif index not in failed:  # one reason per self-edit, however many of its jobs fail
                     failed.add(index)
                     record(index, adapted.failure)
             group_scores = self.score_group(group, [member for _, member in usable], adapter) if usable else []
             for (job_index, member), score in zip(usable, group_scores, strict=True):
                 scores.setdefault(member.index, []).append((job_index, float(score)))
         progress.close()
-        rewards = [0.0] * len(texts)
-        for index, scored in scores.items():
-            if index not in failed:
-                rewards[index] = self.combine([score for _, score in sorted(scored)])
-        return rewards
+        return scores, failed
 
     def _progress_bar(self, total: int):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=self.progress_description, unit="self-edit", leave=False,
+        return tqdm(total=total, desc=self.progress_description, unit="job", leave=False,
                     disable=not self.show_progress or total == 0)

@@ -37,7 +37,8 @@ class ARCReward(InnerLoopReward):
     optimizer steps: not trained), `no_training_examples`, or the inner loop's failure.
 
     The dataset columns it reads are `task_id`, `train` and `test` (see `self_edit_dataset`). All adapted models of a
-    group are evaluated in batched `generate` calls (left padding, greedy, answer length bounded by the task).
+    group are evaluated in batched `generate` calls (left padding, greedy, answer length bounded by the task). The
+    common part (adapter, seeds, reasons, batched groups) is `InnerLoopReward`'s; this class holds the domain.
 
     Args:
         max_examples (`int`, defaults to `250`): cap on training examples per self-edit (paper: 250).
