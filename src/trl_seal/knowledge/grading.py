@@ -103,13 +103,10 @@ class LLMJudge:
     def __call__(self, prediction: str, answers: Sequence[str], question: str | None = None) -> float:
         import torch
 
+        from ..generation import chat_text
+
         content = self.PROMPT.format(question=question or "", gold=" / ".join(answers), prediction=prediction)
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-            )
-        else:
-            text = content + "\nAnswer:"
+        text = chat_text(self.tokenizer, content, plain_suffix="\nAnswer:")
         ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         with torch.no_grad():
             logits = self.model(**ids).logits[0, -1]
