@@ -1,9 +1,15 @@
+import dataclasses
+import json
+import warnings
+
 import pytest
 import torch
 
 from trl_seal import InnerJob, LoRAInnerAdapter, PeftLoRAInnerAdapter, TrainingExample
+from trl_seal.inner.config import InnerArguments, InnerLoRAConfig
 from trl_seal.inner.data import IGNORE_INDEX, collate, lr_at, tokenize_examples
 from trl_seal.inner.policy_sync import plain_named_tensors
+from trl_seal.resume import scalar_settings
 
 DOCS = [TrainingExample("apple river stone and the cloud"), TrainingExample("the tiger", prompt="notes :")]
 
@@ -201,3 +207,99 @@ def test_a_job_with_too_many_tokens_fails_before_training(tiny_model, tokenizer,
     big = InnerJob([TrainingExample(" ".join(["apple"] * 30))], num_epochs=2)
     results = {a.job_index: (a.failure, a.num_steps) for a in adapter.adapt([small, big])}
     assert results[0][0] is None and results[1] == ("too_many_tokens", 0)
+
+
+# ----------------------------------------------------------------------------------------------- InnerLoRAConfig
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(r=0), "r=0 must be > 0"),
+        (dict(learning_rate=-1e-3), "learning_rate"),
+        (dict(warmup_ratio=1.0), "warmup_ratio"),
+        (dict(lora_dropout=1.5), "lora_dropout"),
+        (dict(max_grad_norm=-1.0), "max_grad_norm"),
+        (dict(max_adapters=0), "max_adapters=0: use a positive integer or 'auto'"),
+        (dict(max_tokens_per_step="lots"), "max_tokens_per_step"),
+        (dict(pack_length=0), "pack_length"),
+        (dict(max_seconds_per_job=0), "max_seconds_per_job"),
+        (dict(dtype="int8"), "dtype='int8'"),
+        (dict(target_modules=[]), "target_modules"),
+    ],
+)
+def test_config_refuses_bad_values_naming_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        InnerLoRAConfig(**overrides)
+
+
+def test_config_normalises_what_the_command_line_gives():
+    config = InnerLoRAConfig(dtype=torch.bfloat16, max_adapters="8", target_modules=["all-linear"], max_grad_norm=0)
+    assert (config.dtype, config.max_adapters, config.target_modules, config.max_grad_norm) == (
+        "bfloat16", 8, "all-linear", None)
+    assert config.torch_dtype is torch.bfloat16 and InnerLoRAConfig(dtype="auto").torch_dtype is None
+    json.dumps(dataclasses.asdict(config))  # a config is plain data (it goes into results.json and the ledger)
+
+
+@pytest.mark.parametrize("adapter_class", [LoRAInnerAdapter, PeftLoRAInnerAdapter])
+def test_keywords_build_the_same_config(adapter_class):
+    config = InnerLoRAConfig(r=8, lora_alpha=16, num_epochs=2, dtype="float32")
+    by_keywords = adapter_class(r=8, lora_alpha=16, num_epochs=2, dtype=torch.float32)
+    assert by_keywords.config == config == adapter_class(config).config
+    assert adapter_class(config, num_epochs=5).config == dataclasses.replace(config, num_epochs=5)
+    assert by_keywords.max_length == config.max_length and by_keywords.batch_size == config.batch_size
+    with pytest.raises(TypeError, match="InnerLoRAConfig or keyword arguments"):
+        adapter_class(32)
+
+
+def test_batched_adapter_refuses_dropout_it_cannot_apply():
+    with pytest.raises(ValueError, match="lora_dropout=0.1: LoRAInnerAdapter has no adapter dropout"):
+        LoRAInnerAdapter(lora_dropout=0.1)
+    assert PeftLoRAInnerAdapter(lora_dropout=0.1).lora_config.lora_dropout == 0.1
+
+
+def test_ledger_fingerprint_holds_every_config_field():
+    adapter = LoRAInnerAdapter(r=8, num_epochs=2)
+    settings = scalar_settings(adapter)
+    assert settings["type"] == "trl_seal.inner.lora.LoRAInnerAdapter"
+    assert {k: settings[k] for k in dataclasses.asdict(adapter.config)} == dataclasses.asdict(adapter.config)
+    assert scalar_settings(LoRAInnerAdapter(r=8, num_epochs=3)) != settings
+
+
+def test_inner_arguments_parse_yaml_and_command_line(tmp_path):
+    from trl import TrlParser
+
+    recipe = tmp_path / "inner.yaml"
+    recipe.write_text("inner_r: 8\ninner_num_epochs: 2\ninner_max_adapters: 4\ninner_dtype: float32\n")
+    argv = ["--config", str(recipe), "--inner_num_epochs", "5", "--inner_target_modules", "q_proj", "v_proj"]
+    (inner,) = TrlParser(InnerArguments).parse_args_and_config(argv)
+    assert inner.to_config() == InnerLoRAConfig(r=8, num_epochs=5, max_adapters=4, dtype="float32",
+                                                target_modules=["q_proj", "v_proj"])
+    (defaults,) = TrlParser(InnerArguments).parse_args_and_config([])
+    assert defaults.to_config() == InnerLoRAConfig()
+    with pytest.raises(ValueError, match="inner_r=0 must be > 0"):
+        TrlParser(InnerArguments).parse_args_and_config(["--inner_r", "0"])
+    help_text = TrlParser(InnerArguments).format_help()
+    assert "LoRA rank (paper: 32" in help_text, "the help is InnerLoRAConfig's"
+
+
+def test_training_warns_nothing_and_filters_no_warning(tiny_model, tokenizer):
+    """Gradients go straight into the slot store, so autograd's gradient-layout warning (about .grad views of a
+    non-dense parameter) cannot arise, and no module silences it globally."""
+    assert not any("gradient layout contract" in str(f[1]) for f in warnings.filters)
+    adapter = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=2)
+    adapter.sync(tiny_model, tokenizer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (adapted,) = list(adapter.adapt([InnerJob(DOCS)]))
+    assert adapted.failure is None and adapted.num_steps == 4
+    assert not any("gradient layout contract" in str(w.message) for w in caught)
+
+
+def test_slots_and_wrapped_layers_are_the_adapters_own_state(tiny_model, tokenizer):
+    adapter = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=1, max_adapters=2, eval_group_size=2)
+    adapter.sync(tiny_model, tokenizer)
+    assert not hasattr(adapter.model, "_multi_lora_paths")
+    for group in adapter.adapt_groups([InnerJob(DOCS, seed=1), InnerJob(DOCS, seed=2)]):
+        assert sorted(adapter.slot_of(m) for m in group.members) == [0, 1]
+        assert not any(hasattr(m, "_slot") for m in group.members)
+    names = plain_named_tensors(adapter.model, adapter._wrapped_paths)
+    assert names.keys() == dict(tiny_model.named_parameters()).keys() | dict(tiny_model.named_buffers()).keys()

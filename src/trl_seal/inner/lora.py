@@ -16,7 +16,6 @@ import gc
 import math
 import os
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -254,12 +253,9 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         losses = self._forward_losses(batch)
         if not torch.isfinite(losses).all():
             return self._fail_non_finite(chosen, batch, losses)
-        with warnings.catch_warnings():
-            # Each layer's .grad is a column view of one (slots, P) gradient buffer (see SlotStore): the parameter is
-            # not dense, so autograd's layout contract asks for a contiguous .grad and warns. The accumulation is
-            # still correct and in place, which is the point of the shared buffer.
-            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-            losses.sum().backward()
+        # SegmentLoRA writes the adapters' gradients straight into the slot store and hands autograd none: nothing
+        # accumulates into the (non-dense) .grad views, so autograd's gradient-layout warning cannot arise.
+        losses.sum().backward()
         if self.config.max_grad_norm is not None:
             clip_grad_norm_per_slot(self._store, batch.slots, self.config.max_grad_norm)
         rates = [lr_at(r.adapted.num_steps, r.total_steps, r.base_lr, self.config.lr_scheduler_type, r.warmup_steps)
