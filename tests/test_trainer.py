@@ -3,9 +3,9 @@ import math
 
 import pytest
 import torch
+from conftest import seal_args
 from datasets import Dataset
 
-from conftest import seal_args
 from trl_seal import LoRAInnerAdapter, SEALTrainer
 from trl_seal.toy import SecretWordReward, build_tiny_model, contains_secret_rate, secret_word_dataset
 
@@ -170,7 +170,8 @@ def test_reward_fn_that_raises_surfaces(tmp_path, tokenizer, tiny_model):
 
 @pytest.mark.parametrize("mode", ["4bit", "8bit"])
 def test_qlora_policy_round(tmp_path, tokenizer, tiny_model, mode):
-    """A bitsandbytes-quantized policy with an outer LoRA (QLoRA): the inner copy gets its dequantized merged weights."""
+    """A bitsandbytes-quantized policy with an outer LoRA (QLoRA): the inner copy gets its dequantized merged
+    weights."""
     pytest.importorskip("bitsandbytes")
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -260,5 +261,118 @@ def test_a_round_that_keeps_nothing_leaves_the_policy_unchanged(tmp_path, tokeni
     trainer.train()
     assert len(calls) == 2 and Snapshot.after_round_0 is not None
     first = {n: p for n, p in Snapshot.after_round_0.items()}
-    assert any(not torch.equal(first[n], p) for n, p in build_tiny_model(tokenizer).named_parameters()), "round 0 trained"
+    initial = build_tiny_model(tokenizer).named_parameters()
+    assert any(not torch.equal(first[n], p) for n, p in initial), "round 0 trained"
     assert all(torch.equal(first[n], p) for n, p in trainer.model.named_parameters()), "round 1 moved the policy"
+
+
+def test_the_config_a_new_user_writes_trains(tmp_path, tokenizer, tiny_model, caplog):
+    """4 contexts x 2 self-edits in micro-batches of 4, accumulation left unset: derived (2) and stated in the log."""
+    import logging
+
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, num_rounds=1, contexts_per_round=4, num_generations=2,
+                           per_device_train_batch_size=4, gradient_accumulation_steps=None, num_iterations=2)
+    assert trainer.args.gradient_accumulation_steps == 2 and trainer.args.max_steps == 2
+    with caplog.at_level(logging.INFO, logger="trl_seal.seal_trainer"):
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert "gradient_accumulation_steps=2" in caplog.text
+
+
+def _first_of_each_context(prompts, completions, **kwargs):
+    """Reward 1 for the first self-edit of every context of 4: ReST-EM keeps exactly those."""
+    return [float(i % 4 == 0) for i in range(len(completions))]
+
+
+def _spy_on_log_probs(monkeypatch, trainer):
+    """Rows the policy forwards with grad (the update) and calls of TRL's log-prob helper without grad (old/ref)."""
+    from trl import GRPOTrainer
+
+    update_rows, no_grad_calls = [], []
+    original = GRPOTrainer._get_per_token_logps_and_entropies
+
+    def spy(self, model, input_ids, *args, **kwargs):
+        (update_rows if torch.is_grad_enabled() else no_grad_calls).append(input_ids.shape[0])
+        return original(self, model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", spy)
+    trainer.model.register_forward_hook(
+        lambda module, args, kwargs, output: update_rows.append(-kwargs["input_ids"].shape[0])
+        if torch.is_grad_enabled() else None, with_kwargs=True)
+    return update_rows, no_grad_calls
+
+
+def test_rest_em_update_forwards_only_kept_rows_and_no_old_log_probs(tmp_path, tokenizer, tiny_model, monkeypatch):
+    """16 self-edits in 4 micro-batches x 2 passes with accumulation 1: TRL would compute old log-probs (accumulation
+    misaligned with generation) and forward 32 rows; ReST-EM forwards its 4 kept rows twice and nothing else."""
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=_first_of_each_context, num_iterations=2)
+    update_rows, no_grad_calls = _spy_on_log_probs(monkeypatch, trainer)
+    trainer.train()
+    (record,) = [json.loads(line) for line in open(tmp_path / "out" / "seal_rounds.jsonl")]
+    assert record["kept_self_edits"] == 4
+    assert no_grad_calls == [], "ReST-EM needs no old-policy or reference log-probs"
+    helper_rows = sum(rows for rows in update_rows if rows > 0)
+    model_rows = -sum(rows for rows in update_rows if rows < 0)
+    assert helper_rows == model_rows == 4 * 2, update_rows
+
+
+def test_policy_gradient_keeps_grpo_old_log_probs(tmp_path, tokenizer, tiny_model, monkeypatch):
+    """The control: the same layout under GRPO's loss computes the old log-probs over the whole round."""
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, reward_fn=_first_of_each_context, num_iterations=2,
+                           strategy="policy_gradient")
+    _, no_grad_calls = _spy_on_log_probs(monkeypatch, trainer)
+    trainer.train()
+    assert sum(no_grad_calls) == 16
+
+
+def test_rest_em_loss_on_kept_rows_equals_the_nll_over_kept_tokens(tmp_path, tokenizer, tiny_model):
+    """Forwarding only the kept rows (and trimming padding after the longest) gives the loss and gradients of the
+    weighted NLL over the whole micro-batch, as computed before rows were filtered."""
+    from trl import GRPOTrainer
+
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model)
+    model = trainer.model.train()
+    generator = torch.Generator().manual_seed(0)
+    prompt_ids = torch.randint(3, len(tokenizer), (4, 5), generator=generator)
+    prompt_mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    completion_ids = torch.randint(3, len(tokenizer), (4, 6), generator=generator)
+    completion_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]])
+    weights = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+              "completion_mask": completion_mask, "advantages": weights, "loss_normaliser": torch.tensor(7.0)}
+
+    loss = trainer._compute_loss(model, inputs)
+    loss.backward()
+    filtered = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    logps, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+        trainer, model, torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1), 6)
+    reference = -(logps * completion_mask * weights.unsqueeze(1)).sum() / 7.0
+    reference.backward()
+    torch.testing.assert_close(loss, reference)
+    assert filtered and all(torch.allclose(p.grad, filtered[n], atol=1e-6) for n, p in model.named_parameters()
+                            if p.grad is not None)
+
+
+def test_strategies_receive_tensors_not_the_trainer(tmp_path, tokenizer, tiny_model):
+    from trl_seal import RestEM, SEALTrainer
+
+    class RecordingRestEM(RestEM):
+        calls: list = []
+
+        def loss(self, *args, **kwargs):
+            RecordingRestEM.calls.append(list(args) + list(kwargs.values()))
+            return super().loss(*args, **kwargs)
+
+    trainer = SEALTrainer(
+        model=tiny_model, reward_fn=_first_of_each_context, args=seal_args(tmp_path), processing_class=tokenizer,
+        train_dataset=secret_word_dataset(8), strategy=RecordingRestEM(),
+        inner_adapter=LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=1, learning_rate=1e-2),
+    )
+    trainer.train()
+    assert RecordingRestEM.calls, "the strategy's loss was never called"
+    for arguments in RecordingRestEM.calls:
+        assert len(arguments) == 4 and all(isinstance(value, torch.Tensor) for value in arguments)
+        per_token_logps, completion_mask, weights, _ = arguments
+        assert per_token_logps.requires_grad and per_token_logps.shape == completion_mask.shape
+        assert bool((weights != 0).all()), "only rows of non-zero weight reach the strategy"

@@ -21,9 +21,9 @@ INITIAL_POLICY = "seal_initial_policy.safetensors"
 # Fields that may change between a run and its resumption without changing what it computes.
 RESUMABLE_FIELDS = {
     "output_dir", "logging_dir", "logging_steps", "logging_strategy", "logging_first_step", "report_to", "run_name",
-    "save_steps", "save_strategy", "save_total_limit", "save_only_model", "disable_tqdm", "push_to_hub", "hub_model_id",
-    "hub_token", "hub_strategy", "resume_from_checkpoint", "num_rounds", "max_steps", "log_completions",
-    "dataloader_num_workers", "overwrite_output_dir", "trackio_space_id", "project",
+    "save_steps", "save_strategy", "save_total_limit", "save_only_model", "disable_tqdm", "push_to_hub",
+    "hub_model_id", "hub_token", "hub_strategy", "resume_from_checkpoint", "num_rounds", "max_steps",
+    "log_completions", "dataloader_num_workers", "overwrite_output_dir", "trackio_space_id", "project",
 }
 # Attributes that change while a run goes on (counters, progress bars), not what a reward means.
 RUNTIME_ATTRIBUTES = {"num_syncs", "show_progress", "version", "last_run", "eval_batch_size"}

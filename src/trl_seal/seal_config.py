@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 STRATEGIES = ("rest_em", "policy_gradient")
+# Fields of TrainingArguments/GRPOConfig that SEALConfig derives from the SEAL fields (or that SEAL does not use):
+# setting one is refused with the field to use instead. A command-line parser may hide them from --help.
+DERIVED_FIELDS = ("max_steps", "num_train_epochs", "generation_batch_size", "steps_per_generation")
+# An optimizer step should see several kept self-edits: ~25 self-edits per device is ~5 kept at ReST-EM's 1 in k=5.
+SELF_EDITS_PER_OPTIMIZER_STEP = 25
 
 
 @dataclass
@@ -20,13 +25,18 @@ class SEALConfig(GRPOConfig):
 
     Everything of [`~trl.GRPOConfig`] applies (generation, logging, saving, DeepSpeed, vLLM); the fields below add the
     SEAL outer loop. A ReST-EM *round* is one generation batch of `contexts_per_round` contexts x `num_generations`
-    self-edits, scored by the inner loop and then reused for `num_iterations` passes of the policy update, so
-    `max_steps` is derived from `num_rounds` and must not be set.
+    self-edits, scored by the inner loop and then reused for `num_iterations` passes of the policy update. SEALConfig
+    derives the run's length and the round's layout from the SEAL fields: `max_steps`, `num_train_epochs`,
+    `generation_batch_size` and `steps_per_generation` must not be set, and `gradient_accumulation_steps` is derived
+    when left unset (the largest divisor of a pass's micro-batches giving at most ~25 self-edits per optimizer step
+    and device, so that a step never straddles two passes or rounds).
 
     Example:
     ```python
     >>> from trl_seal import SEALConfig
     >>> args = SEALConfig(output_dir="seal-out", num_rounds=2, contexts_per_round=50, num_generations=5)
+    >>> args.gradient_accumulation_steps  # 50 micro-batches of 5 self-edits per pass: steps of 5 x 5 self-edits
+    5
     >>> args.max_steps  # 2 rounds x 50 micro-batches x 2 passes / 5 accumulation steps
     40
     ```
@@ -35,7 +45,9 @@ class SEALConfig(GRPOConfig):
     # SEAL outer loop
     num_rounds: int = field(
         default=2,
-        metadata={"help": "Number of ReST-EM rounds (generate, score, update). The paper runs 2 for knowledge, 1 for ARC."},
+        metadata={
+            "help": "Number of ReST-EM rounds (generate, score, update). The paper runs 2 for knowledge, 1 for ARC."
+        },
     )
     contexts_per_round: int = field(
         default=50,
@@ -52,8 +64,8 @@ class SEALConfig(GRPOConfig):
     reward_threshold: float = field(
         default=0.0,
         metadata={
-            "help": "ReST-EM keeps a self-edit only if its reward is strictly above this. With rewards measured as the "
-            "gain over the un-adapted model, 0.0 keeps self-edits that helped."
+            "help": "ReST-EM keeps a self-edit only if its reward is strictly above this. With rewards measured as "
+            "the gain over the un-adapted model, 0.0 keeps self-edits that helped."
         },
     )
     keep_all_above_threshold: bool = field(
@@ -104,11 +116,18 @@ class SEALConfig(GRPOConfig):
     per_device_train_batch_size: int = field(
         default=5, metadata={"help": "Completions per micro-batch of the policy update, per device."}
     )
-    gradient_accumulation_steps: int = field(
-        default=5,
+    gradient_accumulation_steps: int | None = field(
+        default=None,
         metadata={
-            "help": "Micro-batches per policy optimizer step. ReST-EM keeps about 1 in k self-edits, so an optimizer "
-            "step should span several micro-batches to see kept ones."
+            "help": "Micro-batches per policy optimizer step; must divide a pass's micro-batches x num_iterations. "
+            "Unset (default): the largest divisor of a pass's micro-batches giving at most 25 self-edits per step "
+            "and device (ReST-EM keeps about 1 in k self-edits, so a step should span several micro-batches)."
+        },
+    )
+    num_train_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "Not used by SEAL (leave unset): a run lasts num_rounds rounds of num_iterations passes each."
         },
     )
     max_completion_length: int | None = field(
@@ -117,38 +136,70 @@ class SEALConfig(GRPOConfig):
 
     def __post_init__(self):
         self._check_seal_fields()
-        if self.max_steps not in (-1, None) and self.max_steps > 0:
-            raise ValueError(
-                f"max_steps={self.max_steps} was set, but SEALConfig derives it from num_rounds. Set num_rounds "
-                "(and contexts_per_round) instead and leave max_steps unset."
-            )
+        self._refuse_derived_fields()
+        derive_accumulation = self.gradient_accumulation_steps is None
+        if derive_accumulation:
+            self.gradient_accumulation_steps = 1  # placeholder: a pass's micro-batches are known after GRPOConfig's
         every_round = self.save_steps in (0, None)
         if every_round:
             self.save_steps = 1  # placeholder: the round length is known after GRPOConfig's checks
-        if self.generation_batch_size is None and self.steps_per_generation is None:
-            self.generation_batch_size = self.contexts_per_round * (self.num_generations or 1)
+        self.generation_batch_size = self.contexts_per_round * self.num_generations
+        self.num_train_epochs = 0.0  # TrainingArguments compares it with 0; max_steps (below) sets the run's length
         try:
             super().__post_init__()
         except ValueError as error:
             if "generation_batch_size" not in str(error):
                 raise
             raise ValueError(
-                f"A round holds contexts_per_round x num_generations = {self.generation_batch_size} self-edits, which "
-                f"must be divisible by per_device_train_batch_size ({self.per_device_train_batch_size}) x the number of "
-                "processes. Change contexts_per_round or per_device_train_batch_size."
+                f"A round holds contexts_per_round x num_generations = {self.generation_batch_size} self-edits, "
+                f"which must be divisible by per_device_train_batch_size ({self.per_device_train_batch_size}) x the "
+                "number of processes. Change contexts_per_round or per_device_train_batch_size."
             ) from error
+        if derive_accumulation:
+            self.gradient_accumulation_steps = derived_accumulation_steps(
+                self.steps_per_generation, self.per_device_train_batch_size
+            )
         micro_steps_per_round = self.steps_per_generation * self.num_iterations
         if micro_steps_per_round % self.gradient_accumulation_steps != 0:
             raise ValueError(
                 f"A round has {self.steps_per_generation} micro-batches x {self.num_iterations} passes = "
                 f"{micro_steps_per_round} micro-steps, which gradient_accumulation_steps="
                 f"{self.gradient_accumulation_steps} does not divide: an optimizer step would straddle two rounds. "
-                "Choose gradient_accumulation_steps dividing that number, or change per_device_train_batch_size."
+                "Choose gradient_accumulation_steps dividing that number, leave it unset (SEALConfig then derives "
+                "one), or change per_device_train_batch_size."
             )
         self.max_steps = self.num_rounds * micro_steps_per_round // self.gradient_accumulation_steps
         if every_round:
             self.save_steps = self.optimizer_steps_per_round
         self._check_checkpoint_steps()
+
+    def _refuse_derived_fields(self) -> None:
+        """`DERIVED_FIELDS` set by the user: say which SEAL field to set instead."""
+        if self.max_steps not in (-1, None) and self.max_steps > 0:
+            raise ValueError(
+                f"max_steps={self.max_steps} was set, but SEALConfig derives it from num_rounds. Set num_rounds "
+                "(and contexts_per_round) instead and leave max_steps unset."
+            )
+        if self.num_train_epochs is not None:
+            raise ValueError(
+                f"num_train_epochs={self.num_train_epochs} was set, but SEAL does not run epochs over the dataset: a "
+                "run is num_rounds rounds, each trained for num_iterations passes over its self-edits. Set those and "
+                "leave num_train_epochs unset."
+            )
+        round_size = self.contexts_per_round * self.num_generations
+        if self.generation_batch_size not in (None, round_size) or self.steps_per_generation is not None:
+            raise ValueError(
+                f"generation_batch_size={self.generation_batch_size}, "
+                f"steps_per_generation={self.steps_per_generation} was set, but a SEAL round is one generation batch "
+                f"of contexts_per_round x num_generations = {round_size} self-edits. Set contexts_per_round (and "
+                "per_device_train_batch_size) instead."
+            )
+        if self.gradient_accumulation_steps is None and self.deepspeed:
+            raise ValueError(
+                "deepspeed= is given to SEALConfig, which resolves DeepSpeed's 'auto' values before SEAL can derive "
+                "gradient_accumulation_steps. Set gradient_accumulation_steps explicitly, or pass the DeepSpeed "
+                "config through `accelerate launch --config_file` (recipes/accelerate/deepspeed_zero*.yaml)."
+            )
 
     def _check_checkpoint_steps(self) -> None:
         """Checkpoints must fall on round boundaries: a resumed round is regenerated from the round's start."""
@@ -169,7 +220,9 @@ class SEALConfig(GRPOConfig):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is unknown: use one of {STRATEGIES}.")
         if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature}: self-edits are sampled, use a temperature > 0 (paper: 1.0).")
+            raise ValueError(
+                f"temperature={self.temperature}: self-edits are sampled, use a temperature > 0 (paper: 1.0)."
+            )
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1] (paper: 0.95).")
         if self.max_completion_length is not None and self.max_completion_length < 1:
@@ -188,3 +241,19 @@ class SEALConfig(GRPOConfig):
             raise ValueError("restart_each_round is a ReST-EM option; it needs strategy='rest_em'.")
         if self.keep_all_above_threshold and self.strategy != "rest_em":
             raise ValueError("keep_all_above_threshold is a ReST-EM option; it needs strategy='rest_em'.")
+
+
+def derived_accumulation_steps(micro_batches_per_pass: int, batch_size: int) -> int:
+    """The accumulation SEALConfig derives: the largest divisor of a pass's micro-batches whose optimizer step holds at
+    most `SELF_EDITS_PER_OPTIMIZER_STEP` self-edits per device (at least one micro-batch). A divisor of one pass keeps
+    every optimizer step inside one pass of one round: each pass gets its own steps, and a resumed round, which
+    restarts at its beginning, never owes half a step.
+
+    Example:
+    ```python
+    >>> derived_accumulation_steps(micro_batches_per_pass=50, batch_size=5), derived_accumulation_steps(2, 4)
+    (5, 2)
+    ```
+    """
+    limit = max(1, SELF_EDITS_PER_OPTIMIZER_STEP // batch_size)
+    return max(d for d in range(1, min(limit, micro_batches_per_pass) + 1) if micro_batches_per_pass % d == 0)

@@ -8,7 +8,9 @@ queries; an outer loop (ReST-EM) fine-tunes the policy on the self-edits that ea
 across processes, handles PEFT, quantization, DeepSpeed, logging and checkpoints. SEAL changes three things: the
 reward comes from a batched `RewardFn` that trains through an `InnerAdapter` synced to the *current* policy, the
 advantages are replaced by the strategy's completion weights (ReST-EM: 1 for kept self-edits), and the loss is the
-strategy's (ReST-EM: NLL on kept self-edit tokens).
+strategy's (ReST-EM: NLL on kept self-edit tokens, computed on the kept rows only).
+
+Every use of TRL's and transformers' private API is in this file; docs/design.md lists them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,7 +31,6 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from . import __version__
 from .inner.lora import LoRAInnerAdapter
 from .ledger import Ledger, text_sha256, write_json_atomically
 from .resume import (
@@ -46,8 +48,19 @@ from .strategies.policy_gradient import PolicyGradient
 from .strategies.rest_em import RestEM
 from .types import InnerAdapter, OuterStrategy, RewardFn, completion_text
 from .validation import check_rewards, check_vllm, validate_dataset, validate_reward_fn
+from .version import __version__
 
 logger = get_logger(__name__)
+
+
+@dataclass
+class ScoredSelfEdits:
+    """What the reward wrapper learned about this process's self-edits, beyond the floats TRL's convention returns."""
+
+    prompts: list
+    completions: list
+    rewards: list[float]  # NaN where the reward function returned None
+    invalid: list[tuple[int, str]] = field(default_factory=list)  # (local index, reason)
 
 
 class SEALTrainer(GRPOTrainer):
@@ -118,7 +131,12 @@ class SEALTrainer(GRPOTrainer):
         self._scoring_time = 0.0
         self._generation_time_total = 0.0
         self._update_time = 0.0
-        self._local_batch: dict[str, Any] = {}
+        # The one side channel around TRL's pipeline: TRL calls the reward wrapper deep inside
+        # `_generate_and_score_completions` and keeps only its floats; the wrapper leaves the batch's texts and
+        # invalid reasons here, and `_generate_and_score_completions` takes them (and clears it) right after.
+        self._scored: ScoredSelfEdits | None = None
+        # True while TRL generates for a strategy with its own loss: TRL's old/reference log-probs are not computed.
+        self._skip_generation_logps = False
         super().__init__(
             model=model,
             reward_funcs=[self._make_reward_wrapper(reward_fn)],
@@ -130,6 +148,8 @@ class SEALTrainer(GRPOTrainer):
             peft_config=peft_config,
         )
         self._initial_trainable = self._snapshot_trainable() if self.strategy.restart_each_round else None
+        if not self.strategy.uses_grpo_loss:  # vLLM importance sampling needs the old log-probs we skip
+            self.vllm_importance_sampling_correction = False
 
     # ----------------------------------------------------------------------------------------- scoring self-edits
     def _make_reward_wrapper(self, reward_fn: RewardFn):
@@ -138,7 +158,8 @@ class SEALTrainer(GRPOTrainer):
             start = time.perf_counter()
             rewards, invalid = self._score_with_ledger(reward_fn, prompts, completions, completion_ids, kwargs)
             self._scoring_time += time.perf_counter() - start
-            self._local_batch = {"prompts": prompts, "completions": completions, "invalid": invalid}
+            self._scored = ScoredSelfEdits(list(prompts), list(completions),
+                                           [math.nan if r is None else float(r) for r in rewards], invalid)
             return rewards
 
         score_self_edits.__name__ = getattr(reward_fn, "__name__", type(reward_fn).__name__)
@@ -221,7 +242,8 @@ class SEALTrainer(GRPOTrainer):
         plain_text = images is None or all(image is None for image in images)
         if (not self.args.seeded_sampling or self.use_vllm or self.use_transformers_continuous_batching
                 or not plain_text or multimodal_fields):
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
         return self._generate_seeded(prompt_ids)
 
     def _generate_seeded(self, prompt_ids: list[list[int]]) -> tuple[list[list[int]], None]:
@@ -264,41 +286,50 @@ class SEALTrainer(GRPOTrainer):
         tokenizer = getattr(self, "_tokenizer", None) or self.processing_class
         self.inner_adapter.sync(policy, tokenizer, version=self._policy_version())
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._gathered_rewards = rewards_per_func[:, 0]
-        return rewards_per_func
-
     def _generate_and_score_completions(self, inputs):
         training = self.model.training
         if training:
             self._close_round()
         self._scoring_time = 0.0
         start = time.perf_counter()
-        output = super()._generate_and_score_completions(inputs)
+        self._skip_generation_logps = not self.strategy.uses_grpo_loss
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._skip_generation_logps = False
         elapsed = time.perf_counter() - start
         self._generation_time_total += elapsed
-        weights = self.strategy.completion_weights(self._gathered_rewards.view(-1, self.num_generations)).view(-1)
+        scored, self._scored = self._scored, None
+        rewards = gather(torch.tensor(scored.rewards, dtype=torch.float32, device=self.accelerator.device))
+        weights = self.strategy.completion_weights(rewards.view(-1, self.num_generations)).view(-1)
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
         output["advantages"] = weights[local].to(output["completion_mask"].device)
         if training:  # the same decision on every process: the weights are gathered
             self._nothing_to_learn = not bool(weights.abs().sum() > 0)
-        output["kept_tokens_per_step"] = self._kept_tokens_per_step(output, training)
+        output["loss_normaliser"] = self._loss_normaliser(output, training)
         if training:
             # TRL shuffles the round's rows next with the global RNG, whose state a resumed run does not share with an
             # uninterrupted one (data-loader iterators draw from it): reseed it from (seed, round, process).
-            torch.manual_seed(derive_seed(self.args.seed, "update", self._round, self.accelerator.process_index) % 2**63)
-            self._open_round(inputs, weights, elapsed)
+            seed = derive_seed(self.args.seed, "update", self._round, self.accelerator.process_index)
+            torch.manual_seed(seed % 2**63)
+            self._open_round(rewards, weights, scored, elapsed)
             if self.strategy.restart_each_round and self._initial_trainable is not None:
                 self._restore_initial_policy()
         return output
 
-    def _kept_tokens_per_step(self, output, training: bool) -> torch.Tensor:
-        """ReST-EM loss normaliser: the round's kept tokens (all processes) per optimizer step, per process."""
-        local = (output["completion_mask"] * output["advantages"].unsqueeze(1).clamp(min=0)).sum()
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        if self._skip_generation_logps:
+            # TRL's old-policy (importance sampling) and reference (KL) log-probs, computed in
+            # `_generate_and_score_completions`, serve GRPO's loss only: a strategy with its own loss skips them.
+            return None, None, None
+        return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+
+    def _loss_normaliser(self, output, training: bool) -> torch.Tensor:
+        """The round's weighted completion tokens (all processes) per optimizer step, per process."""
+        local = (output["completion_mask"] * (output["advantages"] != 0).unsqueeze(1)).sum()
         if not training:
-            return local.detach()
-        total = gather(local.detach().reshape(1)).sum()
+            return local.detach().float()
+        total = gather(local.detach().float().reshape(1)).sum()
         args = self.args
         share = args.gradient_accumulation_steps / (args.steps_per_generation * self.accelerator.num_processes)
         return total * share
@@ -308,13 +339,42 @@ class SEALTrainer(GRPOTrainer):
             # A round that kept nothing must not move the policy: without gradients AdamW skips every parameter
             # (no momentum step, no weight decay), and no forward/backward is spent on zero-weight rows.
             return torch.zeros((), device=self.accelerator.device, requires_grad=True)
-        return self.strategy.compute_loss(self, model, inputs)
+        if self.strategy.uses_grpo_loss:
+            return super()._compute_loss(model, inputs)
+        return self._strategy_loss(model, inputs)
+
+    def _strategy_loss(self, model, inputs) -> torch.Tensor:
+        """The strategy's loss on the micro-batch's rows of non-zero weight: only those are forwarded."""
+        weights = inputs["advantages"]
+        rows = torch.nonzero(weights != 0).flatten()
+        if rows.numel() == 0:
+            if not self._every_micro_step_forwards():
+                return torch.zeros((), device=self.accelerator.device, requires_grad=True)
+            # DDP all-reduces inside backward and DeepSpeed counts backward calls: this process must take part, with a
+            # loss that touches every parameter and moves none (one row, weight 0).
+            rows = torch.zeros(1, dtype=torch.long, device=weights.device)
+            weights = torch.zeros_like(weights)
+        completion_mask = inputs["completion_mask"][rows]
+        # Completions are right-padded: columns after the longest kept completion change no kept token's log-prob.
+        filled = completion_mask.any(dim=0).nonzero()
+        width = int(filled.max()) + 1 if filled.numel() else 1
+        completion_ids, completion_mask = inputs["completion_ids"][rows, :width], completion_mask[:, :width]
+        input_ids = torch.cat([inputs["prompt_ids"][rows], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"][rows], completion_mask], dim=1)
+        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width)
+        return self.strategy.loss(per_token_logps, completion_mask, weights[rows], inputs["loss_normaliser"])
+
+    def _every_micro_step_forwards(self) -> bool:
+        """Whether each process must run a forward/backward on every micro-step (gradient sync, DeepSpeed, FSDP)."""
+        return self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled
 
     # ------------------------------------------------------------------------------------------ rounds and logging
-    def _open_round(self, inputs, weights: torch.Tensor, elapsed: float) -> None:
-        rewards = self._gathered_rewards.float().cpu()
+    def _open_round(self, rewards: torch.Tensor, weights: torch.Tensor, scored: ScoredSelfEdits,
+                    elapsed: float) -> None:
+        """Log the round just scored (`rewards` and `weights` of all processes, `scored` of this one)."""
+        rewards = rewards.float().cpu()
         kept = weights.cpu() > 0
-        invalid = [reason for batch in gather_object([self._local_batch.get("invalid", [])]) for _, reason in batch]
+        invalid = [reason for batch in gather_object([scored.invalid]) for _, reason in batch]
         finite = rewards[~torch.isnan(rewards)]
         num_contexts = rewards.numel() // self.num_generations
         record = {
@@ -342,7 +402,7 @@ class SEALTrainer(GRPOTrainer):
         self._metrics["train"]["seal/round"].append(float(self._round))
         for reason, count in record["invalid"].items():
             self._metrics["train"][f"seal/invalid/{reason}"].append(float(count))
-        self._write_self_edits(rewards, kept, invalid)
+        self._write_self_edits(rewards, kept, scored)
         self._round_record = record
         self._round += 1
 
@@ -356,10 +416,10 @@ class SEALTrainer(GRPOTrainer):
         if self.accelerator.is_main_process:
             _append_jsonl(os.path.join(self.args.output_dir, "seal_rounds.jsonl"), [record])
 
-    def _write_self_edits(self, rewards: torch.Tensor, kept: torch.Tensor, invalid: list[str]) -> None:
-        prompts = gather_object(list(self._local_batch.get("prompts", [])))
-        completions = gather_object(list(self._local_batch.get("completions", [])))
-        reasons = gather_object(_reasons_by_index(self._local_batch, len(self._local_batch.get("completions", []))))
+    def _write_self_edits(self, rewards: torch.Tensor, kept: torch.Tensor, scored: ScoredSelfEdits) -> None:
+        prompts = gather_object(scored.prompts)
+        completions = gather_object(scored.completions)
+        reasons = gather_object(_reasons_by_index(scored.invalid, len(scored.completions)))
         if not self.accelerator.is_main_process:
             return
         rows = [
@@ -407,9 +467,19 @@ class SEALTrainer(GRPOTrainer):
         if self._ledger.entries:
             logger.info("Ledger in %s holds %d scored self-edits: they will not be trained again.",
                         self._ledger.folder, len(self._ledger.entries))
+        self._log_round_layout()
         output = super().train(resume_from_checkpoint=checkpoint, **kwargs)
         self._close_round()
         return output
+
+    def _log_round_layout(self) -> None:
+        args = self.args
+        logger.info(
+            "SEAL: %d rounds of %d self-edits; each process trains a round in %d micro-batches of %d x %d passes, "
+            "gradient_accumulation_steps=%d (derived unless set) -> %d optimizer steps per round, %d in all.",
+            args.num_rounds, args.generation_batch_size, args.steps_per_generation, args.per_device_train_batch_size,
+            args.num_iterations, args.gradient_accumulation_steps, args.optimizer_steps_per_round, args.max_steps,
+        )
 
     def _resolve_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
         if resume_from_checkpoint in (None, False):
@@ -498,9 +568,9 @@ def _select(value, indices: list[int], count: int):
     return value
 
 
-def _reasons_by_index(batch: dict[str, Any], size: int) -> list[str | None]:
+def _reasons_by_index(invalid: list[tuple[int, str]], size: int) -> list[str | None]:
     reasons: list[str | None] = [None] * size
-    for index, reason in batch.get("invalid", []):
+    for index, reason in invalid:
         if 0 <= index < size:
             reasons[index] = reason
     return reasons

@@ -170,12 +170,36 @@ class OuterStrategy(Protocol):
     """Turns a round's rewards into a policy update.
 
     `completion_weights` receives the rewards of one generation batch shaped `(num_contexts, k)` (NaN where a
-    reward function returned None) and returns a tensor of the same shape that the trainer stores as the
-    completions' `advantages`; `compute_loss` is called for every micro-batch of the update. `restart_each_round`
-    resets the policy to its initial weights after each round is scored (original ReST-EM)."""
+    reward function returned None) and returns a tensor of the same shape: the weight of each self-edit in the update
+    (GRPO's `advantages`). `restart_each_round` resets the policy to its initial weights after each round is scored
+    (original ReST-EM).
+
+    With `uses_grpo_loss` the update is `GRPOTrainer`'s own loss on those advantages (clipping, KL and `loss_type`
+    from the config). Otherwise the trainer forwards only the self-edits whose weight is non-zero (a self-edit of
+    weight 0 must contribute nothing) and calls `loss` once per micro-batch with what it computed:
+
+    - `per_token_logps` `(rows, tokens)`: log-probabilities of the completion tokens under the policy, with grad;
+    - `completion_mask` `(rows, tokens)`: 1 for real completion tokens, 0 for padding;
+    - `weights` `(rows,)`: the rows' completion weights;
+    - `normaliser` (0-d): the round's weighted completion tokens (all processes) per optimizer step and process;
+      dividing a sum over tokens by it makes one pass average over the round's tokens, however rows are split.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from trl_seal import RestEM
+    >>> logps, mask = torch.tensor([[-1.0, -2.0]]), torch.ones(1, 2)
+    >>> RestEM().loss(logps, mask, weights=torch.ones(1), normaliser=torch.tensor(2.0))
+    tensor(1.5000)
+    ```
+    """
 
     restart_each_round: bool
+    uses_grpo_loss: bool
 
     def completion_weights(self, rewards: torch.Tensor) -> torch.Tensor: ...
 
-    def compute_loss(self, trainer: Any, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor: ...
+    def loss(
+        self, per_token_logps: torch.Tensor, completion_mask: torch.Tensor, weights: torch.Tensor,
+        normaliser: torch.Tensor,
+    ) -> torch.Tensor: ...

@@ -16,8 +16,8 @@ def check_vllm(args: SEALConfig) -> None:
 
     if args.use_vllm and not is_vllm_available():
         raise ImportError(
-            "use_vllm=True, but vLLM is not installed. Install it with `pip install 'trl-seal[vllm]'` (vLLM pins its own "
-            "torch build: use an environment made for it), or set use_vllm=False to generate with transformers."
+            "use_vllm=True, but vLLM is not installed. Install it with `pip install 'trl-seal[vllm]'` (vLLM pins its "
+            "own torch build: use an environment made for it), or set use_vllm=False to generate with transformers."
         )
 
 
@@ -30,8 +30,9 @@ def validate_reward_fn(reward_fn) -> None:
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
         raise TypeError(
-            f"reward_fn {name!r} must accept **kwargs: SEALTrainer calls it with prompts=, completions=, every dataset "
-            "column, inner_adapter= and record_invalid=. Define it as `def reward(prompts, completions, **kwargs)`."
+            f"reward_fn {name!r} must accept **kwargs: SEALTrainer calls it with prompts=, completions=, every "
+            "dataset column, inner_adapter= and record_invalid=. Define it as "
+            "`def reward(prompts, completions, **kwargs)`."
         )
 
 

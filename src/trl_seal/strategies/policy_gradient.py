@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from trl import GRPOTrainer
 
 
 @dataclass
@@ -23,6 +22,7 @@ class PolicyGradient:
     """
 
     restart_each_round: bool = False
+    uses_grpo_loss = True  # the trainer applies GRPOTrainer's loss to the completion weights
 
     def completion_weights(self, rewards: torch.Tensor) -> torch.Tensor:
         mean = torch.nanmean(rewards, dim=1, keepdim=True)
@@ -31,5 +31,9 @@ class PolicyGradient:
         std = (torch.nansum(centred**2, dim=1, keepdim=True) / (count - 1)).sqrt()
         return torch.nan_to_num(centred / (std + 1e-4), nan=0.0)
 
-    def compute_loss(self, trainer, model, inputs) -> torch.Tensor:
-        return GRPOTrainer._compute_loss(trainer, model, inputs)
+    def loss(
+        self, per_token_logps: torch.Tensor, completion_mask: torch.Tensor, weights: torch.Tensor,
+        normaliser: torch.Tensor,
+    ) -> torch.Tensor:
+        """Not called: `uses_grpo_loss` makes `SEALTrainer` apply `GRPOTrainer`'s loss to these weights."""
+        raise NotImplementedError("PolicyGradient uses GRPOTrainer's loss (uses_grpo_loss=True).")

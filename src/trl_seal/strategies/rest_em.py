@@ -25,12 +25,15 @@ class RestEM:
     >>> RestEM().completion_weights(torch.tensor([[0.1, 0.3, -0.2], [-0.1, 0.0, float("nan")]]))
     tensor([[0., 1., 0.],
             [0., 0., 0.]])
+    >>> RestEM().loss(torch.tensor([[-1.0, -3.0]]), torch.tensor([[1.0, 0.0]]), torch.ones(1), torch.tensor(1.0))
+    tensor(1.)
     ```
     """
 
     threshold: float = 0.0
     keep_all_above_threshold: bool = False
     restart_each_round: bool = False
+    uses_grpo_loss = False  # its own loss, on the kept self-edits only (see `OuterStrategy`)
 
     def completion_weights(self, rewards: torch.Tensor) -> torch.Tensor:
         """1.0 for kept self-edits, 0.0 otherwise; rewards are `(num_contexts, k)`, NaN = not scored."""
@@ -41,15 +44,11 @@ class RestEM:
         keep = torch.zeros_like(above).scatter_(1, best, True) & above
         return keep.float()
 
-    def compute_loss(self, trainer, model, inputs) -> torch.Tensor:
-        """Weighted NLL of the kept completion tokens, normalised so that one optimizer step averages over the kept
-        tokens it is expected to see (a token-level mean over the round, split evenly across steps)."""
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
-        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
-        per_token_logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, completion_ids.size(1)
-        )
-        token_weights = completion_mask * inputs["advantages"].unsqueeze(1)
-        nll = -(per_token_logps * token_weights).sum()
-        return nll / inputs["kept_tokens_per_step"].clamp(min=1.0)
+    def loss(
+        self, per_token_logps: torch.Tensor, completion_mask: torch.Tensor, weights: torch.Tensor,
+        normaliser: torch.Tensor,
+    ) -> torch.Tensor:
+        """Weighted NLL of the kept completion tokens, divided by `normaliser` (the round's kept tokens per optimizer
+        step and process), so that one pass averages the NLL over all of the round's kept tokens."""
+        token_weights = completion_mask * weights.unsqueeze(1)
+        return -(per_token_logps * token_weights).sum() / normaliser.clamp(min=1.0)
