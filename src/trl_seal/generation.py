@@ -99,3 +99,80 @@ def generate_batched(
     finally:
         tokenizer.padding_side = padding_side
     return answers
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    batch_size: int = 32,
+    route: Callable[[list[int]], AbstractContextManager] | None = None,
+) -> list[float]:
+    """The mean per-token log-probability of each continuation after its prompt, teacher-forced (no decoding).
+
+    One forward pass per batch: rows are sorted by length, padded on the left (so every continuation ends at the
+    last position and only the last `max continuation + 1` positions' logits are computed) with position ids that
+    skip the padding, so a row scores as it would alone. Prompt and continuation are tokenized separately and
+    joined, exactly as a model answering the prompt would produce the continuation's tokens.
+
+    Args:
+        model: the model for every batch (ignored when `route` is given; may then be None).
+        tokenizer: its tokenizer; the pad token falls back to the EOS token.
+        prompts (`Sequence[str]`): formatted prompts (see `chat_text`), special tokens not added.
+        continuations (`Sequence[str]`): one non-empty continuation per prompt.
+        batch_size (`int`, defaults to `32`): rows per forward pass.
+        route (callable, *optional*): `route(indices)` gives a context manager whose model scores those rows, as in
+            `generate_batched` (e.g. each row with its own adapted model through `AdaptedGroup.routed`).
+
+    Example:
+    ```python
+    >>> prompts = [chat_text(tokenizer, "Capital of France?")] * 2
+    >>> continuation_logprobs(model, tokenizer, prompts, ["Paris", "Rome"])
+    [-0.4, -6.1]
+    ```
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations: give one per prompt.")
+    if not prompts:
+        return []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    heads = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    tails = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    empty = [i for i, tail in enumerate(tails) if not tail]
+    if empty:
+        raise ValueError(f"continuations {empty[:5]} have no tokens: every continuation must be non-empty text.")
+    order = sorted(range(len(prompts)), key=lambda i: len(heads[i]) + len(tails[i]))
+    scores = [0.0] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        with route(chunk) if route is not None else contextlib.nullcontext(model) as chunk_model:
+            device = next(chunk_model.parameters()).device
+            input_ids, attention_mask, targets = _left_padded([heads[i] for i in chunk], [tails[i] for i in chunk],
+                                                              pad_id, device)
+            kept = targets.shape[1]  # logits at the last `kept` positions predict the continuation tokens
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            logits = chunk_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 logits_to_keep=kept + 1).logits[:, -kept - 1 : -1].float()
+        mask = targets >= 0
+        picked = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        means = (picked * mask).sum(-1) / mask.sum(-1)
+        for index, value in zip(chunk, means.tolist(), strict=True):
+            scores[index] = value
+    return scores
+
+
+def _left_padded(heads: list[list[int]], tails: list[list[int]], pad_id: int, device) -> tuple:
+    """Left-padded `head + tail` rows, their attention mask, and the tail tokens right-aligned (-1 elsewhere)."""
+    length = max(len(h) + len(t) for h, t in zip(heads, tails, strict=True))
+    width = max(len(t) for t in tails)
+    input_ids = torch.full((len(heads), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(heads), length), dtype=torch.long)
+    targets = torch.full((len(heads), width), -1, dtype=torch.long)
+    for row, (head, tail) in enumerate(zip(heads, tails, strict=True)):
+        ids = head + tail
+        input_ids[row, length - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, length - len(ids) :] = 1
+        targets[row, width - len(tail) :] = torch.tensor(tail)
+    return input_ids.to(device), attention_mask.to(device), targets.to(device)

@@ -31,9 +31,16 @@ SELF_EDIT_PROMPTS = {
         "line as 'Q: ... A: ...', and name who or what the question is about.\n\n"
         "Title: {title}\nPassage: {context}\n\nQuestions and answers:"
     ),
+    # Keeps the passage's own wording (what a small model recalls best) and adds one restatement per sentence.
+    "passage-sentences": (
+        "Go through the passage below one sentence at a time. For each sentence, copy it on one line, then write it "
+        "again in different words on the next line, keeping every name, number, date and place.\n\n"
+        "Title: {title}\nPassage: {context}\n\nSentences and restatements:"
+    ),
 }
 
 QUESTION_PROMPT = "Answer the question about {title} in a few words.\nQuestion: {question}"
+QUESTION_PROMPT_NO_TITLE = "Answer the question in a few words.\nQuestion: {question}"
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 
@@ -78,9 +85,18 @@ def training_documents(
     return documents
 
 
-def question_prompt(title: str, question: str) -> str:
-    """The closed-book question as the adapted model sees it (the passage title, never the passage)."""
-    return QUESTION_PROMPT.format(title=title, question=question)
+def question_prompt(title: str, question: str, with_title: bool = True) -> str:
+    """The closed-book question as the adapted model sees it: the passage title (unless `with_title=False`), never
+    the passage.
+
+    Example:
+    ```python
+    >>> question_prompt("Quellmarsh", "How big is it?", with_title=False)
+    'Answer the question in a few words.\\nQuestion: How big is it?'
+    ```
+    """
+    template = QUESTION_PROMPT if with_title else QUESTION_PROMPT_NO_TITLE
+    return template.format(title=title, question=question)
 
 
 def self_edit_dataset(passages, style: str = "implications", template: str | None = None, chat: bool = True):

@@ -2,35 +2,59 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..generation import chat_text, generate_batched
+from ..generation import chat_text, continuation_logprobs, generate_batched
 from ..rewards import InnerLoopReward
+from ..sampling import derive_seed
 from ..types import InnerJob, completion_text  # noqa: F401 (completion_text: re-exported for callers)
-from .grading import answer_contained
+from .grading import answer_contained, normalize_answer
 from .prompts import question_prompt, training_documents
 
 Grader = Callable[[str, Sequence[str], str], float]
+SCORES = ("accuracy", "loglik")
+BASELINES = ("base", "passage", "none")
+_MODE_TO_BASELINE = {"gain": "base", "accuracy": "none"}  # the deprecated `mode=` values
+_PASSAGE_ONLY = "__passage_only__"  # marks the context of a passage-only baseline job among the self-edits
 
 
 class KnowledgeQAReward(InnerLoopReward):
     """Batched SEAL reward for knowledge incorporation.
 
     For every self-edit, the inner adapter trains on the documents it describes (one per line, prefixed by the
-    title, plus the passage); the adapted model answers the passage's questions closed-book (greedy, batched), and
-    the grader scores the answers. The reward is the accuracy gain over the un-adapted model (`mode="gain"`, the
-    paper's) or the raw accuracy (`mode="accuracy"`). Un-adapted answers are computed once per passage and policy
-    version and cached. An empty self-edit, or one whose inner loop failed, gets 0 and a logged reason. The
-    common part (adapter, seeds, reasons, batched groups) is `InnerLoopReward`'s; this class holds the domain.
+    title, plus the passage), `num_scorings` times with different seeds; each adapted model is scored on the
+    passage's closed-book questions, and the reward is the mean score minus a baseline. Empty self-edits, and those
+    whose inner loop failed, get 0 and a logged reason. The common part (adapter, seeds, reasons, batched groups) is
+    `InnerLoopReward`'s; this class holds the domain.
+
+    Scores (`score`):
+    - `"accuracy"`: greedy answers (batched, each row on its own adapter) graded by `grader`, mean over questions;
+    - `"loglik"`: the teacher-forced log-likelihood of the gold answer given the same question prompt, as the mean
+      log-probability per answer token (so answers of different lengths compare), the best of the question's
+      distinct gold answers (as graders take the best match), averaged over questions. One forward pass per batch,
+      no decoding; continuous, so it sees progress a 0/1 grade misses.
+
+    Baselines (`baseline`), all cached per passage and policy version:
+    - `"base"`: the un-adapted model's score (the paper's);
+    - `"passage"`: the score of adapters trained on the passage alone (same inner settings, `num_scorings` seeds
+      `0..m-1`), so a self-edit is rewarded for what it adds to the passage. They are trained in the same batched
+      call as the self-edits the first time a passage is seen under a policy version;
+    - `"none"`: the raw score.
 
     Args:
         grader (callable, defaults to `answer_contained`): `grader(prediction, answers, question) -> [0, 1]`.
-        mode (`str`, defaults to `"gain"`): `"gain"` or `"accuracy"`.
+        score (`str`, defaults to `"accuracy"`): `"accuracy"` or `"loglik"`.
+        num_scorings (`int`, defaults to `1`): inner loops per self-edit (paper: 3); the first uses the self-edit's
+            seed, the others seeds derived from it. The reward is their mean.
+        baseline (`str`, *optional*): `"base"` (default), `"passage"` or `"none"`.
+        mode (`str`, *optional*): deprecated alias of `baseline`: `"gain"` is `"base"`, `"accuracy"` is `"none"`.
+        question_with_title (`bool`, defaults to `True`): the question prompt names the passage title (the paper's).
         split_lines (`bool`, defaults to `True`): one training document per self-edit line.
         include_passage (`bool`, defaults to `True`): also train on the passage itself.
         max_new_tokens (`int`, defaults to `64`): answer length (paper: 64).
-        eval_batch_size (`int`, defaults to `32`): questions per generate call.
+        eval_batch_size (`int`, defaults to `32`): questions per generate call or forward pass.
         inner_adapter: used when the caller does not pass one (e.g. with a plain `GRPOTrainer`).
         show_progress (`bool`, defaults to `True`): a progress bar over the inner loops.
         max_self_edit_chars (`int`, defaults to `50000`): longer self-edits get reward 0, reason `too_long`.
@@ -39,10 +63,10 @@ class KnowledgeQAReward(InnerLoopReward):
 
     Example:
     ```python
-    >>> reward = KnowledgeQAReward(grader=exact_match)
+    >>> reward = KnowledgeQAReward(score="loglik", num_scorings=3, baseline="passage")
     >>> reward(prompts=prompts, completions=self_edits, title=titles, context=contexts, questions=questions,
     ...        inner_adapter=adapter)
-    [0.25, 0.0, -0.25]
+    [0.31, -0.02, 0.12]
     ```
     """
 
@@ -53,7 +77,11 @@ class KnowledgeQAReward(InnerLoopReward):
     def __init__(
         self,
         grader: Grader = answer_contained,
-        mode: str = "gain",
+        score: str = "accuracy",
+        num_scorings: int = 1,
+        baseline: str | None = None,
+        mode: str | None = None,
+        question_with_title: bool = True,
         split_lines: bool = True,
         include_passage: bool = True,
         max_new_tokens: int = 64,
@@ -63,14 +91,24 @@ class KnowledgeQAReward(InnerLoopReward):
         max_self_edit_chars: int = 50_000,
         max_documents: int = 512,
     ):
-        if mode not in ("gain", "accuracy"):
-            raise ValueError(f"mode={mode!r}: use 'gain' (accuracy minus the un-adapted model's) or 'accuracy'.")
+        if score not in SCORES:
+            raise ValueError(f"score={score!r}: use 'accuracy' (graded greedy answers) or 'loglik' (log-likelihood "
+                             "of the gold answers).")
+        if not isinstance(num_scorings, int) or num_scorings < 1:
+            raise ValueError(f"num_scorings={num_scorings!r}: use a positive int (paper: 3).")
         super().__init__(inner_adapter, show_progress)
-        self.grader, self.mode = grader, mode
+        self.grader, self.score_kind, self.num_scorings = grader, score, num_scorings
+        self.baseline_kind = _resolve_baseline(baseline, mode)
+        self.question_with_title = question_with_title
         self.split_lines, self.include_passage = split_lines, include_passage
         self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
         self.max_self_edit_chars, self.max_documents = max_self_edit_chars, max_documents
         self._baseline_cache: dict[tuple, list[float]] = {}
+
+    @property
+    def mode(self) -> str:
+        """Deprecated view of `baseline_kind`: `"gain"` when a baseline is subtracted, else `"accuracy"`."""
+        return "accuracy" if self.baseline_kind == "none" else "gain"
 
     def check_dataset(self, dataset) -> None:
         """Fail before training if a row lacks a usable `title`, `context` or `questions` (names row and field)."""
@@ -81,8 +119,21 @@ class KnowledgeQAReward(InnerLoopReward):
                 for t, c, q in zip(dataset["title"], dataset["context"], dataset["questions"], strict=True))
         passages_from_rows(rows, "train_dataset")
 
-    def jobs_for(self, text: str, context: dict, seed: int, adapter) -> InnerJob | str:
-        """Train on the self-edit's documents (and the passage); empty, too long or too many documents: a reason."""
+    # ------------------------------------------------------------------------------------------ jobs
+    def scoring_seeds(self, seed: int) -> list[int]:
+        """The inner-loop seeds of a self-edit seeded `seed`: `seed` itself, then `num_scorings - 1` derived ones."""
+        return [seed] + [derive_seed(seed, "scoring", j) for j in range(1, self.num_scorings)]
+
+    def passage_seeds(self) -> tuple[int, ...]:
+        """Seeds of the passage-only baseline adapters (fixed, so the baseline is cached per policy version)."""
+        return tuple(range(self.num_scorings))
+
+    def jobs_for(self, text: str, context: dict, seed: int, adapter) -> list[InnerJob] | str:
+        """`num_scorings` jobs on the self-edit's documents (and the passage); empty, too long or too many documents:
+        a reason. The context of a passage-only baseline gives its passage-only jobs."""
+        if context.get(_PASSAGE_ONLY):
+            documents = training_documents(context["title"], context["context"], "")
+            return [InnerJob(documents, seed=s) for s in self.passage_seeds()]
         if not text.strip():
             return "empty_self_edit"
         if len(text) > self.max_self_edit_chars:
@@ -91,53 +142,191 @@ class KnowledgeQAReward(InnerLoopReward):
                                        self.include_passage)
         if len(documents) > self.max_documents:
             return "too_many_documents"
-        return InnerJob(documents, seed=seed)
+        return [InnerJob(documents, seed=s) for s in self.scoring_seeds(seed)]
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def score_self_edits(self, adapter, texts, contexts, seeds=None, record_invalid=None) -> list[float]:
+        """Rewards of self-edits: raw scores (with any missing passage-only baselines trained in the same batched
+        call), minus the baseline; an unusable self-edit gets 0."""
+        record = record_invalid or (lambda index, reason: None)
+        seeds = list(range(len(texts))) if seeds is None else list(seeds)
+        extra = self._missing_passage_baselines(adapter, contexts) if self.baseline_kind == "passage" else {}
+        invalid: set[int] = set()
+
+        def record_real(index: int, reason: str) -> None:
+            invalid.add(index)
+            if index < len(texts):
+                record(index, reason)
+
+        everything = list(contexts) + [dict(c, **{_PASSAGE_ONLY: True}) for c in extra.values()]
+        raw = super().score_self_edits(adapter, list(texts) + [""] * len(extra), everything,
+                                       seeds + [0] * len(extra), record_real)
+        for offset, key in enumerate(extra):
+            if len(texts) + offset in invalid:
+                warnings.warn(f"A passage-only baseline inner loop failed for {key[-2]!r}; that passage uses the "
+                              "un-adapted model's score this time.", stacklevel=2)
+            else:
+                self._baseline_cache[key] = raw[len(texts) + offset]
+        return [0.0 if index in invalid else raw[index] - self.baseline_score(adapter, context)
+                for index, context in enumerate(contexts)]
 
     def score_group(self, group, members, adapter) -> list[float]:
-        """Each member's accuracy on its passage's questions, minus the un-adapted model's in `"gain"` mode."""
+        """Each member's raw score (`score`) on its passage's questions; baselines are subtracted afterwards."""
         items = [(m.slot, m.context["title"], m.context["questions"]) for m in members]
-        scores = []
-        for member, grades in zip(members, self.grade_group(group, items), strict=True):
-            title, questions = member.context["title"], member.context["questions"]
-            baseline = mean(self.baseline(adapter, title, questions)) if self.mode == "gain" else 0.0
-            scores.append(mean(grades) - baseline)
-        return scores
+        return [mean(scores) for scores in self.question_scores(group, items)]
+
+    def question_scores(self, group, items: list[tuple[int, str, list[dict]]], score: str | None = None):
+        """Per-question scores (`score`, default the reward's) of `(slot, title, questions)` items of a group."""
+        return self.grade_group(group, items) if (score or self.score_kind) == "accuracy" else \
+            self.loglik_group(group, items)
 
     def grade_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[float]]:
         """Per-question grades for `(slot, title, questions)` items: every member's questions are answered in the
         same batched generate calls, each row by its own adapted model."""
         prompts, rows = [], []
         for slot, title, questions in items:
-            prompts += [question_prompt(title, q["question"]) for q in questions]
+            prompts += [self.question_prompt(title, q["question"]) for q in questions]
             rows += [slot] * len(questions)
         answers = generate_answers(
             None, group.tokenizer, prompts, self.max_new_tokens, self.eval_batch_size,
             route=lambda chunk: group.routed([rows[i] for i in chunk]),
         )
+        return self._grades(answers, [questions for _, _, questions in items])
+
+    def loglik_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[float]]:
+        """Per-question gold-answer log-likelihoods for `(slot, title, questions)` items, every member's rows in the
+        same batched forward passes, each row on its own adapted model."""
+        rows: list[int] = []
+
+        def collect(slot, count):
+            rows.extend([slot] * count)
+
+        prompts, answers, owners = self._answer_rows(items, collect)
+        route = lambda chunk: group.routed([rows[i] for i in chunk])  # noqa: E731
+        values = answer_logprobs(None, group.tokenizer, prompts, answers, self.eval_batch_size, route=route)
+        return _best_per_question(values, owners, [len(questions) for _, _, questions in items])
+
+    def question_prompt(self, title: str, question: str) -> str:
+        """The closed-book question, with or without the title as `question_with_title` says."""
+        return question_prompt(title, question, with_title=self.question_with_title)
+
+    # ------------------------------------------------------------------------------------------ baselines
+    def baseline_score(self, adapter, context: dict) -> float:
+        """The score subtracted from a self-edit's raw score on this passage (0 with `baseline="none"`)."""
+        if self.baseline_kind == "none":
+            return 0.0
+        key = self._passage_key(adapter, context)
+        if self.baseline_kind == "passage" and key in self._baseline_cache:
+            return self._baseline_cache[key]
+        return mean(self.baseline(adapter, context["title"], context["questions"]))
+
+    def baseline(self, adapter, title: str, questions: list[dict]) -> list[float]:
+        """Per-question scores (`score`) of the un-adapted model, cached per (policy version, passage)."""
+        key = (id(adapter), getattr(adapter, "version", None), self.score_kind, self.question_with_title, "base",
+               title, tuple(q["question"] for q in questions))
+        if key not in self._baseline_cache:
+            with adapter.base_model() as base:
+                self._baseline_cache[key] = self.model_scores(base, adapter.tokenizer, title, questions)
+        return self._baseline_cache[key]
+
+    def _passage_key(self, adapter, context: dict) -> tuple:
+        questions = tuple(q["question"] for q in context["questions"])
+        return (id(adapter), getattr(adapter, "version", None), self.score_kind, self.question_with_title,
+                self.passage_seeds(), context["context"], context["title"], questions)
+
+    def _missing_passage_baselines(self, adapter, contexts) -> dict[tuple, dict]:
+        """One context per passage whose passage-only baseline is not cached yet (in first-seen order)."""
+        missing: dict[tuple, dict] = {}
+        for context in contexts:
+            key = self._passage_key(adapter, context)
+            if key not in self._baseline_cache and key not in missing:
+                missing[key] = context
+        return missing
+
+    # ------------------------------------------------------------------------------------------ one model
+    def model_scores(self, model, tokenizer, title: str, questions: list[dict]) -> list[float]:
+        """Per-question scores (`score`) of one `model`."""
+        if self.score_kind == "accuracy":
+            return self.score(model, tokenizer, title, questions)
+        prompts, answers, owners = self._answer_rows([(0, title, questions)], lambda slot, count: None)
+        values = answer_logprobs(model, tokenizer, prompts, answers, self.eval_batch_size)
+        return _best_per_question(values, owners, [len(questions)])[0]
+
+    def score(self, model, tokenizer, title: str, questions: list[dict]) -> list[float]:
+        """Per-question grades of `model` answering closed-book."""
+        prompts = [self.question_prompt(title, q["question"]) for q in questions]
+        answers = generate_answers(model, tokenizer, prompts, self.max_new_tokens, self.eval_batch_size)
+        return self._grades(answers, [questions])[0]
+
+    def _grades(self, answers: list[str], question_lists: list[list[dict]]) -> list[list[float]]:
         grades, start = [], 0
-        for _, _, questions in items:
+        for questions in question_lists:
             chunk = answers[start : start + len(questions)]
             grades.append([self.grader(a, q["answers"], q["question"]) for a, q in zip(chunk, questions, strict=True)])
             start += len(questions)
         return grades
 
-    def baseline(self, adapter, title: str, questions: list[dict]) -> list[float]:
-        """Per-question scores of the un-adapted model, cached per (policy version, passage)."""
-        key = (id(adapter), getattr(adapter, "version", None), title, tuple(q["question"] for q in questions))
-        if key not in self._baseline_cache:
-            with adapter.base_model() as base:
-                self._baseline_cache[key] = self.score(base, adapter.tokenizer, title, questions)
-        return self._baseline_cache[key]
+    def _answer_rows(self, items, collect) -> tuple[list[str], list[str], list[tuple[int, int]]]:
+        """One row per distinct gold answer of every question: formatted prompt, answer text, (item, question)."""
+        prompts, answers, owners = [], [], []
+        for item, (slot, title, questions) in enumerate(items):
+            for number, question in enumerate(questions):
+                golds = _distinct_answers(question["answers"])
+                if not golds:
+                    raise ValueError(f"Question {question['question']!r} of {title!r} has no gold answer: the "
+                                     "loglik score needs one.")
+                prompts += [self.question_prompt(title, question["question"])] * len(golds)
+                answers += golds
+                owners += [(item, number)] * len(golds)
+                collect(slot, len(golds))
+        return prompts, answers, owners
 
-    def score(self, model, tokenizer, title: str, questions: list[dict]) -> list[float]:
-        """Per-question grades of `model` answering closed-book."""
-        prompts = [question_prompt(title, q["question"]) for q in questions]
-        answers = generate_answers(model, tokenizer, prompts, self.max_new_tokens, self.eval_batch_size)
-        return [self.grader(a, q["answers"], q["question"]) for a, q in zip(answers, questions, strict=True)]
+
+def _resolve_baseline(baseline: str | None, mode: str | None) -> str:
+    if mode is not None and mode not in _MODE_TO_BASELINE:
+        raise ValueError(f"mode={mode!r}: use baseline= instead ('base', 'passage' or 'none'); the deprecated mode "
+                         "accepts 'gain' (= baseline 'base') or 'accuracy' (= baseline 'none').")
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"baseline={baseline!r}: use 'base' (the un-adapted model), 'passage' (adapters trained "
+                         "on the passage alone) or 'none' (the raw score).")
+    if mode is not None and baseline is not None and _MODE_TO_BASELINE[mode] != baseline:
+        raise ValueError(f"mode={mode!r} and baseline={baseline!r} disagree: drop mode (deprecated).")
+    if mode is not None:
+        return _MODE_TO_BASELINE[mode]
+    return baseline or "base"
+
+
+def _distinct_answers(answers: Sequence[str]) -> list[str]:
+    """Gold answers that differ after SQuAD normalisation, first spelling kept."""
+    seen, out = set(), []
+    for answer in answers:
+        key = normalize_answer(answer)
+        if answer.strip() and key not in seen:
+            seen.add(key)
+            out.append(answer.strip())
+    return out
+
+
+def _best_per_question(values, owners, counts) -> list[list[float]]:
+    best = [[float("-inf")] * count for count in counts]
+    for value, (item, number) in zip(values, owners, strict=True):
+        best[item][number] = max(best[item][number], value)
+    return best
 
 
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def answer_logprobs(
+    model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 32, route: Callable | None = None,
+) -> list[float]:
+    """Mean per-token log-probability of each `answer` as the reply to its user prompt, formatted as
+    `generate_answers` formats it (chat template, else the prompt, `"\nAnswer:"` and a space before the answer)."""
+    texts = [chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts]
+    if not getattr(tokenizer, "chat_template", None):
+        answers = [" " + answer for answer in answers]
+    return continuation_logprobs(model, tokenizer, texts, answers, batch_size, route=route)
 
 
 def generate_answers(

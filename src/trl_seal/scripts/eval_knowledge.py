@@ -44,6 +44,9 @@ class EvalKnowledgeArguments:
     style: str = field(default="implications", metadata={"help": "implications, implications-long, rewrite, self-qa."})
     max_new_tokens: int = field(default=256, metadata={"help": "Self-edit length in tokens."})
     grader: str = field(default="contained", metadata={"help": "Answer grader.", "choices": list(GRADERS)})
+    question_with_title: bool = field(
+        default=True, metadata={"help": "Closed-book questions name the passage title (the paper's)."}
+    )
     judge: str | None = field(default=None, metadata={"help": "Local model path for a yes/no LLM judge (overrides grader)."})
     seed: int = field(default=0, metadata={"help": "Seed of self-edit sampling and the inner loops."})
     output_dir: str = field(default="outputs/eval_knowledge", metadata={"help": "Where results.json/.md go."})
@@ -65,7 +68,8 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
     passages = load_passages(args.passages, args.split)[args.offset : args.offset + args.num_passages]
     path = resolve_model(args.model)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    reward = KnowledgeQAReward(grader=LLMJudge(args.judge) if args.judge else GRADERS[args.grader])
+    reward = KnowledgeQAReward(grader=LLMJudge(args.judge) if args.judge else GRADERS[args.grader],
+                               question_with_title=args.question_with_title)
     sources = {}
     if any(c in ("self_edits", "cpt+self_edits") for c in conditions):
         writer = AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model)) if args.self_edit_model else model

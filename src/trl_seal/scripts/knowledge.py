@@ -53,6 +53,23 @@ class KnowledgeArguments:
     )
     grader: str = field(default="contained", metadata={"help": "contained, exact or f1.", "choices": list(GRADERS)})
     answer_max_new_tokens: int = field(default=64, metadata={"help": "Closed-book answer length (paper: 64)."})
+    reward_score: str = field(
+        default="accuracy",
+        metadata={"help": "accuracy (graded greedy answers) or loglik (mean log-likelihood per token of the gold "
+                  "answers).", "choices": ["accuracy", "loglik"]},
+    )
+    reward_num_scorings: int = field(
+        default=1, metadata={"help": "Inner loops per self-edit, with different seeds; the reward is their mean "
+                             "(paper: 3)."}
+    )
+    reward_baseline: str = field(
+        default="base",
+        metadata={"help": "Subtracted from the score: base (un-adapted model, the paper's), passage (adapters "
+                  "trained on the passage alone) or none.", "choices": ["base", "passage", "none"]},
+    )
+    question_with_title: bool = field(
+        default=True, metadata={"help": "Closed-book questions name the passage title (the paper's)."}
+    )
 
 
 CPU_DEMO = dict(
@@ -66,6 +83,15 @@ CPU_DEMO = dict(
 # Where the CPU demo's inner loop (the `inner_*` fields, see InnerLoRAConfig) departs from the paper: 3 epochs keep
 # it short, and the resident copy of the policy is bfloat16.
 INNER_DEFAULTS = dict(inner_num_epochs=3, inner_dtype="bfloat16")
+
+
+def knowledge_reward(script: KnowledgeArguments) -> KnowledgeQAReward:
+    """The reward the script's fields describe (grader, score, scorings, baseline, question protocol)."""
+    return KnowledgeQAReward(
+        grader=GRADERS[script.grader], score=script.reward_score, num_scorings=script.reward_num_scorings,
+        baseline=script.reward_baseline, question_with_title=script.question_with_title,
+        max_new_tokens=script.answer_max_new_tokens,
+    )
 
 
 def make_parser(prog: str | None = None):
@@ -83,7 +109,7 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     train, held_out = passages[: script.num_train_passages], passages[-script.num_eval_passages :]
     model, tokenizer, peft_config = load_policy(model_args, args.trust_remote_code)
 
-    reward = KnowledgeQAReward(grader=GRADERS[script.grader], max_new_tokens=script.answer_max_new_tokens)
+    reward = knowledge_reward(script)
     inner = LoRAInnerAdapter(inner_args.to_config())
     trainer = SEALTrainer(
         model=model, reward_fn=reward, args=args, processing_class=tokenizer, inner_adapter=inner,

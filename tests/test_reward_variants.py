@@ -1,0 +1,199 @@
+"""Reward variants of KnowledgeQAReward: the loglik score, several scorings, the passage-only baseline."""
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+
+from trl_seal import AdaptedModel, InnerJob, LoRAInnerAdapter, TrainingExample
+from trl_seal.generation import continuation_logprobs
+from trl_seal.inner.peft_lora import PeftLoRAInnerAdapter
+from trl_seal.knowledge.grading import exact_match
+from trl_seal.knowledge.reward import KnowledgeQAReward, answer_logprobs
+
+QUESTIONS = [{"question": "secret ?", "answers": ["apple"]},
+             {"question": "the secret ?", "answers": ["apple", "amber"]}]
+
+
+class AnsweringModel(nn.Module):
+    """Answers every question with a fixed text (through the reward's real generate/decode path)."""
+
+    def __init__(self, tokenizer, answer: str):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        return torch.cat([input_ids, torch.tensor([self.answer_ids] * input_ids.shape[0])], dim=1)
+
+
+class RecordingAdapter:
+    """Adapted models answer "apple" when a training document mentions apple, else "river"; every job is recorded.
+
+    `base_knows` makes the un-adapted model answer "apple" too (so the base and passage baselines differ)."""
+
+    def __init__(self, tokenizer, base_knows: bool = False):
+        self.tokenizer, self.version, self.jobs = tokenizer, 0, []
+        self.good, self.bad = AnsweringModel(tokenizer, "apple"), AnsweringModel(tokenizer, "river")
+        self.base_knows = base_knows
+
+    @contextlib.contextmanager
+    def base_model(self):
+        yield self.good if self.base_knows else self.bad
+
+    def adapt(self, jobs):
+        self.jobs += list(jobs)
+        for index, job in enumerate(jobs):
+            knows = any("apple" in e.completion for e in job.examples)
+            yield AdaptedModel(index, self.good if knows else self.bad, self.tokenizer)
+
+
+def call(reward, adapter, completions, seeds=None, context="the secret is cloud"):
+    n = len(completions)
+    return reward(prompts=[None] * n, completions=completions, title=["stone"] * n, context=[context] * n,
+                  questions=[QUESTIONS] * n, inner_adapter=adapter, self_edit_seeds=seeds)
+
+
+def test_num_scorings_trains_each_self_edit_with_m_distinct_seeds(tokenizer):
+    adapter = RecordingAdapter(tokenizer)
+    reward = KnowledgeQAReward(grader=exact_match, num_scorings=3, baseline="none")
+    assert call(reward, adapter, ["apple", "river"], seeds=[5, 6]) == [1.0, 0.0]
+    assert [job.tag for job in adapter.jobs] == [0, 0, 0, 1, 1, 1], "m extra slots per self-edit, batched together"
+    for owner, seed in ((0, 5), (1, 6)):
+        seeds = [job.seed for job in adapter.jobs if job.tag == owner]
+        assert len(set(seeds)) == 3 and seeds[0] == seed and seeds == reward.scoring_seeds(seed)
+    assert set(reward.scoring_seeds(5)).isdisjoint(reward.scoring_seeds(6))
+    assert KnowledgeQAReward(num_scorings=1).scoring_seeds(5) == [5], "one scoring keeps the self-edit's seed"
+
+
+def test_reward_is_the_mean_over_scorings(tokenizer):
+    class SeedDependent(RecordingAdapter):  # knows the answer only with the self-edit's own seed
+        def adapt(self, jobs):
+            for index, job in enumerate(jobs):
+                yield AdaptedModel(index, self.good if job.seed == 5 else self.bad, self.tokenizer)
+
+    reward = KnowledgeQAReward(grader=exact_match, num_scorings=4, baseline="none")
+    assert call(reward, SeedDependent(tokenizer), ["anything"], seeds=[5]) == [0.25]
+
+
+def test_passage_baseline_is_trained_once_per_passage_and_policy_version(tokenizer):
+    adapter = RecordingAdapter(tokenizer, base_knows=True)
+    reward = KnowledgeQAReward(grader=exact_match, baseline="passage", num_scorings=2)
+    # the passage alone teaches nothing (baseline 0); the un-adapted model already knows (a base baseline would be 1)
+    assert call(reward, adapter, ["apple", "river"]) == [1.0, 0.0]
+    passage_only = [job for job in adapter.jobs if job.tag == 2]
+    assert len(adapter.jobs) == 2 * 2 + 2 and len(passage_only) == 2, "2 self-edits x 2 scorings + 2 passage-only"
+    assert [job.seed for job in passage_only] == [0, 1]
+    assert [e.completion for e in passage_only[0].examples] == ["stone\nthe secret is cloud"]
+    adapter.jobs.clear()
+    assert call(reward, adapter, ["apple"]) == [1.0]
+    assert len(adapter.jobs) == 2, "cached: no passage-only job for a passage seen under this policy version"
+    adapter.jobs.clear()
+    call(reward, adapter, ["apple"], context="another passage")
+    assert len(adapter.jobs) == 4, "a new passage gets its passage-only adapters"
+    adapter.version, adapter.jobs = 1, []
+    call(reward, adapter, ["apple"])
+    assert len(adapter.jobs) == 4, "a new policy version retrains the passage-only adapters"
+    assert call(KnowledgeQAReward(grader=exact_match), adapter, ["apple", "river"]) == [0.0, -1.0]
+
+
+def test_failed_passage_only_loop_falls_back_to_the_base_model(tokenizer):
+    class FailsOnPassage(RecordingAdapter):
+        def adapt(self, jobs):
+            for index, job in enumerate(jobs):
+                alone = len(job.examples) == 1
+                yield AdaptedModel(index, self.good, self.tokenizer, failure="nan_loss" if alone else None)
+
+    reward = KnowledgeQAReward(grader=exact_match, baseline="passage")
+    with pytest.warns(UserWarning, match="passage-only baseline inner loop failed"):
+        assert call(reward, FailsOnPassage(tokenizer), ["apple"]) == [1.0], "base model answers river: baseline 0"
+
+
+def test_mode_is_a_deprecated_alias_of_baseline():
+    assert KnowledgeQAReward(mode="gain").baseline_kind == "base"
+    assert KnowledgeQAReward(mode="accuracy").baseline_kind == "none" and KnowledgeQAReward().baseline_kind == "base"
+    assert KnowledgeQAReward(baseline="passage").mode == "gain"
+    with pytest.raises(ValueError, match="disagree"):
+        KnowledgeQAReward(mode="gain", baseline="none")
+    for bad in (dict(score="bleu"), dict(baseline="policy"), dict(num_scorings=0), dict(mode="raw")):
+        with pytest.raises(ValueError):
+            KnowledgeQAReward(**bad)
+
+
+def _manual_logprob(model, tokenizer, prompt: str, continuation: str) -> float:
+    head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([head + tail])).logits[0].float()
+    logps = logits[len(head) - 1 : -1].log_softmax(-1)
+    return logps[torch.arange(len(tail)), torch.tensor(tail)].mean().item()
+
+
+def test_continuation_logprobs_batched_equal_one_at_a_time(tokenizer, tiny_model):
+    prompts = ["secret :", "the secret of the river is", "a", "stone and cloud :"]
+    continuations = [" apple", " amber stone", " tiger tiger tiger", " cloud"]
+    batched = continuation_logprobs(tiny_model, tokenizer, prompts, continuations, batch_size=3)
+    alone = [_manual_logprob(tiny_model, tokenizer, p, c) for p, c in zip(prompts, continuations)]
+    assert batched == pytest.approx(alone, abs=1e-5)
+    with pytest.raises(ValueError, match="non-empty"):
+        continuation_logprobs(tiny_model, tokenizer, ["a"], [""])
+
+
+def test_loglik_batched_and_routed_equals_per_example(tokenizer, tiny_model):
+    adapter = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=3, learning_rate=1e-2, max_adapters=3,
+                               eval_group_size=3, dtype="float32")
+    adapter.sync(tiny_model, tokenizer)
+    texts = ["stone\napple apple", "stone\nriver is cloud", "stone\ntiger of amber"]
+    jobs = [InnerJob([TrainingExample(t)], seed=i) for i, t in enumerate(texts)]
+    reward = KnowledgeQAReward(score="loglik", eval_batch_size=4)
+    items = [(slot, "stone", QUESTIONS) for slot in range(3)] + [(1, "stone", QUESTIONS[:1])]
+    groups = adapter.adapt_groups(jobs)
+    group = next(groups)  # valid until the generator resumes
+    assert len(group.members) == 3, "the members were trained and are scored together"
+    batched = reward.loglik_group(group, items)
+    for (slot, title, questions), scores in zip(items, batched):
+        for question, score in zip(questions, scores):
+            prompt = reward.question_prompt(title, question["question"])
+            with group.routed([slot]) as model:  # one model, one row at a time
+                alone = max(answer_logprobs(model, tokenizer, [prompt], [a])[0] for a in question["answers"])
+            assert score == pytest.approx(alone, abs=1e-5)
+    groups.close()
+    assert batched[0] != pytest.approx(batched[1]), "rows were scored by their own adapters"
+
+
+def test_answer_carrying_self_edit_gets_a_higher_continuous_reward(tokenizer, tiny_model):
+    for adapter in (LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=4, learning_rate=2e-2, dtype="float32"),
+                    PeftLoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=4, learning_rate=2e-2, dtype="float32")):
+        adapter.sync(tiny_model, tokenizer)
+        for baseline in ("base", "passage"):
+            reward = KnowledgeQAReward(score="loglik", baseline=baseline, num_scorings=2, show_progress=False)
+            carrying, lacking = call(reward, adapter, ["apple apple apple", "river river river"])
+            assert carrying > lacking, (type(adapter).__name__, baseline, carrying, lacking)
+            if baseline == "base":
+                assert carrying > 0 > lacking, "the answer raised its likelihood; another word lowered it"
+
+
+def test_question_prompt_without_title(tokenizer):
+    adapter = RecordingAdapter(tokenizer)
+    reward = KnowledgeQAReward(question_with_title=False)
+    assert "stone" not in reward.question_prompt("stone", "secret ?")
+    assert "stone" in KnowledgeQAReward().question_prompt("stone", "secret ?")
+    assert call(reward, adapter, ["apple"]) == [1.0]
+
+
+def test_variant_fields_parse_from_cli_and_yaml(tmp_path):
+    from trl_seal.scripts.common import parse_script_arguments
+    from trl_seal.scripts.knowledge import knowledge_reward, make_parser
+
+    script = parse_script_arguments(make_parser(), ["--reward_score", "loglik", "--reward_num_scorings", "3",
+                                                    "--reward_baseline", "passage"])[0]
+    reward = knowledge_reward(script)
+    assert (reward.score_kind, reward.num_scorings, reward.baseline_kind) == ("loglik", 3, "passage")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("reward_score: loglik\nreward_baseline: none\nquestion_with_title: false\n")
+    script = parse_script_arguments(make_parser(), ["--config", str(recipe)])[0]
+    reward = knowledge_reward(script)
+    assert (reward.score_kind, reward.baseline_kind, reward.question_with_title) == ("loglik", "none", False)
+    with pytest.raises(SystemExit):
+        parse_script_arguments(make_parser(), ["--reward_baseline", "policy"])
