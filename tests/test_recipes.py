@@ -52,7 +52,8 @@ def test_recipe_keys_are_fields_and_the_configs_build(path, tmp_path):
     config = inner.to_config()  # the recipe's inner_* keys are InnerLoRAConfig fields, and valid ones
     assert all(getattr(config, key.removeprefix("inner_")) == value
                for key, value in values.items() if key.startswith("inner_"))
-    assert isinstance(args, SEALConfig) and args.generation_batch_size == args.contexts_per_round * args.num_generations
+    assert isinstance(args, SEALConfig)
+    assert args.generation_batch_size == args.contexts_per_round * args.num_generations
     launch_command_parser().parse_args([*launch_keys, "script.py"])  # recipe keys for accelerate are valid flags
     processes = int(values.get("num_processes", 1))
     assert args.generation_batch_size % (args.per_device_train_batch_size * processes) == 0
@@ -71,7 +72,8 @@ def test_paper_recipes_hold_the_paper_protocol():
         paper = yaml.safe_load((ROOT / "recipes" / "knowledge" / name).read_text())
         assert paper["model_name_or_path"] == "Qwen/Qwen2.5-7B"
         assert (paper["num_rounds"], paper["contexts_per_round"], paper["num_generations"]) == (2, 50, 5)
-        assert (paper["use_peft"], paper["lora_r"], paper["learning_rate"], paper["num_iterations"]) == (True, 64, 3e-4, 2)
+        policy = (paper["use_peft"], paper["lora_r"], paper["learning_rate"], paper["num_iterations"])
+        assert policy == (True, 64, 3e-4, 2)
         inner = (paper["inner_r"], paper["inner_lora_alpha"], paper["inner_learning_rate"], paper["inner_num_epochs"])
         assert inner == (32, 64, 1e-3, 10)
     assert yaml.safe_load((ROOT / "recipes" / "knowledge" / "qlora_qwen2.5_7b.yaml").read_text())["load_in_4bit"]
@@ -113,7 +115,8 @@ def test_cpu_knowledge_recipe_on_two_processes(tmp_path, tiny_model_dir):
     (tmp_path / "passages.json").write_text(json.dumps(passages))
     out = tmp_path / "out"
     trl_seal("knowledge", "--config", "recipes/knowledge/cpu_smollm2.yaml",
-             "--accelerate_config", "recipes/accelerate/multi_cpu.yaml", "--main_process_port", "29531", "--use_cpu", "true",
+             "--accelerate_config", "recipes/accelerate/multi_cpu.yaml", "--main_process_port", "29531",
+             "--use_cpu", "true",
              "--model_name_or_path", str(tiny_model_dir), "--passages", str(tmp_path / "passages.json"),
              "--num_train_passages", "2", "--num_eval_passages", "2", "--contexts_per_round", "2",
              "--num_generations", "2", "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",

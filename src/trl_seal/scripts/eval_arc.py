@@ -32,16 +32,22 @@ CONDITIONS = ("in_context", "oracle", "self_edits")
 @dataclass
 class EvalARCArguments:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Model that is adapted and answers."})
-    tasks: str = field(default="arcagi-evaluation", metadata={"help": "arcagi-training, arcagi-evaluation or ARC json."})
+    tasks: str = field(
+        default="arcagi-evaluation", metadata={"help": "arcagi-training, arcagi-evaluation or ARC json."}
+    )
     task_ids: str = field(default="paper", metadata={"help": "Comma list, 'paper' (the paper's 8 or 11) or 'all'."})
     conditions: str = field(default="in_context,oracle,self_edits", metadata={"help": f"Comma list of {CONDITIONS}."})
-    self_edit_model: str | None = field(default=None, metadata={"help": "Model that writes self-edits (default: model)."})
+    self_edit_model: str | None = field(
+        default=None, metadata={"help": "Model that writes self-edits (default: model)."}
+    )
     k: int = field(default=5, metadata={"help": "Self-edits per task (paper: 5)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Self-edit length in tokens."})
     oracle_learning_rate: float = field(default=1e-4, metadata={"help": "Oracle configuration's learning rate."})
     oracle_epochs: int = field(default=2, metadata={"help": "Oracle configuration's epochs."})
     oracle_repeats: int = field(default=1, metadata={"help": "Oracle runs per task (different seeds)."})
-    max_examples: int = field(default=250, metadata={"help": "Test-time-training examples per self-edit (paper: 250)."})
+    max_examples: int = field(
+        default=250, metadata={"help": "Test-time-training examples per self-edit (paper: 250)."}
+    )
     max_tokens: int = field(
         default=2048, metadata={"help": "Drop training examples longer than this (also the inner max_length)."}
     )
@@ -77,8 +83,11 @@ def main(args: EvalARCArguments, inner_args=None) -> int:
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     sources = {}
     if "self_edits" in conditions:
-        writer = AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model)) if args.self_edit_model else model
-        sources["self_edits"] = sample_self_edits(writer, tokenizer, tasks, args.k, args.max_new_tokens, seed=args.seed)
+        writer = model
+        if args.self_edit_model:
+            writer = AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model))
+        sources["self_edits"] = sample_self_edits(writer, tokenizer, tasks, args.k, args.max_new_tokens,
+                                                  seed=args.seed)
     inner_args = inner_args or ARCInnerArguments(**INNER_DEFAULTS)
     adapter = LoRAInnerAdapter(inner_args.to_config(max_length=args.max_tokens))
     adapter.sync(model, tokenizer)
