@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import pickle
 import warnings
 
 import pytest
@@ -279,6 +280,7 @@ def test_inner_arguments_parse_yaml_and_command_line(tmp_path):
         TrlParser(InnerArguments).parse_args_and_config(["--inner_r", "0"])
     help_text = TrlParser(InnerArguments).format_help()
     assert "LoRA rank (paper: 32" in help_text, "the help is InnerLoRAConfig's"
+    assert pickle.loads(pickle.dumps(inner)) == inner, "the generated view pickles like a written dataclass"
 
 
 def test_training_warns_nothing_and_filters_no_warning(tiny_model, tokenizer):

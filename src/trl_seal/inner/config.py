@@ -17,6 +17,7 @@ text is written once, here.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -203,12 +204,15 @@ INNER_PREFIX = "inner_"
 _CLI_TYPES = {"target_modules": list[str], "max_adapters": str, "max_tokens_per_step": str}
 
 
-def inner_arguments(name: str = "InnerArguments", exclude: tuple[str, ...] = ("lora_dropout",)) -> type:
+def inner_arguments(
+    name: str = "InnerArguments", exclude: tuple[str, ...] = ("lora_dropout",), module: str | None = None
+) -> type:
     """A dataclass for `TrlParser` with every `InnerLoRAConfig` field under `inner_<name>` (help and defaults copied).
 
     Its `to_config(**overrides)` returns the `InnerLoRAConfig`; fields in `exclude` are not flags, and the script
     passes them as overrides (ARC derives `max_length` from its own `max_tokens`). The default view leaves out
-    `lora_dropout`, which the scripts' `LoRAInnerAdapter` does not support.
+    `lora_dropout`, which the scripts' `LoRAInnerAdapter` does not support. Bind the class to a module-level `name`
+    in `module` (default: the caller's module), so that it pickles like a hand-written dataclass.
 
     Example:
     ```python
@@ -229,9 +233,9 @@ def inner_arguments(name: str = "InnerArguments", exclude: tuple[str, ...] = ("l
         else:
             spec = field(default=source.default, metadata=source.metadata)
         fields.append((INNER_PREFIX + source.name, cli_type, spec))
-    return dataclasses.make_dataclass(
-        name, fields, namespace={"to_config": _to_config, "__post_init__": _validate, "__doc__": _VIEW_DOC}
-    )
+    module = module or sys._getframe(1).f_globals.get("__name__", __name__)  # what make_dataclass does from 3.12
+    namespace = {"to_config": _to_config, "__post_init__": _validate, "__doc__": _VIEW_DOC, "__module__": module}
+    return dataclasses.make_dataclass(name, fields, namespace=namespace)
 
 
 _VIEW_DOC = "The `inner_*` flags and YAML keys: `InnerLoRAConfig` with prefixed names (see `inner_arguments`)."
