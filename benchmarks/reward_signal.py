@@ -1,132 +1,244 @@
-"""Does the knowledge reward tell good self-edits from bad ones? A test-retest measurement.
+"""Which knowledge reward tells good self-edits from bad ones? Reliability and validity of every reward variant.
 
-For each passage, the model writes k self-edits; each self-edit is scored twice by the inner loop with different
-seeds (LoRA initialisation and document order). If the reward carries signal, two scorings of the same self-edit
-agree more than scorings of different self-edits of the same passage: we report the within-passage correlation of
-the two scorings (with a bootstrap CI over passages), the share of reward variance that is between self-edits, and
-the passage-only condition for reference.
+Per held-out SQuAD passage, the model writes k self-edits. Each self-edit is trained 2 x m times (two independent
+*scorings*, each of m inner loops with their own seeds) and V more times for the validity reference; passage-only
+adapters are trained 2 x m times (one baseline per scoring). Every adapter of a passage is trained in one batched
+call, and each adapted model is scored by both score types at once: greedy answers graded (accuracy) and the
+teacher-forced log-likelihood of the gold answers (loglik). From those, for every variant (score x baseline x
+m in {1, M}):
 
-    python benchmarks/reward_signal.py --num_passages 6 --k 3 --epochs 5 --learning_rate 2e-3 --output outputs/reward_signal.json
+- test-retest r: the correlation of the two scorings of the same self-edit, within passage (passage means removed);
+- signal share: the share of a single reward's within-passage variance that is between self-edits (nested
+  variance components; noise = the seed-to-seed variance of one self-edit);
+- keep agreement: how often the two scorings agree on "reward > 0" (what ReST-EM keeps; the only statistic the
+  baseline changes, since a baseline is constant within a passage);
+- validity: the mean within-passage Spearman rho between the variant's first scoring and the self-edit's accuracy
+  averaged over V independent scorings (the quantity ReST-EM should rank by).
+CIs are 95 % percentile bootstraps over passages. Results are appended per passage to results.jsonl (a restart
+skips done passages); config.json records the settings, the passage indices and the seed scheme.
+
+    python benchmarks/reward_signal.py --num_passages 24 --k 4 --output_dir outputs/reward_signal
+    python benchmarks/reward_signal.py --num_passages 1 --k 2 --epochs 1 --validity_scorings 2   # smoke run
 """
+
+from __future__ import annotations
 
 import argparse
 import json
-import random
+import os
+import sys
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_seal import InnerJob, LoRAInnerAdapter
-from trl_seal.knowledge.data import load_passages
-from trl_seal.knowledge.grading import answer_contained, f1_score
-from trl_seal.knowledge.prompts import self_edit_prompt, training_documents
-from trl_seal.knowledge.reward import generate_answers, question_prompt
-from trl_seal.models import resolve_model
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study import (  # noqa: E402
+    ResumableStudy,
+    add_common_arguments,
+    interval,
+    load_model,
+    make_adapter,
+    mean,
+    questions_of,
+    select_passages,
+)
 
+from trl_seal import InnerJob, adapted_groups  # noqa: E402
+from trl_seal.knowledge.data import load_passages  # noqa: E402
+from trl_seal.knowledge.evaluate import generate_self_edits  # noqa: E402
+from trl_seal.knowledge.grading import answer_contained, f1_score  # noqa: E402
+from trl_seal.knowledge.prompts import training_documents  # noqa: E402
+from trl_seal.knowledge.reward import KnowledgeQAReward  # noqa: E402
+from trl_seal.knowledge.stats import (  # noqa: E402
+    bootstrap_statistic,
+    mean_within_group_spearman,
+    variance_components,
+    within_group_correlation,
+)
+from trl_seal.sampling import derive_seed  # noqa: E402
 
-def sample_self_edits(model, tokenizer, passage, k, max_new_tokens, seed):
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": self_edit_prompt(passage)}], tokenize=False, add_generation_prompt=True
-    )
-    ids = tokenizer([text] * k, return_tensors="pt", add_special_tokens=False)
-    torch.manual_seed(seed)
-    out = model.generate(**ids, do_sample=True, temperature=1.0, top_p=0.95, max_new_tokens=max_new_tokens)
-    return [t.strip() for t in tokenizer.batch_decode(out[:, ids["input_ids"].shape[1] :], skip_special_tokens=True)]
-
-
-def grade(model, tokenizer, passage):
-    prompts = [question_prompt(passage.title, q.question) for q in passage.questions]
-    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=32)
-    contained = [answer_contained(a, q.answers) for a, q in zip(answers, passage.questions)]
-    f1 = [f1_score(a, q.answers) for a, q in zip(answers, passage.questions)]
-    return sum(contained) / len(contained), sum(f1) / len(f1)
-
-
-def correlation(xs, ys):
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
+SCORES = ("accuracy", "loglik")
+BASELINES = ("base", "passage")
+GRADERS = {"contained": answer_contained, "f1": f1_score}
 
 
-def within_passage_correlation(rows, key):
-    """Correlation of the two scorings after removing each passage's mean (so passage difficulty does not count)."""
-    xs, ys = [], []
-    for passage_rows in rows:
-        m1 = sum(r[key][0] for r in passage_rows) / len(passage_rows)
-        m2 = sum(r[key][1] for r in passage_rows) / len(passage_rows)
-        xs += [r[key][0] - m1 for r in passage_rows]
-        ys += [r[key][1] - m2 for r in passage_rows]
-    return correlation(xs, ys)
-
-
-def bootstrap_ci(rows, key, draws=2000, seed=0):
-    rng = random.Random(seed)
-    values = []
-    for _ in range(draws):
-        sample = [rows[rng.randrange(len(rows))] for _ in rows]
-        value = within_passage_correlation(sample, key)
-        if value == value:
-            values.append(value)
-    values.sort()
-    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
-
-
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/squad/squad_v1.1_dev_passages.json")
-    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--num_passages", type=int, default=8)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    parser.add_argument("--max_new_tokens", type=int, default=160)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default="outputs/reward_signal.json")
-    args = parser.parse_args()
+    add_common_arguments(parser, num_passages=24, output_dir="outputs/reward_signal")
+    parser.add_argument("--k", type=int, default=4, help="Self-edits per passage.")
+    parser.add_argument("--style", default="implications", help="Self-edit style (knowledge/prompts.py).")
+    parser.add_argument("--num_scorings", type=int, default=3, help="m of the averaged variants (paper: 3).")
+    parser.add_argument("--validity_scorings", type=int, default=8, help="Scorings behind the validity reference.")
+    parser.add_argument("--grader", default="contained", choices=list(GRADERS))
+    return parser.parse_args(argv)
 
-    path = resolve_model(args.model)
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    # Skip the first 1,000 passages (used for development elsewhere); keep passages with 4-6 questions.
-    pool = [p for p in load_passages(args.data)[1000:] if 4 <= len(p.questions) <= 6]
-    passages = random.Random(args.seed).sample(pool, args.num_passages)
-    # r32, alpha 64, batch 1 as in the paper; epochs and learning rate from the command line
-    adapter = LoRAInnerAdapter(num_epochs=args.epochs, learning_rate=args.learning_rate, dtype=getattr(torch, args.dtype))
-    adapter.sync(model, tokenizer)
-    results, start = [], time.time()
-    for number, passage in enumerate(passages):
+
+def plan_jobs(index: int, passage, self_edits: list[str], args) -> tuple[list[InnerJob], list[tuple]]:
+    """Every inner loop of one passage and its key: ("retest", edit, scoring, j), ("validity", edit, v) or
+    ("passage", scoring, j). Seeds derive from (seed, purpose, passage index, ...), so a rerun is identical."""
+    jobs, keys = [], []
+    passage_docs = training_documents(passage.title, passage.context, "")
+    for scoring in range(2):
+        for j in range(args.num_scorings):
+            jobs.append(InnerJob(passage_docs, seed=derive_seed(args.seed, "passage", index, scoring, j)))
+            keys.append(("passage", scoring, j))
+    for edit, text in enumerate(self_edits):
+        docs = training_documents(passage.title, passage.context, text)
+        for scoring in range(2):
+            for j in range(args.num_scorings):
+                jobs.append(InnerJob(docs, seed=derive_seed(args.seed, "retest", index, edit, scoring, j)))
+                keys.append(("retest", edit, scoring, j))
+        for v in range(args.validity_scorings):
+            jobs.append(InnerJob(docs, seed=derive_seed(args.seed, "validity", index, edit, v)))
+            keys.append(("validity", edit, v))
+    return jobs, keys
+
+
+def score_passage(adapter, reward: KnowledgeQAReward, passage, jobs, keys) -> dict[tuple, dict]:
+    """Train every job in one batched call; score each adapted model by accuracy and by loglik (None on failure)."""
+    questions = questions_of(passage)
+    scores: dict[tuple, dict] = {}
+    for group in adapted_groups(adapter, jobs):
+        usable = [slot for slot, member in enumerate(group.members) if member.failure is None]
+        items = [(slot, passage.title, questions) for slot in usable]
+        accuracy = reward.grade_group(group, items) if items else []
+        loglik = reward.loglik_group(group, items) if items else []
+        by_slot = {slot: {"accuracy": mean(a), "loglik": mean(ll)}
+                   for slot, a, ll in zip(usable, accuracy, loglik, strict=True)}
+        for slot, member in enumerate(group.members):
+            scores[keys[member.job_index]] = by_slot.get(slot, {"accuracy": None, "loglik": None})
+    return scores
+
+
+def passage_record(index, passage, self_edits, base, scores, args, seconds) -> dict:
+    m, k = args.num_scorings, len(self_edits)
+    record = {"index": index, "passage_id": passage.passage_id, "title": passage.title,
+              "num_questions": len(passage.questions), "self_edits": self_edits, "base": base, "seconds": seconds}
+    for score in SCORES:
+        record[f"passage_{score}"] = [[scores[("passage", s, j)][score] for j in range(m)] for s in range(2)]
+        record[f"retest_{score}"] = [[[scores[("retest", e, s, j)][score] for j in range(m)] for s in range(2)]
+                                     for e in range(k)]
+        record[f"validity_{score}"] = [[scores[("validity", e, v)][score] for v in range(args.validity_scorings)]
+                                       for e in range(k)]
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def self_edit_values(record: dict, score: str, baseline: str, m: int) -> list[tuple[float, float] | None]:
+    """The variant's two scorings of each self-edit of one passage (None where one of its inner loops failed)."""
+    levels = [record["base"][score]] * 2
+    if baseline == "passage":
+        levels = [mean(record[f"passage_{score}"][s][:m]) for s in range(2)]
+    out = []
+    for scorings in record[f"retest_{score}"]:
+        failed = any(v is None for s in scorings for v in s[:m])
+        out.append(None if failed else tuple(mean(scorings[s][:m]) - levels[s] for s in range(2)))
+    return out
+
+
+def variant_values(record: dict, score: str, baseline: str, m: int) -> list[tuple[float, float]]:
+    return [v for v in self_edit_values(record, score, baseline, m) if v is not None]
+
+
+def validity_pairs(record: dict, score: str, baseline: str, m: int) -> list[tuple[float, float]]:
+    """(the variant's first scoring, the mean accuracy over the validity scorings) per self-edit."""
+    values = self_edit_values(record, score, baseline, m)
+    return [(v[0], mean(reference)) for v, reference in zip(values, record["validity_accuracy"], strict=True)
+            if v is not None]
+
+
+def analyse(records: list[dict], args) -> list[dict]:
+    """One row per variant: test-retest r, signal share, keep agreement and validity, each with a bootstrap CI."""
+    rows = []
+    for score in SCORES:
+        for baseline in BASELINES:
+            for m in sorted({1, args.num_scorings}):
+                groups = [variant_values(r, score, baseline, m) for r in records]
+                validity = [validity_pairs(r, score, baseline, m) for r in records]
+                rows.append(variant_row(f"{score}/{baseline}/m={m}", groups, validity, args))
+    if args.validity_scorings >= 2:  # the reference's own scorings say how reliable one accuracy scoring is
+        reference = [[list(v) for v in r["validity_accuracy"] if None not in v] for r in records]
+        share = lambda gs: variance_components(gs)["signal_share"]  # noqa: E731
+        rows.append({"variant": f"accuracy, one of {args.validity_scorings} validity scorings",
+                     "signal_share": share(reference),
+                     "signal_share_ci": bootstrap_statistic(reference, share, args.draws, args.seed)})
+    return rows
+
+
+def variant_row(name, groups, validity, args) -> dict:
+    pairs_share = lambda gs: variance_components([[list(p) for p in g] for g in gs])["signal_share"]  # noqa: E731
+    keep = lambda gs: mean([float((a > 0) == (b > 0)) for g in gs for a, b in g])  # noqa: E731
+    rho = lambda gs: mean_within_group_spearman(gs)[0]  # noqa: E731
+    statistics = {"test_retest_r": within_group_correlation, "signal_share": pairs_share, "keep_agreement": keep}
+    row = {"variant": name, "keep_rate": mean([float(a > 0) for g in groups for a, _ in g])}
+    for key, statistic in statistics.items():
+        row[key] = statistic(groups)
+        row[key + "_ci"] = bootstrap_statistic(groups, statistic, args.draws, args.seed)
+    row["validity_rho"], row["validity_passages"] = mean_within_group_spearman(validity)
+    row["validity_rho_ci"] = bootstrap_statistic(validity, rho, args.draws, args.seed)
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| variant | test-retest r | signal share | keep agreement | keep rate | validity rho (passages) |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "test_retest_r" not in row:
+            lines.append(f"| {row['variant']} | | {interval(row['signal_share'], row['signal_share_ci'])} | | | |")
+            continue
+        lines.append(
+            f"| {row['variant']} | {interval(row['test_retest_r'], row['test_retest_r_ci'])} | "
+            f"{interval(row['signal_share'], row['signal_share_ci'])} | "
+            f"{interval(row['keep_agreement'], row['keep_agreement_ci'])} | {row['keep_rate']:.2f} | "
+            f"{interval(row['validity_rho'], row['validity_rho_ci'])} ({row['validity_passages']}) |"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run(args, model, tokenizer, passages) -> list[dict]:
+    """Measure `passages` (`(index, passage)` pairs) with `model`, resuming from `args.output_dir`; the table rows."""
+    config = {**vars(args), "passage_indices": [i for i, _ in passages],
+              "seeds": "derive_seed(seed, purpose, passage index, ...): self_edits, passage, retest, validity"}
+    study = ResumableStudy(args.output_dir, config)
+    reward = KnowledgeQAReward(grader=GRADERS[args.grader], max_new_tokens=args.answer_tokens, show_progress=False)
+    loglik = KnowledgeQAReward(score="loglik", show_progress=False)
+    adapter = make_adapter(args, model, tokenizer)
+    for number, (index, passage) in enumerate(passages, 1):
+        if index in study.done:
+            continue
+        start = time.time()
+        self_edits = generate_self_edits(model, tokenizer, [passage], args.k, args.style, args.self_edit_tokens,
+                                         seed=derive_seed(args.seed, "self_edits", index))[0]
+        questions = questions_of(passage)
         with adapter.base_model() as base:
-            base_scores = grade(base, tokenizer, passage)
-        edits = sample_self_edits(model, tokenizer, passage, args.k, args.max_new_tokens, args.seed + number)
-        jobs = [InnerJob(training_documents(passage.title, passage.context, ""), seed=1000)]
-        jobs += [InnerJob(training_documents(passage.title, passage.context, e), seed=s) for e in edits for s in (1, 2)]
-        scores = []
-        for adapted in adapter.adapt(jobs):
-            scores.append(grade(adapted.model, tokenizer, passage))
-        rows = [
-            {"self_edit": e, "contained": [scores[1 + 2 * i][0], scores[2 + 2 * i][0]],
-             "f1": [scores[1 + 2 * i][1], scores[2 + 2 * i][1]]}
-            for i, e in enumerate(edits)
-        ]
-        results.append({"title": passage.title, "questions": len(passage.questions), "base": base_scores,
-                        "passage_only": scores[0], "self_edits": rows})
-        print(f"[{number + 1}/{len(passages)}] {passage.title}: base {base_scores}, passage only {scores[0]}, "
-              f"self-edits {[r['contained'] for r in rows]} ({time.time() - start:.0f}s)", flush=True)
+            base_scores = {"accuracy": mean(reward.score(base, tokenizer, passage.title, questions)),
+                           "loglik": mean(loglik.model_scores(base, tokenizer, passage.title, questions))}
+        jobs, keys = plan_jobs(index, passage, self_edits, args)
+        scores = score_passage(adapter, reward, passage, jobs, keys)
+        record = passage_record(index, passage, self_edits, base_scores, scores, args, time.time() - start)
+        study.add(record)
+        accuracy = [round(mean(v), 2) for v in record["validity_accuracy"]]
+        study.progress(number, len(passages), passage.title,
+                       f"{len(jobs)} adapters in {record['seconds']:.0f} s; base {base_scores['accuracy']:.2f}, "
+                       f"self-edit accuracy (mean of {args.validity_scorings}) {accuracy}")
+    records = [r for r in study.records if r["index"] in {i for i, _ in passages}]
+    rows = analyse(records, args)
+    with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
+        json.dump({"passages": len(records), "rows": rows}, f, indent=1)
+    table = markdown(rows)
+    with open(os.path.join(args.output_dir, "summary.md"), "w") as f:
+        f.write(table + "\n")
+    print(f"\n{len(records)} passages x {args.k} self-edits, {args.epochs} epochs, lr {args.learning_rate}\n{table}")
+    return rows
 
-    per_passage = [r["self_edits"] for r in results]
-    summary = {"num_passages": len(results), "k": args.k, "epochs": args.epochs, "seconds": time.time() - start}
-    for key in ("contained", "f1"):
-        summary[f"{key}_within_passage_test_retest_r"] = within_passage_correlation(per_passage, key)
-        summary[f"{key}_r_95ci"] = bootstrap_ci(per_passage, key)
-        summary[f"{key}_passage_only_mean"] = sum(r["passage_only"][0 if key == "contained" else 1] for r in results) / len(results)
-        summary[f"{key}_self_edit_mean"] = sum(sum(x[key]) / 2 for rows in per_passage for x in rows) / sum(map(len, per_passage))
-    print(json.dumps(summary, indent=1))
-    with open(args.output, "w") as f:
-        json.dump({"args": vars(args), "summary": summary, "passages": results}, f, indent=1)
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(args.model)
+    passages = select_passages(load_passages(args.data), args)
+    run(args, model, tokenizer, passages)
 
 
 if __name__ == "__main__":

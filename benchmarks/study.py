@@ -1,0 +1,115 @@
+"""What the long knowledge studies (reward_signal.py, self_edit_formats.py) share: held-out passage selection, a
+resumable per-passage JSONL with its config beside it, the inner adapter at the paper's settings, and formatting."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+
+PAPER_INNER = dict(r=32, lora_alpha=64, learning_rate=1e-3, num_epochs=10, batch_size=1)
+
+
+def add_common_arguments(parser, num_passages: int, output_dir: str) -> None:
+    parser.add_argument("--data", default="../shared/data/squad/squad_v1.1_dev_passages.json")
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--num_passages", type=int, default=num_passages)
+    parser.add_argument("--first_index", type=int, default=1000,
+                        help="Held out: only passages from this index of --data on (development used the first 1000).")
+    parser.add_argument("--min_questions", type=int, default=4)
+    parser.add_argument("--max_questions", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0, help="Passage sample, self-edit sampling and inner seeds.")
+    parser.add_argument("--epochs", type=int, default=PAPER_INNER["num_epochs"])
+    parser.add_argument("--learning_rate", type=float, default=PAPER_INNER["learning_rate"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                        help="Dtype of the inner loop's resident copy.")
+    parser.add_argument("--self_edit_tokens", type=int, default=256)
+    parser.add_argument("--answer_tokens", type=int, default=64)
+    parser.add_argument("--draws", type=int, default=2000, help="Bootstrap draws over passages.")
+    parser.add_argument("--output_dir", default=output_dir)
+
+
+def select_passages(passages, args) -> list[tuple[int, object]]:
+    """`(index in the file, passage)` for `num_passages` held-out passages: from `first_index` on, with
+    `min_questions..max_questions` questions, in an order shuffled by `seed` (so a larger `num_passages` extends a
+    smaller run's sample)."""
+    pool = [(i, p) for i, p in enumerate(passages)
+            if i >= args.first_index and args.min_questions <= len(p.questions) <= args.max_questions]
+    random.Random(args.seed).shuffle(pool)
+    if args.num_passages > len(pool):
+        raise ValueError(f"Only {len(pool)} passages qualify (index >= {args.first_index}, {args.min_questions}-"
+                         f"{args.max_questions} questions); lower --num_passages.")
+    return pool[: args.num_passages]
+
+
+class ResumableStudy:
+    """`config.json` and `results.jsonl` in `output_dir`: a restart with the same settings skips done passages; a
+    restart with other settings (other than `num_passages`) is refused, so one file never mixes two protocols."""
+
+    def __init__(self, output_dir: str, config: dict):
+        self.output_dir = output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self.results_path = os.path.join(output_dir, "results.jsonl")
+        config_path = os.path.join(output_dir, "config.json")
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                saved = json.load(f)
+            differs = sorted(k for k in set(saved) | set(config)
+                             if k not in ("num_passages", "passage_indices") and saved.get(k) != config.get(k))
+            if differs:
+                raise ValueError(f"{output_dir} holds a run with other settings ({differs}): use another "
+                                 "--output_dir or the same settings to resume.")
+        with open(config_path, "w") as f:
+            json.dump(config, f, indent=1)
+        self.records = []
+        if os.path.exists(self.results_path):
+            with open(self.results_path) as f:
+                self.records = [json.loads(line) for line in f if line.strip()]
+        self.done = {record["index"] for record in self.records}
+        self.start = time.time()
+
+    def add(self, record: dict) -> None:
+        with open(self.results_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.records.append(record)
+        self.done.add(record["index"])
+
+    def progress(self, number: int, total: int, title: str, extra: str = "") -> None:
+        elapsed = time.time() - self.start
+        print(f"[{number}/{total}] {title} {extra} ({elapsed:.0f} s this session)", flush=True)
+
+
+def make_adapter(args, model, tokenizer):
+    from trl_seal import LoRAInnerAdapter
+
+    adapter = LoRAInnerAdapter(**{**PAPER_INNER, "num_epochs": args.epochs, "learning_rate": args.learning_rate},
+                               dtype=args.dtype)
+    adapter.sync(model, tokenizer)
+    return adapter
+
+
+def load_model(name: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_seal.models import resolve_model
+
+    path = resolve_model(name)
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def questions_of(passage) -> list[dict]:
+    return [{"question": q.question, "answers": list(q.answers)} for q in passage.questions]
+
+
+def mean(values) -> float:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def interval(value: float, ci: tuple[float, float], scale: float = 1.0, digits: int = 2) -> str:
+    if math.isnan(value):
+        return "n/a"
+    low, high = ci
+    return f"{scale * value:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"

@@ -1,0 +1,126 @@
+"""Known-answer tests of the statistics behind the reward and format studies (trl_seal.knowledge.stats)."""
+
+import math
+import random
+
+import pytest
+
+from trl_seal.knowledge.stats import (
+    average_ranks,
+    bootstrap_statistic,
+    mean_within_group_spearman,
+    pearson,
+    spearman,
+    variance_components,
+    within_group_correlation,
+)
+
+
+def test_pearson_and_spearman_known_values():
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # cov 1.0 / var 1.25
+    assert math.isnan(pearson([1, 1, 1], [1, 2, 3])) and math.isnan(pearson([1], [2]))
+    assert spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)  # 1 - 6*2/(4*15)
+    assert spearman([1, 2, 3], [1, 8, 27]) == pytest.approx(1.0), "monotone, not linear: rho is 1"
+    assert average_ranks([3, 1, 3, 2]) == [3.5, 1.0, 3.5, 2.0]
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(pearson([1, 2.5, 2.5, 4], [1, 2, 3, 4]))
+
+
+def test_within_group_correlation_removes_group_means():
+    # inside each group the scorings agree perfectly; the groups' levels differ wildly and must not matter
+    groups = [[(0.0, 10.0), (1.0, 11.0)], [(100.0, -5.0), (102.0, -3.0)]]
+    assert within_group_correlation(groups) == pytest.approx(1.0)
+    crossed = [[(0.0, 1.0), (1.0, 0.0)], [(5.0, 6.0), (6.0, 5.0)]]
+    assert within_group_correlation(crossed) == pytest.approx(-1.0)
+
+
+def test_variance_components_known_answer():
+    # true scores -1, 0, 1 (variance 1 with k-1 in the denominator); each scoring off by +-0.5 (noise variance 0.5)
+    passage = [[-0.5, -1.5], [0.5, -0.5], [1.5, 0.5]]
+    shifted = [[x + 7 for x in item] for item in passage]  # a passage 7 points easier: same components
+    out = variance_components([passage, shifted])
+    assert out == pytest.approx({"signal": 0.75, "noise": 0.5, "signal_share": 0.6})
+    pure_noise = variance_components([[[0.0, 1.0], [1.0, 0.0]]])
+    assert pure_noise["signal"] < 0 and pure_noise["noise"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same number"):
+        variance_components([[[0.0, 1.0], [1.0]]])
+
+
+def test_variance_components_recover_simulated_share():
+    rng = random.Random(0)
+    groups = []
+    for _ in range(400):
+        level = rng.gauss(0, 5)
+        items = []
+        for _ in range(4):
+            true = level + rng.gauss(0, 1.0)  # signal variance 1
+            items.append([true + rng.gauss(0, 2.0) for _ in range(2)])  # noise variance 4
+        groups.append(items)
+    out = variance_components(groups)
+    assert out["signal_share"] == pytest.approx(0.2, abs=0.05) and out["noise"] == pytest.approx(4.0, rel=0.1)
+    pairs = [[(a, b) for a, b in items] for items in groups]
+    assert within_group_correlation(pairs) == pytest.approx(0.2, abs=0.07), "test-retest r estimates the same share"
+
+
+def test_mean_within_group_spearman_skips_undefined_groups():
+    groups = [[(1, 1), (2, 2), (3, 3)], [(1, 3), (2, 2), (3, 1)], [(1, 5), (2, 5), (3, 5)]]
+    assert mean_within_group_spearman(groups) == (pytest.approx(0.0), 2)
+
+
+def test_bootstrap_statistic_brackets_the_estimate_and_is_seeded():
+    values = [[float(v)] for v in range(20)]
+    mean_of = lambda gs: sum(g[0] for g in gs) / len(gs)  # noqa: E731
+    low, high = bootstrap_statistic(values, mean_of, draws=1000, seed=3)
+    assert low < 9.5 < high and (low, high) == bootstrap_statistic(values, mean_of, draws=1000, seed=3)
+    assert high - low == pytest.approx(2 * 1.96 * 5.77 / math.sqrt(20), rel=0.2), "normal-theory width"
+    assert bootstrap_statistic([[1.0], [2.0], [3.0]], mean_of) == (1.0, 3.0)
+    assert all(math.isnan(v) for v in bootstrap_statistic([], mean_of))
+
+
+# ------------------------------------------------------------------------------------------ the studies' smoke paths
+def _benchmark(name: str):
+    import importlib.util
+    import pathlib
+    import sys
+
+    folder = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_bench_{name}", folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def _tiny_passages():
+    from trl_seal.knowledge.data import Passage, Question
+
+    return [(i, Passage(title, f"the secret of {title} is {answer}",
+                        (Question("secret ?", (answer,)), Question("the secret ?", (answer, "the " + answer)))))
+            for i, (title, answer) in enumerate([("stone", "apple"), ("cloud", "river")])]
+
+
+def test_reward_signal_smoke_path_resumes(tmp_path, tokenizer, tiny_model):
+    bench = _benchmark("reward_signal")
+    argv = ["--k", "2", "--epochs", "1", "--num_scorings", "2", "--validity_scorings", "2", "--self_edit_tokens", "4",
+            "--answer_tokens", "2", "--dtype", "float32", "--draws", "50", "--output_dir", str(tmp_path)]
+    args = bench.parse_args(argv)
+    rows = bench.run(args, tiny_model, tokenizer, _tiny_passages())
+    names = [row["variant"] for row in rows]
+    assert names[:4] == ["accuracy/base/m=1", "accuracy/base/m=2", "accuracy/passage/m=1", "accuracy/passage/m=2"]
+    assert len(names) == 2 * 2 * 2 + 1
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and (tmp_path / "config.json").exists() and (tmp_path / "summary.md").exists()
+    import json
+
+    record = json.loads(lines[0])
+    assert len(record["retest_loglik"]) == 2 and len(record["retest_loglik"][0]) == 2
+    assert len(record["retest_loglik"][0][0]) == 2 and len(record["validity_accuracy"][0]) == 2
+    assert all(v <= 0 for s in record["retest_loglik"][0] for v in s), "log-likelihoods"
+    bench.run(args, tiny_model, tokenizer, _tiny_passages())
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2, "a restart skips done passages"
+    with pytest.raises(ValueError, match="other settings"):
+        bench.run(bench.parse_args(argv + ["--k", "3"]), tiny_model, tokenizer, _tiny_passages())
