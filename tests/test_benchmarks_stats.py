@@ -124,3 +124,23 @@ def test_reward_signal_smoke_path_resumes(tmp_path, tokenizer, tiny_model):
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2, "a restart skips done passages"
     with pytest.raises(ValueError, match="other settings"):
         bench.run(bench.parse_args(argv + ["--k", "3"]), tiny_model, tokenizer, _tiny_passages())
+
+
+def test_self_edit_formats_smoke_path_matches_steps(tmp_path, tokenizer, tiny_model):
+    import json
+
+    bench = _benchmark("self_edit_formats")
+    argv = ["--styles", "implications,passage-sentences", "--epochs", "1", "--self_edit_tokens", "6",
+            "--answer_tokens", "2", "--dtype", "float32", "--draws", "50", "--output_dir", str(tmp_path)]
+    tables = bench.run(bench.parse_args(argv), tiny_model, tokenizer, _tiny_passages())
+    assert set(tables) == {"title", "no_title"}
+    names = [row["condition"] for row in tables["title"]]
+    assert names == ["base", "passage", "implications", "passage ximplications steps", "passage-sentences",
+                     "passage xpassage-sentences steps"]
+    rows = {row["condition"]: row for row in tables["no_title"]}
+    assert rows["implications"]["steps"] == rows["passage ximplications steps"]["steps"] >= rows["passage"]["steps"]
+    assert rows["passage"]["steps"] == 1 and "vs_matched" in rows["implications"] and rows["base"]["passages"] == 2
+    record = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert set(record["accuracy"]["title"]) == set(names) and len(record["self_edits"]["implications"]) == 1
+    bench.run(bench.parse_args(argv), tiny_model, tokenizer, _tiny_passages())
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2, "a restart skips done passages"
