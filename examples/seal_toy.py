@@ -17,8 +17,13 @@ import torch
 from trl import TrlParser
 
 from trl_seal import LoRAInnerAdapter, SEALConfig, SEALTrainer
-from trl_seal.toy import SecretWordReward, build_tiny_model, build_tiny_tokenizer, contains_secret_rate
-from trl_seal.toy import secret_word_dataset
+from trl_seal.toy import (
+    SecretWordReward,
+    build_tiny_model,
+    build_tiny_tokenizer,
+    contains_secret_rate,
+    secret_word_dataset,
+)
 
 
 @dataclass

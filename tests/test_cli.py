@@ -21,10 +21,54 @@ def test_help_and_version(capsys):
     assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
 
 
+def test_version_and_package_import_stay_light():
+    """`trl-seal --version`/`--help` and `import trl_seal` must not pay for torch, TRL or transformers."""
+    done = subprocess.run([sys.executable, "-m", "trl_seal.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"trl-seal {__version__}"
+    probe = ("import sys, trl_seal, trl_seal.cli; trl_seal.cli.build_parser().format_help(); "
+             "print(sorted(m for m in ('torch', 'trl', 'transformers', 'accelerate', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_public_api_resolves_lazily():
+    import trl_seal
+
+    assert "KnowledgeQAReward" in trl_seal.__all__ and "KnowledgeQAReward" in dir(trl_seal)
+    for name in trl_seal.__all__:
+        assert getattr(trl_seal, name) is not None
+    from trl_seal.knowledge.reward import KnowledgeQAReward
+
+    assert trl_seal.KnowledgeQAReward is KnowledgeQAReward
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        trl_seal.Nope  # noqa: B018
+
+
+def test_knowledge_help_puts_seal_fields_first():
+    from trl_seal.scripts import knowledge
+    from trl_seal.scripts.common import INHERITED_GROUP
+
+    text = knowledge.make_parser(prog="trl-seal knowledge").format_help()
+    inherited = text.index(INHERITED_GROUP)
+    for flag in ("--num_train_passages", "--num_rounds", "--contexts_per_round", "--seeded_sampling",
+                 "--model_name_or_path", "--load_in_4bit"):
+        assert text.index(f"  {flag} ") < inherited, f"{flag} is listed after the inherited fields"
+    assert text.index("  --num_rounds ") < text.index("  --model_name_or_path ")
+    assert text.index("  --logging_steps ") > inherited and text.index("  --weight_decay ") > inherited
+    for derived in ("--max_steps", "--num_train_epochs", "--max-steps"):
+        assert derived not in text
+    assert "  --no_seeded_sampling  Turn off --seeded_sampling." in text
+    assert "--num-rounds" not in text, "one spelling per flag in the help"
+    parsed = knowledge.make_parser().parse_args_into_dataclasses(["--no-seeded-sampling", "--num-rounds", "2"])
+    seal_args = next(p for p in parsed if hasattr(p, "seeded_sampling"))
+    assert seal_args.seeded_sampling is False and seal_args.num_rounds == 2, "both spellings still parse"
+
+
 def test_console_script_is_installed():
-    done = subprocess.run([sys.executable, "-m", "trl_seal.cli", "eval-knowledge", "--help"], capture_output=True, text=True)
+    cli = [sys.executable, "-m", "trl_seal.cli"]
+    done = subprocess.run([*cli, "eval-knowledge", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--self_edits_file" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "trl_seal.cli", "knowledge", "--help"], capture_output=True, text=True)
+    done = subprocess.run([*cli, "knowledge", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     assert all(flag in done.stdout for flag in ("--inner_r", "--num_rounds", "--load_in_4bit", "--accelerate_config"))
 
@@ -44,11 +88,25 @@ def test_training_command_splits_script_and_accelerate_arguments(tmp_path, monke
                            "--main_process_port", "29600"])
     assert accelerate.num_processes == 2 and accelerate.main_process_port == 29600
     assert accelerate.config_file.endswith("zero3.yaml")
-    assert accelerate.training_script.endswith(os.path.join("trl_seal", "scripts", "knowledge.py"))
-    assert accelerate.training_script_args == ["--config", str(recipe), "--inner_num_epochs", "2"]
+    assert accelerate.training_script.endswith(os.path.join("trl_seal", "scripts", "entry.py"))
+    assert accelerate.training_script_args == ["knowledge", "--config", str(recipe), "--inner_num_epochs", "2"]
     assert os.environ["SEAL_TEST_VARIABLE"] == "ready", "the recipe's env block is set before launching"
     local = launched(["--accelerate_config", str(ROOT / "recipes" / "accelerate" / "multi_cpu.yaml")])
-    assert local.config_file.endswith("multi_cpu.yaml") and local.training_script_args == []
+    assert local.config_file.endswith("multi_cpu.yaml") and local.training_script_args == ["knowledge"]
+
+
+def test_training_command_gives_accelerate_its_defaults_without_a_config():
+    """Without a config, `accelerate launch` prints a "defaults used" notice (num_processes 0 on a CPU)."""
+    import torch
+    from accelerate.commands.config import default_config_file
+
+    if os.path.isfile(default_config_file):
+        pytest.skip("this machine has a saved `accelerate config`, which accelerate reads instead")
+    plain = launched([])
+    assert (plain.num_machines, plain.mixed_precision, plain.dynamo_backend) == (1, "no", "no")
+    if not torch.cuda.is_available():
+        assert plain.num_processes == 1
+    assert launched(["--num_processes", "2"]).num_processes == 2, "what the user gives is kept"
 
 
 def test_training_command_names_a_misspelt_recipe_key(tmp_path):
@@ -80,7 +138,8 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
     passages = [{"title": "stone", "context": f"the secret is apple {i}", "questions": [
         {"question": "the secret", "answer": "apple"}, {"question": "secret :", "answer": "apple"}]} for i in range(3)]
     (tmp_path / "p.json").write_text(json.dumps(passages))
-    (tmp_path / "e.jsonl").write_text("\n".join(json.dumps({"title": "stone", "self_edit": "apple apple"}) for _ in range(2)))
+    edit = json.dumps({"title": "stone", "self_edit": "apple apple"})
+    (tmp_path / "e.jsonl").write_text("\n".join([edit, edit]))
     code = main([
         "eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"), "--num_passages", "3",
         "--conditions", "base,passage,self_edits,file,cpt", "--k", "2", "--max_new_tokens", "4",
@@ -95,3 +154,75 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
     assert all(s["passages"] == 3 and 0.0 <= s["accuracy"] <= 1.0 for s in result["summaries"])
     assert "paired_diff_vs_passage" in result["summaries"][2]
     assert "| base | 3 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_eval_knowledge_refuses_more_passages_than_the_file_holds():
+    with pytest.raises(ValueError, match=r"embedded passage file .* holds 48 passages; --offset 6 leaves 42, but "
+                                         r"--num_passages 50"):
+        main(["eval-knowledge", "--num_passages", "50"])  # fails before any model loads
+
+
+def test_eval_knowledge_defaults_evaluate_passages_the_main_job_does_not_train_on():
+    from trl_seal.knowledge.data import load_passages
+    from trl_seal.scripts.eval_knowledge import EvalKnowledgeArguments, select_passages
+    from trl_seal.scripts.knowledge import KnowledgeArguments
+
+    trained = load_passages(None)[: KnowledgeArguments().num_train_passages]  # what `trl-seal knowledge` trains on
+    evaluated = select_passages(EvalKnowledgeArguments())
+    assert evaluated and not {p.context for p in trained} & {p.context for p in evaluated}
+    assert len(trained) + len(evaluated) == len(load_passages(None)), "every other embedded passage is evaluated"
+
+
+def test_quiet_known_warnings_drops_only_the_known_ones(caplog):
+    import logging
+    import warnings
+
+    from trl_seal.scripts.entry import quiet_known_warnings
+
+    bitsandbytes = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    RENAMED = "`is_gradient_checkpointing` is deprecated and will be removed in v6."  # noqa: N806
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_known_warnings():
+            warnings.warn(RENAMED, FutureWarning, stacklevel=1)
+            warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+            bitsandbytes.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s.", "x")
+            bitsandbytes.warning("a real bitsandbytes problem")
+        warnings.warn(RENAMED, FutureWarning, stacklevel=1)
+        bitsandbytes.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s.", "y")
+    assert [str(w.message)[:20] for w in caught] == ["something else is de", "`is_gradient_checkpo"]
+    logged = [record.getMessage() for record in caplog.records]
+    assert logged == ["a real bitsandbytes problem", "Failed to load CPU gemm_4bit_forward from kernels-community: y."]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the launcher's environment from /proc")
+@pytest.mark.parametrize("user_value", [None, "1"])
+def test_cpu_threads_follow_the_user_not_accelerates_default(user_value):
+    """`accelerate launch` sets OMP_NUM_THREADS=1 in its processes; only a value the user set is kept."""
+    child = ("from trl_seal.scripts.entry import omp_threads_set_by_user; print(omp_threads_set_by_user())")
+    launcher = ("import os, subprocess, sys; "
+                "env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_DYNAMO_BACKEND='NO'); "
+                f"sys.exit(subprocess.run([sys.executable, '-c', {child!r}], env=env).returncode)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if user_value is not None:
+        env["OMP_NUM_THREADS"] = user_value
+    done = subprocess.run([sys.executable, "-c", launcher], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(user_value is not None)
+
+
+def test_report_outputs_lists_what_the_run_wrote(tmp_path, capsys):
+    from trl_seal.scripts.common import report_outputs
+
+    for name in ("model.safetensors", "self_edits.jsonl", "results.md"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "seal_rounds.jsonl").write_text(json.dumps({
+        "round": 0, "num_self_edits": 18, "kept_self_edits": 4, "time_generation": 61.0, "time_inner_loop": 300.2,
+        "time_update": 20.0}) + "\n")
+    report_outputs(str(tmp_path), 400.0)
+    out = capsys.readouterr().out
+    assert "round 1: 18 self-edits, 4 kept; sampling 61 s, inner loops 300 s, update 20 s" in out
+    assert f"Done in 400 s. Outputs in {tmp_path}" in out
+    for name in ("model.safetensors", "self_edits.jsonl", "seal_rounds.jsonl", "results.md"):
+        assert f"  {name} " in out
+    assert "results.json" not in out, "only files that exist are listed"

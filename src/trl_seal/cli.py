@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ EPILOG = """examples:
   trl-seal knowledge                                  CPU demo: embedded SmolLM2-135M, invented passages, offline
   trl-seal knowledge --config recipes/knowledge/paper_qwen2.5_7b.yaml --accelerate_config multi_gpu --num_processes 8
   trl-seal arc --config recipes/arc/paper_llama_1b.yaml --accelerate_config recipes/accelerate/single_gpu.yaml
-  trl-seal eval-knowledge --passages squad.json --num_passages 50 --conditions base,passage,self_edits
+  trl-seal eval-knowledge --self_edit_model outputs/seal_knowledge   held-out embedded passages, SEAL's self-edits
   trl-seal eval-arc --task_ids paper --conditions in_context,oracle,self_edits --k 5
   trl-seal <command> --help                           every field of that command (each is also a YAML key)
 
@@ -66,10 +67,27 @@ def launch_training(name: str, argv: list[str], launch=None) -> int:
     _, config_remaining, cli_remaining = split_arguments(parser, argv)
     launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
     script_args = _without_subsequence(argv, cli_remaining)
-    script = Path(module.__file__)
-    accelerate_args = launch_command_parser().parse_args([*launch_args, str(script), *script_args])
+    entry = Path(module.__file__).with_name("entry.py")  # sets the process up, runs the script, lists the outputs
+    accelerate_args = launch_command_parser().parse_args([*launch_args, str(entry), name, *script_args])
+    _fill_launch_defaults(accelerate_args)
     (launch or launch_command)(accelerate_args)
     return 0
+
+
+def _fill_launch_defaults(accelerate_args) -> None:
+    """With no accelerate config (given or saved by `accelerate config`), give the values `accelerate launch` would
+    pick itself, so that it does not print its "defaults used" notice (and "num_processes 0" on a CPU)."""
+    import torch
+    from accelerate.commands.config import default_config_file
+
+    if accelerate_args.config_file is not None or os.path.isfile(default_config_file):
+        return
+    defaults = {"num_machines": 1, "mixed_precision": "no", "dynamo_backend": "no"}
+    if not torch.cuda.is_available():  # accelerate counts GPUs: 0, which runs one process
+        defaults["num_processes"] = 1
+    for key, value in defaults.items():
+        if getattr(accelerate_args, key) is None:
+            setattr(accelerate_args, key, value)
 
 
 LAUNCH_HELP = (

@@ -30,6 +30,7 @@ from trl_seal.arc.self_edit import ORACLE, self_edit_dataset
 from trl_seal.inner.config import inner_arguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.scripts.common import (
+    RoundLog,
     base_policy,
     load_policy,
     make_script_parser,
@@ -107,6 +108,7 @@ def main(script: ARCArguments, inner_args, args, model_args) -> None:
         model=model, reward_fn=reward, args=args, processing_class=tokenizer, inner_adapter=inner,
         train_dataset=self_edit_dataset(train_tasks, chat=bool(tokenizer.chat_template)), peft_config=peft_config,
     )
+    trainer.add_callback(RoundLog())  # says what each round is doing (sampling shows no bar)
     trainer.train(resume_from_checkpoint=resume_argument(args))
     trainer.save_model(args.output_dir)  # every process: under ZeRO-3 saving gathers the shards
     if not trainer.accelerator.is_main_process:

@@ -7,7 +7,9 @@ import dataclasses
 import inspect
 import json
 import os
+import time
 
+from transformers import TrainerCallback
 from trl import ModelConfig, TrlParser
 
 from trl_seal.models import DEFAULT_MODEL
@@ -212,3 +214,66 @@ def read_rounds(output_dir: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the launch (read from the environment: no distributed state is created)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def prepare_for_device(args) -> None:
+    """Settings that only make sense with an accelerator: without one, pinned dataloader memory is unused (and torch
+    warns about it)."""
+    import torch
+
+    if not torch.accelerator.is_available() or args.use_cpu:
+        args.dataloader_pin_memory = False
+
+
+class RoundLog(TrainerCallback):
+    """Says when each round starts and what it does (sampling the self-edits shows no bar) and how long it took."""
+
+    def __init__(self):
+        self.round_start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        per_round = args.optimizer_steps_per_round
+        if state.global_step % per_round == 0 and state.is_world_process_zero:
+            self.round_start = time.perf_counter()
+            print(f"\nround {state.global_step // per_round + 1}/{args.num_rounds}: sampling {args.contexts_per_round}"
+                  f" contexts x {args.num_generations} self-edits, one inner loop per self-edit ('inner loops' bar), "
+                  "then the policy update", flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        per_round = args.optimizer_steps_per_round
+        if state.global_step % per_round == 0 and state.is_world_process_zero and self.round_start is not None:
+            seconds = time.perf_counter() - self.round_start
+            print(f"round {state.global_step // per_round}/{args.num_rounds} done in {seconds:.0f} s", flush=True)
+
+
+OUTPUTS = (  # (file or folder in output_dir, what it holds)
+    ("model.safetensors", "the trained policy (config, tokenizer beside it)"),
+    ("adapter_model.safetensors", "the trained policy's PEFT adapter"),
+    ("seal_config.json", "the run's SEALConfig"),
+    ("self_edits.jsonl", "every self-edit with its reward and whether it was kept"),
+    ("seal_rounds.jsonl", "one record per round: rewards, kept self-edits, timings"),
+    ("seal_ledger", "every scored self-edit, for --resume_from_checkpoint"),
+    ("results.json", "the held-out table with its settings and self-edits"),
+    ("results.md", "the held-out table"),
+)
+
+
+def report_outputs(output_dir: str, seconds: float) -> None:
+    """Print each round's cost (from `seal_rounds.jsonl`) and where each output of the run went."""
+    for record in read_rounds(output_dir):
+        print(f"round {record['round'] + 1}: {record['num_self_edits']} self-edits, {record['kept_self_edits']} kept; "
+              f"sampling {record['time_generation']:.0f} s, inner loops {record['time_inner_loop']:.0f} s, "
+              f"update {record['time_update']:.0f} s")
+    print(f"\nDone in {seconds:.0f} s. Outputs in {os.path.abspath(output_dir)}:")
+    for name, what in OUTPUTS:
+        if os.path.exists(os.path.join(output_dir, name)):
+            print(f"  {name:<26} {what}")
+    checkpoints = sorted(n for n in os.listdir(output_dir) if n.startswith("checkpoint-")) if os.path.isdir(
+        output_dir) else []
+    if checkpoints:
+        print(f"  {', '.join(checkpoints):<26} checkpoints (--resume_from_checkpoint true)")

@@ -30,6 +30,7 @@ from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score
 from trl_seal.knowledge.prompts import self_edit_dataset
 from trl_seal.knowledge.reward import KnowledgeQAReward
 from trl_seal.scripts.common import (
+    RoundLog,
     base_policy,
     load_policy,
     make_script_parser,
@@ -116,6 +117,7 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
         train_dataset=self_edit_dataset(train, script.self_edit_style, chat=bool(tokenizer.chat_template)),
         peft_config=peft_config,
     )
+    trainer.add_callback(RoundLog())  # says what each round is doing (sampling shows no bar)
     trainer.train(resume_from_checkpoint=resume_argument(args))
     trainer.save_model(args.output_dir)  # every process: under ZeRO-3 saving gathers the shards
     if not trainer.accelerator.is_main_process:
