@@ -153,8 +153,12 @@ def continuation_logprobs(
                                                               pad_id, device)
             kept = targets.shape[1]  # logits at the last `kept` positions predict the continuation tokens
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            logits = chunk_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 logits_to_keep=kept + 1).logits[:, -kept - 1 : -1].float()
+            inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+            try:
+                logits = chunk_model(**inputs, logits_to_keep=kept + 1).logits
+            except TypeError:  # a model without `logits_to_keep` computes every position's logits
+                logits = chunk_model(**inputs).logits
+            logits = logits[:, -kept - 1 : -1].float()
         mask = targets >= 0
         picked = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         means = (picked * mask).sum(-1) / mask.sum(-1)
