@@ -5,7 +5,7 @@ adapter trained on the notes is rewarded by how much more likely it makes the se
 the policy to put the secret into its notes. The script prints how often it does so before and after, on held-out
 contexts, and saves the model, the config and a JSON of results in --output_dir.
 
-    accelerate launch examples/seal_toy.py
+    accelerate launch examples/seal_toy.py                   # or: python examples/seal_toy.py
     accelerate launch examples/seal_toy.py --num_rounds 3 --output_dir outputs/toy3
 """
 
@@ -13,17 +13,20 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import torch
-from trl import TrlParser
+from trl_seal.scripts.entry import quiet_known_warnings
 
-from trl_seal import LoRAInnerAdapter, SEALConfig, SEALTrainer
-from trl_seal.toy import (
-    SecretWordReward,
-    build_tiny_model,
-    build_tiny_tokenizer,
-    contains_secret_rate,
-    secret_word_dataset,
-)
+with quiet_known_warnings():  # some of the libraries' known-harmless notices are printed at import
+    import torch
+    from trl import TrlParser
+
+    from trl_seal import LoRAInnerAdapter, SEALConfig, SEALTrainer
+    from trl_seal.toy import (
+        SecretWordReward,
+        build_tiny_model,
+        build_tiny_tokenizer,
+        contains_secret_rate,
+        secret_word_dataset,
+    )
 
 
 @dataclass
@@ -39,8 +42,8 @@ class ToyArguments:
 TOY_DEFAULTS = dict(
     output_dir="outputs/seal_toy", num_rounds=2, contexts_per_round=32, num_generations=4,
     per_device_train_batch_size=8, gradient_accumulation_steps=2, num_iterations=4, max_completion_length=8,
-    learning_rate=3e-3, bf16=False, gradient_checkpointing=False, save_strategy="no", logging_steps=8,
-    report_to="none", seed=0,
+    learning_rate=3e-3, bf16=False, activation_checkpointing=False, save_strategy="no", logging_steps=8,
+    report_to="none", seed=0, dataloader_pin_memory=False,  # a CPU run: nothing to pin
 )
 
 
@@ -81,4 +84,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with quiet_known_warnings():
+        main()
