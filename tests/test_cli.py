@@ -226,3 +226,20 @@ def test_report_outputs_lists_what_the_run_wrote(tmp_path, capsys):
     for name in ("model.safetensors", "self_edits.jsonl", "seal_rounds.jsonl", "results.md"):
         assert f"  {name} " in out
     assert "results.json" not in out, "only files that exist are listed"
+
+
+def test_use_every_core_shares_the_cores_among_local_processes(monkeypatch):
+    import torch
+
+    from trl_seal.scripts.entry import use_every_core
+
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert "4 torch threads per process (8 cores, 2 local process(es)" in use_every_core() and chosen == [4]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's (no `accelerate launch` marker): left alone
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND", raising=False)
+    assert "OMP_NUM_THREADS=3" in use_every_core() and chosen == [4]

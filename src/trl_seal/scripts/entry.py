@@ -109,7 +109,9 @@ def use_every_core() -> str:
     if omp_threads_set_by_user():
         return f"CPU: {threads} torch threads per process (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    # torchrun's count of processes on this machine, else MPI's (the names accelerate reads for its own default).
+    names = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+    local_processes = next((int(os.environ[name]) for name in names if name in os.environ), 1)
     threads = max(1, cores // local_processes)
     torch.set_num_threads(threads)
     return (f"CPU: {threads} torch threads per process ({cores} cores, {local_processes} local process(es); "
