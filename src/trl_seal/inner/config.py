@@ -22,6 +22,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .memory import parse_memory
+
 SCHEDULES = ("constant", "linear", "cosine")
 QUANTIZATIONS = ("4bit", "8bit")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -83,14 +85,14 @@ class InnerLoRAConfig:
     # Batching (LoRAInnerAdapter only)
     max_adapters: int | str = field(
         default="auto",
-        metadata={"help": "Adapters trained together (K), or 'auto': the largest K that memory and "
-                          "max_tokens_per_step allow, at most 64 and at most the number of jobs. "
+        metadata={"help": "Adapters trained together (K), or 'auto': one per job, at most 64 on a GPU and 16 on a "
+                          "CPU, fewer if the memory estimate exceeds max_memory (or the memory available). "
                           "LoRAInnerAdapter only."},
     )
     max_tokens_per_step: int | str = field(
         default="auto",
-        metadata={"help": "Tokens in one joint forward/backward, or 'auto' (estimated from free memory and the "
-                          "model's size). LoRAInnerAdapter only."},
+        metadata={"help": "Tokens in one joint forward/backward, or 'auto': enough for the K largest jobs' steps "
+                          "to run together. LoRAInnerAdapter only."},
     )
     pack_length: int | None = field(
         default=None,
@@ -100,6 +102,13 @@ class InnerLoRAConfig:
     eval_group_size: int | None = field(
         default=None,
         metadata={"help": "Finished adapters handed out together for batched evaluation; None: half the slots. "
+                          "LoRAInnerAdapter only."},
+    )
+    max_memory: int | str | None = field(
+        default=None,
+        metadata={"help": "Memory cap of the batched inner loop (resident copy + adapter slots + one joint step's "
+                          "activations), in bytes or as '4GiB' / '512MB': K and the token budget are shrunk to fit "
+                          "the estimate. None: what the jobs need, within the memory available. "
                           "LoRAInnerAdapter only."},
     )
     # The resident copy of the policy
@@ -157,6 +166,7 @@ class InnerLoRAConfig:
             raise ValueError(f"lr_scheduler_type={self.lr_scheduler_type!r}: use one of {', '.join(SCHEDULES)}.")
         if self.quantization not in (None, *QUANTIZATIONS):
             raise ValueError(f"quantization={self.quantization!r}: use None, '4bit' or '8bit'.")
+        parse_memory(self.max_memory)  # raises a ValueError that names the field and the accepted forms
 
     @property
     def torch_dtype(self):
@@ -201,7 +211,7 @@ def _auto_or_int(name: str, value):
 # ----------------------------------------------------------------------------------------------- command-line view
 INNER_PREFIX = "inner_"
 # Argparse takes one type per flag: these fields accept a string from the command line and are normalised above.
-_CLI_TYPES = {"target_modules": list[str], "max_adapters": str, "max_tokens_per_step": str}
+_CLI_TYPES = {"target_modules": list[str], "max_adapters": str, "max_tokens_per_step": str, "max_memory": str | None}
 
 
 def inner_arguments(

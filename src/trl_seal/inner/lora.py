@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -25,8 +25,9 @@ from torch import nn
 from ..types import AdaptedGroup, AdaptedModel, InnerJob
 from .config import InnerLoRAConfig
 from .data import TokenizedExample, batches_for_epoch, lr_at, tokenize_examples
+from .memory import MemoryEstimate, available_memory_bytes, estimate_memory, parse_memory, plan_slots
 from .multi_lora import SlotAdamW, SlotStore, clip_grad_norm_per_slot, install_multi_lora, reset_slot
-from .packing import pack, per_slot_losses
+from .packing import pack, packed_tokens, per_slot_losses
 from .policy_sync import build_resident_copy, quantize_copy
 from .resident import ResidentPolicyCopy
 
@@ -166,7 +167,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         running: dict[int, _SlotRun] = {}
         finished: list[_SlotRun] = []
         free = list(range(num_slots))[::-1]
-        stats = {"slots": num_slots, "token_budget": token_budget, "joint_steps": 0, "tokens": 0, "row_tokens": 0}
+        stats = {"slots": num_slots, "token_budget": token_budget, "joint_steps": 0, "tokens": 0, "row_tokens": 0,
+                 "expected_bytes": self._last_plan.expected_bytes}
         group_size = self.config.eval_group_size or max(1, num_slots // 2)
         while pending or running or finished:
             while free and pending:
@@ -322,18 +324,38 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
 
     # ------------------------------------------------------------------------------------------------ planning
     def _plan(self, tokenized: list[list[TokenizedExample]]) -> tuple[int, int]:
-        """Choose K (slots) and the token budget of a joint step from the memory budget and the jobs' sizes."""
-        budget = _free_memory_bytes(next(self.model.parameters()).device) // 2
-        token_budget = self.config.max_tokens_per_step
-        if token_budget == "auto":
-            token_budget = int(min(65536, max(512, budget // 2 // _activation_bytes_per_token(self.model))))
-        if self.config.max_adapters != "auto":
-            return min(self.config.max_adapters, max(1, len(tokenized))), token_budget
-        sizes = [len(ex.input_ids) for examples in tokenized for ex in examples] or [1]
-        per_step = self.config.batch_size * sum(sizes) / len(sizes)
-        per_slot_bytes = 16 * self._store.width  # weights, gradients and two AdamW moments, float32
-        k = min(64, len(tokenized), int(token_budget // per_step), int(budget // 2 // per_slot_bytes))
-        return max(1, k), token_budget
+        """Choose K (slots) and the token budget of a joint step from the jobs, within the memory limit: the
+        `max_memory` cap, else what the loop holds now plus 90 % of the memory still available (see `memory.py`)."""
+        device = next(self.model.parameters()).device
+        estimate = self.memory_estimate()
+        limit = parse_memory(self.config.max_memory)
+        if limit is None:
+            held = estimate.resident + self._num_slots * estimate.per_slot
+            limit = held + int(0.9 * available_memory_bytes(device))
+        batch_size = self.config.batch_size
+        step_tokens = [batch_size * sum(len(ex.input_ids) for ex in examples) // len(examples)
+                       for examples in tokenized if examples]
+        longest = batch_size * max((len(ex.input_ids) for examples in tokenized for ex in examples), default=1)
+        # On a CPU batching has no idle width to fill (it only saves per-step overheads), so beyond 16 adapters a
+        # larger K only holds more memory; a GPU fills its width with up to 64. Row-end filler computes too.
+        most = 64 if device.type == "cuda" else 16
+        fill = _packing_overhead(tokenized, batch_size, self._row_length(device),
+                                 most if self.config.max_adapters == "auto" else self.config.max_adapters)
+        plan = plan_slots(estimate, step_tokens, longest, limit, self.config.max_adapters,
+                          self.config.max_tokens_per_step, most, fill)
+        if plan.expected_bytes > limit and self.config.max_memory is not None:
+            warnings.warn(f"max_memory={self.config.max_memory!r} is below the estimate for a single adapter "
+                          f"({plan.expected_bytes / 2**30:.2f} GiB, of which the resident copy "
+                          f"{estimate.resident / 2**30:.2f} GiB); training one job at a time anyway. Raise max_memory "
+                          "or shorten max_length.", stacklevel=3)
+        self._last_plan = plan
+        return plan.slots, plan.token_budget
+
+    def memory_estimate(self) -> MemoryEstimate:
+        """Bytes this adapter holds: the resident copy, per adapter slot and per token of a joint step."""
+        self._require_synced()
+        device = next(self.model.parameters()).device
+        return estimate_memory(self.model, self._store.width, self.config.r, self._row_length(device))
 
 
 class _RoutedModel(contextlib.AbstractContextManager):
@@ -360,25 +382,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
+def _packing_overhead(tokenized: list[list[TokenizedExample]], batch_size: int, row_length: int, slots: int) -> float:
+    """Packed-row tokens per real token of the first few joint steps of up to `slots` jobs (the worst of them)."""
+    jobs = [examples for examples in tokenized if examples][:slots]
+    worst = 1.0
+    for step in range(min(3, max((len(examples) for examples in jobs), default=0))):
+        sizes = [len(examples[(step * batch_size + i) % len(examples)].input_ids)
+                 for examples in jobs for i in range(batch_size)]
+        worst = max(worst, packed_tokens(sizes, row_length) / sum(sizes))
+    return worst
+
+
 def _free_cached_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _free_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 8 << 30
-
-
-def _activation_bytes_per_token(model: nn.Module) -> int:
-    """A rough upper bound of what one trained token keeps for the backward pass: ~34 hidden-size activations per
-    layer in the model's dtype (Korthikanti et al., 2022) plus float32 logits, their gradient and the softmax."""
-    config = model.config
-    element = next(model.parameters()).element_size()
-    hidden, layers = getattr(config, "hidden_size", 1024), getattr(config, "num_hidden_layers", 24)
-    return 34 * hidden * layers * element + 12 * getattr(config, "vocab_size", 32000)

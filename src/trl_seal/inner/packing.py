@@ -38,22 +38,33 @@ def pack(
 
     Sequences are placed first-fit in decreasing length, which leaves little filler at row ends."""
     sequences = [(position, ex) for position, (_, examples) in enumerate(batches) for ex in examples]
-    row_length = max(row_length, max(len(ex.input_ids) for _, ex in sequences))
-    rows: list[list[tuple[int, TokenizedExample]]] = []
+    placement, width = first_fit_rows([len(ex.input_ids) for _, ex in sequences], row_length)
+    # an adapter's sequences side by side in a row: one LoRA segment, not one per sequence
+    rows = [sorted((sequences[i] for i in row), key=lambda item: item[0]) for row in placement]
+    return _tensors(rows, width, [slot for slot, _ in batches], pad_token_id, device)
+
+
+def first_fit_rows(sizes: Sequence[int], row_length: int) -> tuple[list[list[int]], int]:
+    """First-fit-decreasing placement of sequences of `sizes` into rows: the indices in each row, and the width of
+    the rows (`row_length`, or the longest sequence if longer; shrunk to the fullest row)."""
+    row_length = max(row_length, max(sizes))
+    rows: list[list[int]] = []
     free: list[int] = []
-    for position, example in sorted(sequences, key=lambda item: -len(item[1].input_ids)):
-        size = len(example.input_ids)
-        row = next((i for i, space in enumerate(free) if space >= size), None)
+    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        row = next((r for r, space in enumerate(free) if space >= sizes[index]), None)
         if row is None:
             rows.append([])
             free.append(row_length)
             row = len(rows) - 1
-        rows[row].append((position, example))
-        free[row] -= size
-    width = max(row_length - space for space in free)
-    for row in rows:  # an adapter's sequences side by side: one LoRA segment, not one per sequence
-        row.sort(key=lambda item: item[0])
-    return _tensors(rows, width, [slot for slot, _ in batches], pad_token_id, device)
+        rows[row].append(index)
+        free[row] -= sizes[index]
+    return rows, max(row_length - space for space in free)
+
+
+def packed_tokens(sizes: Sequence[int], row_length: int) -> int:
+    """Tokens (filler included) of the rows that `pack` makes from sequences of `sizes`."""
+    rows, width = first_fit_rows(sizes, row_length)
+    return len(rows) * width
 
 
 def _tensors(rows, width: int, slots: list[int], pad_token_id: int, device) -> PackedBatch:

@@ -1,0 +1,172 @@
+"""What the batched inner loop needs in memory, so that K (adapters trained together) and the token budget of a joint
+step come from the model and the jobs, within an optional cap (`InnerLoRAConfig.max_memory`).
+
+The estimate has three parts and a fixed workspace (the table in docs/benchmarks.md gives them for a few models):
+
+- the resident copy of the policy: its parameters and buffers;
+- per adapter slot: the float32 LoRA weights, their gradients and AdamW's two moments (16 bytes per LoRA weight);
+- per token of a joint step: what the forward keeps for the backward (each decoder layer's inputs of its norms and
+  linear layers, the attention output and, where the attention kernel materialises it, the float32 attention matrix
+  of a packed row; the LoRA products' rank-r intermediates) plus the float32 logits, their log-softmax and gradients.
+
+It is an upper bound of the measured peak on a CPU (tests/test_inner_memory.py holds a run under it); it leaves out
+what the evaluation's `generate` calls hold afterwards (a KV cache, freed before the next joint step).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory(value: int | float | str | None) -> int | None:
+    """Bytes from an int or a string such as `"4GiB"`, `"512MB"` or `"3e9"`; None stays None.
+
+    Example:
+    ```python
+    >>> parse_memory("4GiB"), parse_memory("1.5 GB"), parse_memory(1024)
+    (4294967296, 1500000000, 1024)
+    ```
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"max_memory={value!r}: use a number of bytes or a size such as '4GiB' or '512MB'.")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"max_memory={value!r} must be > 0.")
+    return size
+
+
+WORKSPACE = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes the batched inner loop holds: `resident + workspace + slots * per_slot + tokens * per_token`."""
+
+    resident: int  # the resident copy of the policy
+    per_slot: int  # one adapter slot: LoRA weights, gradients, AdamW moments (float32)
+    per_token: int  # one token of a joint step: activations kept for the backward, logits and their gradients
+    workspace: int = WORKSPACE  # the autograd engine, kernel workspaces and allocator slack of a step
+
+    def total(self, slots: int, tokens: int) -> int:
+        return self.resident + self.workspace + slots * self.per_slot + tokens * self.per_token
+
+
+def estimate_memory(model, slot_width: int, r: int, row_length: int) -> MemoryEstimate:
+    """The estimate for `model` (the resident copy) with `slot_width` LoRA weights per slot of rank `r`, packed rows of
+    `row_length` tokens."""
+    resident = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return MemoryEstimate(resident, 16 * slot_width, activation_bytes_per_token(model, r, row_length))
+
+
+def activation_bytes_per_token(model, r: int, row_length: int) -> int:
+    """An upper bound of what one trained token holds at the peak of a joint step (see the module docstring).
+
+    Per decoder layer, in the model's dtype: ~8 hidden-size tensors (norm inputs, statistics and outputs, queries,
+    attention output, residuals), the key/value projections and ~4 intermediate-size tensors of the MLP (gate, up,
+    their activation and product); in float32: the attention row (heads x row length) and 7 rank-r LoRA intermediates.
+    Once: float32 logits, log-softmax and their gradients plus the model-dtype logits (16 bytes per vocabulary entry),
+    and one layer's float32 temporaries of the backward."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    element = _compute_element_size(model)
+    hidden = getattr(config, "hidden_size", 1024)
+    layers = getattr(config, "num_hidden_layers", 24)
+    heads = getattr(config, "num_attention_heads", hidden // 64)
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv = getattr(config, "num_key_value_heads", heads) * head_dim
+    intermediate = getattr(config, "intermediate_size", 4 * hidden)
+    vocabulary = getattr(config, "vocab_size", 32000)
+    per_layer = element * (8 * hidden + 2 * kv + 4 * intermediate) + 4 * (heads * row_length + 7 * r)
+    return layers * per_layer + 16 * vocabulary + 16 * max(hidden, intermediate)
+
+
+def _compute_element_size(model) -> int:
+    """Bytes per activation element: the dtype of the floating-point parameters (2 for a 4/8-bit base that computes
+    in bf16/fp16, whose packed weights are stored as uint8)."""
+    sizes = [p.element_size() for p in model.parameters() if p.is_floating_point()]
+    return max(sizes) if sizes else 2
+
+
+def available_memory_bytes(device) -> int:
+    """Memory the inner loop may still take: free device memory on a GPU, `MemAvailable` on a CPU host."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """K and the token budget of a joint step, and the memory they are expected to take."""
+
+    slots: int
+    token_budget: int
+    expected_bytes: int
+
+
+def plan_slots(
+    estimate: MemoryEstimate,
+    step_tokens: list[int],
+    longest_step: int,
+    limit: int,
+    max_adapters: int | str = "auto",
+    max_tokens_per_step: int | str = "auto",
+    default_max_adapters: int = 64,
+    fill: float = 1.0,
+) -> StepPlan:
+    """Choose K and the token budget from the jobs, then shrink K until the estimate fits `limit` bytes.
+
+    `step_tokens` holds each job's tokens per optimizer step (batch size x its mean example length) and
+    `longest_step` the largest single step of any job (which runs alone when it exceeds the budget). An automatic
+    token budget lets the K largest of the jobs' typical steps run together, so K adapters really do share a step.
+    `fill` is the packed rows' tokens per real token (row-end filler computes too). A fixed `max_adapters` or
+    `max_tokens_per_step` is kept as given; only what is "auto" is shrunk to fit. K never
+    drops below 1: a single job that does not fit is left to the out-of-memory fallback of the step (which fails
+    that job alone).
+
+    Example:
+    ```python
+    >>> estimate = MemoryEstimate(resident=1000, per_slot=100, per_token=10, workspace=0)
+    >>> plan_slots(estimate, step_tokens=[20] * 8, longest_step=30, limit=2500)
+    StepPlan(slots=5, token_budget=100, expected_bytes=2500)
+    ```
+    """
+    ordered = sorted(step_tokens or [1], reverse=True)
+    fixed_k = max_adapters != "auto"
+    k = max(1, min(int(max_adapters) if fixed_k else default_max_adapters, len(ordered)))
+
+    def budget(slots: int) -> int:
+        if max_tokens_per_step != "auto":
+            return int(max_tokens_per_step)
+        return max(1, sum(ordered[:slots]))
+
+    def needed(slots: int) -> int:  # a step holds at most the budget, or one over-long batch alone
+        return estimate.total(slots, max(math.ceil(budget(slots) * fill), longest_step))
+
+    while not fixed_k and k > 1 and needed(k) > limit:
+        k -= 1
+    return StepPlan(k, budget(k), needed(k))
