@@ -376,3 +376,23 @@ def test_strategies_receive_tensors_not_the_trainer(tmp_path, tokenizer, tiny_mo
         per_token_logps, completion_mask, weights, _ = arguments
         assert per_token_logps.requires_grad and per_token_logps.shape == completion_mask.shape
         assert bool((weights != 0).all()), "only rows of non-zero weight reach the strategy"
+
+
+def test_an_empty_micro_batch_still_takes_part_when_processes_sync(tmp_path, tokenizer, tiny_model, monkeypatch):
+    """Without kept rows a lone process skips the forward; when gradients are all-reduced (several processes,
+    DeepSpeed) it forwards one row with weight 0: a zero loss whose gradient reaches every parameter as zeros."""
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model)
+    model = trainer.model.train()
+    inputs = {"prompt_ids": torch.full((2, 3), 5), "prompt_mask": torch.ones(2, 3, dtype=torch.long),
+              "completion_ids": torch.full((2, 4), 6), "completion_mask": torch.ones(2, 4, dtype=torch.long),
+              "advantages": torch.zeros(2), "loss_normaliser": torch.tensor(4.0)}
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    alone = trainer._compute_loss(model, inputs)
+    assert calls == [] and alone.item() == 0.0
+    monkeypatch.setattr(type(trainer), "_every_micro_step_forwards", lambda self: True)
+    synced = trainer._compute_loss(model, inputs)
+    synced.backward()
+    assert calls == [1] and synced.item() == 0.0
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and not g.any() for g in grads)
