@@ -253,11 +253,15 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         row_length = self._row_length(device)
         batch = pack([(run.slot, run.next_batch(batch_size)) for run in chosen], row_length, pad_id, device)
         losses = self._forward_losses(batch)
-        if not torch.isfinite(losses).all():
-            return self._fail_non_finite(chosen, batch, losses)
         # SegmentLoRA writes the adapters' gradients straight into the slot store and hands autograd none: nothing
         # accumulates into the (non-dense) .grad views, so autograd's gradient-layout warning cannot arise.
         losses.sum().backward()
+        # The step's one host synchronisation, after the backward is queued: a non-finite loss then discards the
+        # step's gradients (no slot has moved yet) and fails its job, as a check before the backward would.
+        values = losses.tolist()
+        if not all(math.isfinite(value) for value in values):
+            self._store.grad.zero_()
+            return self._fail_non_finite(chosen, batch, losses)
         if self.config.max_grad_norm is not None:
             clip_grad_norm_per_slot(self._store, batch.slots, self.config.max_grad_norm)
         rates = [lr_at(r.adapted.num_steps, r.total_steps, r.base_lr, self.config.lr_scheduler_type, r.warmup_steps)
@@ -267,7 +271,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         stats["joint_steps"] += 1
         stats["tokens"] += batch.num_tokens
         stats["row_tokens"] += batch.input_ids.numel()
-        for run, loss in zip(chosen, losses.tolist(), strict=True):
+        for run, loss in zip(chosen, values, strict=True):
             trained = run.queue.pop(0)
             run.adapted.losses.append(loss)
             run.adapted.num_steps += 1

@@ -19,13 +19,18 @@ Segment = tuple[int, int, int]  # (first flat token, end, slot): a run of tokens
 
 @dataclass
 class PackedBatch:
-    """One joint step: `input_ids`, `position_ids` and `targets` are `(rows, row_length)`; `target_slot` says which
-    position (0..len(slots)-1 in `slots`) each trained target belongs to, -1 elsewhere."""
+    """One joint step: `input_ids`, `position_ids` and `targets` are `(rows, row_length)`. The trained targets are
+    listed as flat positions (`target_index`), token ids (`target_ids`) and owners (`target_owner`: 0..len(slots)-1,
+    the position in `slots`), with each owner's count in `target_counts`: all built on the host, so computing the
+    losses needs no boolean-mask indexing (a device-to-host synchronisation on a GPU)."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     targets: torch.Tensor
-    target_slot: torch.Tensor
+    target_index: torch.Tensor
+    target_ids: torch.Tensor
+    target_owner: torch.Tensor
+    target_counts: torch.Tensor
     slots: list[int]
     segments: list[Segment]  # (start, end, slot) runs of flat token positions (see SegmentLoRA)
     num_tokens: int  # real tokens (excluding row-end filler)
@@ -83,12 +88,20 @@ def _tensors(rows, width: int, slots: list[int], pad_token_id: int, device) -> P
             start += n
         # Row-end filler continues counting so it forms one more (ignored) sequence of its own.
         position_ids[r, start:] = torch.arange(width - start)
-    target_slot = torch.where(targets != IGNORE_INDEX, owner, -1)
+    target_index = torch.nonzero(targets.flatten() != IGNORE_INDEX).flatten()
+    target_owner = owner.flatten()[target_index]
+    target_counts = torch.bincount(target_owner, minlength=len(slots)).float()
     segments = [(start, end, slots[owner_]) for start, end, owner_ in runs(owner.flatten().tolist()) if owner_ >= 0]
-    return PackedBatch(
-        input_ids.to(device), position_ids.to(device), targets.to(device), target_slot.to(device), slots, segments,
-        int((owner >= 0).sum()),
-    )
+    tensors = (input_ids, position_ids, targets, target_index, targets.flatten()[target_index], target_owner,
+               target_counts)
+    return PackedBatch(*(_to_device(t, device) for t in tensors), slots, segments, int((owner >= 0).sum()))
+
+
+def _to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """Host to device without blocking the host on a GPU (pinned memory, asynchronous copy)."""
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def runs(values: Sequence[int]) -> list[Segment]:
@@ -104,10 +117,7 @@ def runs(values: Sequence[int]) -> list[Segment]:
 
 def per_slot_losses(logits: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
     """Mean token cross-entropy of each slot's trained targets (the loss each adapter would get alone)."""
-    mask = batch.target_slot >= 0
-    token_losses = torch.nn.functional.cross_entropy(logits[mask].float(), batch.targets[mask], reduction="none")
-    owners = batch.target_slot[mask]
-    count = len(batch.slots)
-    sums = torch.zeros(count, device=logits.device).index_add(0, owners, token_losses)
-    counts = torch.zeros(count, device=logits.device).index_add(0, owners, torch.ones_like(token_losses))
-    return sums / counts.clamp(min=1)
+    trained = logits.reshape(-1, logits.shape[-1]).index_select(0, batch.target_index).float()
+    token_losses = torch.nn.functional.cross_entropy(trained, batch.target_ids, reduction="none")
+    sums = torch.zeros(len(batch.slots), device=logits.device).index_add(0, batch.target_owner, token_losses)
+    return sums / batch.target_counts.clamp(min=1)
