@@ -118,12 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
-    if known.command in TRAINING:
-        return launch_training(known.command, argv[1:])
-    if known.command in EVALUATION:
+    if known.command not in TRAINING and known.command not in EVALUATION:
+        parser.print_help()
+        return 0
+    from .scripts.entry import quiet_known_warnings
+
+    with quiet_known_warnings():  # the commands import torch, TRL and peft: their known-harmless notices are noise
+        if known.command in TRAINING:
+            return launch_training(known.command, argv[1:])
         return run_evaluation(known.command, argv[1:])
-    parser.print_help()
-    return 0
 
 
 if __name__ == "__main__":
