@@ -6,12 +6,19 @@ reward = accuracy gain), three approaches side by side in one process, interleav
   B  a plain TRL user: a new SFTTrainer(peft_config=...) per self-edit, generate, unload
   C  trl_seal: LoRAInnerAdapter (K self-edits per forward/backward, packed) + KnowledgeQAReward (batched evaluation,
      base answers cached per passage), for each K in --ks ("auto" lets the adapter choose)
+  F  the floor of C's training: the base model's forward+backward (activation gradients, no weight gradients, no
+     LoRA, no optimizer) on the same self-edits' tokens packed the same way, K self-edits per step, every epoch
+
+Fairness: every arm runs the same self-edits (--self_edits; A and B may run only the first --reference_self_edits
+of them, which the report says) with the same number of threads (all cores unless --threads), after an untimed
+warm-up of each arm (one epoch), and the report gives seconds per self-edit and microseconds per trained token.
 
 The workload has the token statistics of the knowledge task: each self-edit is ~8 lines drawn from an embedded
 passage's sentences, trained together with the passage (one document per line); the passage's questions are answered
-greedily. It prints seconds per self-edit (median and range over trials), A/C and B/C, a per-phase breakdown, trained
-tokens/s, the achieved FLOP/s against a matmul peak measured in this run and against the 4·N·T floor, and checks that
-arms with the same objective and seeds compute the same rewards.
+greedily. It prints seconds per self-edit (median and range over trials), a per-phase breakdown, microseconds per
+trained token, the speedups B/C and A/C, C's training time over F's (the batching floor), the achieved FLOP/s against
+a matmul peak measured in this run and against the 4·N·T floor, and checks that arms with the same objective and
+seeds compute the same rewards.
 
     python benchmarks/inner_loop.py --trials 3 --ks 1,4,16 --epochs 10          # CPU, embedded SmolLM2-135M
     python benchmarks/inner_loop.py --device cuda --random_init 1.5b --ks 1,16,64,auto
@@ -21,16 +28,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
 import time
 
 import torch
+from inner_loop_baselines import accuracy, reference_self_edit, trl_user_self_edit
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from inner_loop_baselines import accuracy, reference_self_edit, trl_user_self_edit
 from trl_seal import LoRAInnerAdapter
+from trl_seal.inner.data import tokenize_examples
+from trl_seal.inner.packing import pack, per_slot_losses
 from trl_seal.knowledge.data import load_passages
 from trl_seal.knowledge.grading import answer_contained
 from trl_seal.knowledge.prompts import question_prompt, training_documents
@@ -52,11 +62,13 @@ def parse_args():
     parser.add_argument("--random_init", default=None, help="'same' (the model's config) or a preset: 0.5b, 1.5b")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--arms", default="A,B,C")
-    parser.add_argument("--ks", default="1,4,16", help="adapters trained together in arm C; 'auto' lets it choose")
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--reference_self_edits", type=int, default=2, help="self-edits per trial in arms A and B")
-    parser.add_argument("--waves", type=int, default=2, help="arm C runs max(waves*K, reference_self_edits) self-edits")
+    parser.add_argument("--arms", default="A,B,C,F")
+    parser.add_argument("--ks", default="16", help="adapters trained together in arms C and F; 'auto' lets C choose")
+    parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--self_edits", type=int, default=16, help="self-edits per trial, the same for every arm")
+    parser.add_argument("--reference_self_edits", type=int, default=None,
+                        help="A and B run only the first n of the self-edits (default: all of them)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs of each arm (one epoch each)")
     parser.add_argument("--epochs", type=int, default=10, help="paper: 10")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--r", type=int, default=32)
@@ -66,7 +78,8 @@ def parse_args():
     parser.add_argument("--max_new_tokens", type=int, default=64, help="paper: 64")
     parser.add_argument("--reference_pad_length", type=int, default=2048, help="the reference pads to 2048")
     parser.add_argument("--quantization", default=None, help="arm C on a bitsandbytes base: 4bit or 8bit")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 when another process is busy)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch CPU threads of every arm (default: all cores of this process)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="write all measurements as JSON here")
     return parser.parse_args()
@@ -176,16 +189,46 @@ def real_tokens(tokenizer, item, epochs) -> int:
     return per_epoch * epochs
 
 
+def run_f(adapter, tokenizer, items, k: int, epochs: int) -> dict:
+    """Arm F: C's training without LoRA and optimizer. Each self-edit's documents are tokenized as C tokenizes them
+    and every epoch is replayed K self-edits at a time, one document each per step (C's batch size 1), packed with
+    C's row length; the base model runs forward and backward (into the input embeddings, so every layer computes its
+    activation gradients as LoRA training needs, and no weight gradient)."""
+    inner = adapter.adapter
+    model = inner.model
+    device = next(model.parameters()).device
+    row_length = inner._row_length(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    queues = [tokenize_examples(item["documents"], tokenizer, inner.config.max_length) * epochs for item in items]
+    embeddings = model.get_input_embeddings()
+    start = time.perf_counter()
+    steps = tokens = 0
+    with inner.base_model():
+        model.train()
+        for first in range(0, len(queues), k):
+            wave = queues[first : first + k]
+            for step in range(max(len(q) for q in wave)):
+                batch = pack([(slot, [q[step]]) for slot, q in enumerate(wave) if step < len(q)], row_length,
+                             pad_id, device)
+                embeds = embeddings(batch.input_ids).detach().requires_grad_()
+                logits = model(inputs_embeds=embeds, position_ids=batch.position_ids, use_cache=False).logits
+                per_slot_losses(logits, batch).sum().backward()
+                steps, tokens = steps + 1, tokens + batch.num_tokens
+        model.eval()
+    _sync(str(device.type))
+    total = time.perf_counter() - start
+    return {"rewards": [], "times": {"train": total, "evaluate": 0.0, "overhead": 0.0}, "total": total,
+            "slots": k, "steps": steps}
+
+
 def main():
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args)
     arms = args.arms.split(",")
-    ks = [k if k == "auto" else int(k) for k in args.ks.split(",")] if "C" in arms else []
-    n_c = {k: max(args.waves * (k if k != "auto" else 16), args.reference_self_edits) for k in ks}
-    pool = max([args.reference_self_edits, *n_c.values()])
+    ks = [k if k == "auto" else int(k) for k in args.ks.split(",")] if {"C", "F"} & set(arms) else []
+    args.reference_self_edits = min(args.reference_self_edits or args.self_edits, args.self_edits)
     grader = answer_contained
     # The reward caches un-adapted answers per adapter object: wrap once, so the cache filled below is the one used.
     adapters = {k: _TimedAdapter(LoRAInnerAdapter(r=args.r, lora_alpha=args.alpha, learning_rate=args.learning_rate,
@@ -193,26 +236,54 @@ def main():
                                                   quantization=args.quantization)) for k in ks}
     rewards_c = {k: KnowledgeQAReward(grader=grader, max_new_tokens=args.max_new_tokens, eval_batch_size=256,
                                       show_progress=False) for k in ks}
-    base_cache = {}
-    for k, adapter in adapters.items():
+    for adapter in adapters.values():
         adapter.sync(model, tokenizer)
-    results = {arm: [] for arm in ["A", "B"] if arm in arms} | {f"C{k}": [] for k in ks}
+    names = [arm for arm in ("A", "B") if arm in arms] + [f"{arm}{k}" for arm in ("C", "F") if arm in arms for k in ks
+                                                          if not (arm == "F" and k == "auto")]
+    base_cache = {}
+    warm(args, names, model, tokenizer, base_cache, adapters, rewards_c)
+    results = {name: [] for name in names}
     for trial in range(args.trials):
-        items = workload(argparse.Namespace(**{**vars(args), "seed": args.seed + trial}), pool)
-        for item in items:  # un-adapted answers: cached per passage by B and C (A re-grades, as the reference does)
-            if item["title"] not in base_cache:
-                base_cache[item["title"]] = accuracy(model, tokenizer, item, args, grader)
-            for k in ks:
-                rewards_c[k].baseline(adapters[k], item["title"], item["questions"])
-        order = list(results)
-        order = order[trial % len(order):] + order[: trial % len(order)]  # rotate: no arm always runs first
+        items = workload(argparse.Namespace(**{**vars(args), "seed": args.seed + trial}), args.self_edits)
+        fill_base_answers(args, items, model, tokenizer, base_cache, adapters, rewards_c)
+        order = names[trial % len(names):] + names[: trial % len(names)]  # rotate: no arm always runs first
         for arm in order:
-            results[arm].append(run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c, n_c, trial))
+            results[arm].append(run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c, trial))
             print(f"trial {trial} {arm}: {results[arm][-1]['per_self_edit']:.2f} s/self-edit", flush=True)
-    report(args, results, model, tokenizer, pool)
+    report(args, results, model, tokenizer)
 
 
-def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c, n_c, trial) -> dict:
+def fill_base_answers(args, items, model, tokenizer, base_cache, adapters, rewards_c) -> None:
+    """Un-adapted answers, untimed: cached per passage by B and C (A re-grades, as the reference does)."""
+    for item in items:
+        if item["title"] not in base_cache:
+            base_cache[item["title"]] = accuracy(model, tokenizer, item, args, answer_contained)
+        for k in adapters:
+            rewards_c[k].baseline(adapters[k], item["title"], item["questions"])
+
+
+def warm(args, names, model, tokenizer, base_cache, adapters, rewards_c) -> None:
+    """Untimed warm-up of every arm: one epoch on other self-edits (allocator, kernels, lazy imports)."""
+    if not args.warmup:
+        return
+    settings = {**vars(args), "seed": args.seed + 10_000, "epochs": 1, "reference_self_edits": 1}
+    for _ in range(args.warmup):
+        short = argparse.Namespace(**settings)
+        items = workload(short, max([1, *(int(k) for k in adapters if k != "auto")]))
+        fill_base_answers(short, items, model, tokenizer, base_cache, adapters, rewards_c)
+        epochs = {k: adapters[k].adapter.config.num_epochs for k in adapters}
+        for adapter in adapters.values():
+            adapter.adapter.config.num_epochs = 1
+        try:
+            for arm in names:
+                run_arm(arm, short, model, tokenizer, items, base_cache, adapters, rewards_c, trial=99)
+        finally:
+            for k, adapter in adapters.items():
+                adapter.adapter.config.num_epochs = epochs[k]
+    print(f"warm-up done ({args.warmup} run(s) of every arm, one epoch)", flush=True)
+
+
+def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c, trial) -> dict:
     _sync(args.device)
     if arm in ("A", "B"):
         runs = []
@@ -230,25 +301,32 @@ def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c,
     else:
         k = arm[1:]
         k = k if k == "auto" else int(k)
-        run = run_c(adapters[k], rewards_c[k], items[: n_c[k]])
+        if arm.startswith("F"):
+            run = run_f(adapters[k], tokenizer, items, k, args.epochs)
+        else:
+            run = run_c(adapters[k], rewards_c[k], items)
         _sync(args.device)
-        times, rewards, count = run["times"], run["rewards"], n_c[k]
-        extra = {"slots": run["slots"], "packed_fill": run["packed_fill"]}
+        times, rewards, count = run["times"], run["rewards"], len(items)
+        extra = {key: run[key] for key in ("slots", "packed_fill") if key in run}
     tokens = sum(real_tokens(tokenizer, item, args.epochs) for item in items[:count])
     total = sum(times.values())
     return {"per_self_edit": total / count, "times": {p: t / count for p, t in times.items()}, "rewards": rewards,
             "tokens_per_self_edit": tokens / count, "count": count, **extra}
 
 
-def report(args, results, model, tokenizer, pool) -> None:
+def report(args, results, model, tokenizer) -> None:
     peak = matmul_peak(args.device, getattr(torch, args.dtype))
     n = linear_weights(model)
     summary = {}
     print(f"\nmodel: {model.config.model_type}, N = {n / 1e6:.1f}M linear weights, {args.dtype}, device {args.device}"
-          f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else ''}; matmul peak {peak / 1e12:.2f} TFLOP/s")
-    print(f"workload: {args.epochs} epochs, {args.lines} self-edit lines + passage, {args.questions} questions, "
-          f"{args.max_new_tokens} new tokens, r={args.r}; A pads to {args.reference_pad_length}")
-    header = f"{'arm':>6} {'s/self-edit':>12} {'range':>17} {'train':>7} {'eval':>7} {'other':>7} {'tok/s':>8} {'%peak':>6}"
+          f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else ''}, {args.threads} threads; "
+          f"matmul peak {peak / 1e12:.2f} TFLOP/s")
+    print(f"workload: {args.self_edits} self-edits (A, B: the first {args.reference_self_edits}), "
+          f"{args.epochs} epochs, {args.lines} self-edit lines + passage, {args.questions} questions, "
+          f"{args.max_new_tokens} new tokens, r={args.r}; A pads to {args.reference_pad_length}; "
+          f"load average before the report {os.getloadavg()[0]:.2f}")
+    header = (f"{'arm':>6} {'s/self-edit':>12} {'range':>17} {'train':>7} {'eval':>7} {'other':>7} "
+              f"{'us/token':>9} {'tok/s':>8} {'%peak':>6}")
     print(header)
     for arm, runs in results.items():
         per = [r["per_self_edit"] for r in runs]
@@ -257,18 +335,16 @@ def report(args, results, model, tokenizer, pool) -> None:
         tokens_per_second = tokens / phases["train"] if phases["train"] > 0 else float("nan")
         fraction = 4 * n * tokens_per_second / peak
         summary[arm] = {"median": statistics.median(per), "min": min(per), "max": max(per), "phases": phases,
-                        "tokens_per_second": tokens_per_second, "train_fraction_of_peak": fraction,
+                        "tokens_per_self_edit": tokens, "tokens_per_second": tokens_per_second,
+                        "train_us_per_token": 1e6 / tokens_per_second, "train_fraction_of_peak": fraction,
                         **{key: runs[-1][key] for key in ("slots", "packed_fill") if key in runs[-1]}}
         print(f"{arm:>6} {statistics.median(per):12.2f} {f'[{min(per):.2f}, {max(per):.2f}]':>17} "
-              f"{phases['train']:7.2f} {phases['evaluate']:7.2f} {phases['overhead']:7.2f} {tokens_per_second:8.0f} "
-              f"{100 * fraction:5.1f}%")
+              f"{phases['train']:7.2f} {phases['evaluate']:7.2f} {phases['overhead']:7.2f} "
+              f"{1e6 / tokens_per_second:9.0f} {tokens_per_second:8.0f} {100 * fraction:5.1f}%")
     floor = 4 * n * statistics.median(r["tokens_per_self_edit"] for r in next(iter(results.values()))) / peak
     print(f"floor (4·N·T at the matmul peak, training only): {floor:.3f} s/self-edit")
-    for arm in [a for a in results if a.startswith("C")]:
-        ratios = [f"{ref}/{arm} = {summary[ref]['median'] / summary[arm]['median']:.1f}x" for ref in ("A", "B")
-                  if ref in summary]
-        print(f"{arm}: " + ", ".join(ratios) + f"  (K={summary[arm].get('slots')}, packed rows "
-              f"{100 * summary[arm].get('packed_fill', 0):.0f}% real tokens, {summary[arm]['median'] / floor:.0f}x floor)")
+    for line in ratio_lines(summary, floor):
+        print(line)
     agreement = reward_agreement(results)
     for line in agreement:
         print(line)
@@ -276,6 +352,23 @@ def report(args, results, model, tokenizer, pool) -> None:
         with open(args.output, "w") as handle:
             json.dump({"args": vars(args), "peak_flops": peak, "linear_weights": n, "summary": summary,
                        "agreement": agreement, "runs": results}, handle, indent=1)
+
+
+def ratio_lines(summary, floor) -> list[str]:
+    """Speedups of C over A and B (whole self-edit, and training per trained token) and C's training over F's."""
+    lines = []
+    for arm in [a for a in summary if a.startswith("C")]:
+        ours = summary[arm]
+        parts = [f"{ref}/{arm} = {summary[ref]['median'] / ours['median']:.2f}x "
+                 f"(training per token {summary[ref]['train_us_per_token'] / ours['train_us_per_token']:.2f}x)"
+                 for ref in ("A", "B") if ref in summary]
+        floor_arm = "F" + arm[1:]
+        if floor_arm in summary:
+            parts.append(f"{arm} train/{floor_arm} = "
+                         f"{ours['train_us_per_token'] / summary[floor_arm]['train_us_per_token']:.2f}x")
+        lines.append(f"{arm}: " + ", ".join(parts) + f"  (K={ours.get('slots')}, packed rows "
+                     f"{100 * ours.get('packed_fill', 0):.0f}% real tokens, {ours['median'] / floor:.0f}x floor)")
+    return lines
 
 
 def reward_agreement(results) -> list[str]:

@@ -1,0 +1,221 @@
+"""The inner loop's kernels against what they replaced and against peft, side by side in one process.
+
+  optimizer  one AdamW step over the K-slot store: the landed flat-tensor formula (about 12 passes over the store, four
+             store-sized temporaries) vs `SlotAdamW` (torch's fused AdamW kernel on each slot's row); per-slot
+             clipping: a squared copy of the store vs one norm and one in-place scale per row
+  lora       forward + backward of one linear layer of a joint step (K self-edits' tokens packed together):
+             base  the frozen layer alone (the floor: no LoRA)
+             peft  peft's LoRA layer, one self-edit at a time (K calls on each self-edit's tokens)
+             one   peft's LoRA layer once on all K self-edits' tokens (one adapter: the arithmetic without routing)
+             pad   the landed routed layer: every slot's tokens gathered into a block padded to the longest slot,
+                   two bmm, scattered back
+             seg   `MultiLoRALinear` with `SegmentLoRA` (one matmul pair per slot's contiguous tokens)
+             "LoRA part" = the arm minus base.
+
+    python benchmarks/inner_kernels.py --threads 2     # SmolLM2-135M shapes, K=16 self-edits of 20-60 tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from trl_seal.inner.multi_lora import MultiLoRALinear, SlotAdamW, SlotRouter, SlotStore, clip_grad_norm_per_slot
+
+# SmolLM2-135M: hidden 576, intermediate 1536, 9 heads of 64 (3 key/value heads), 30 layers.
+SHAPES = {"q/o": (576, 576), "k/v": (576, 192), "gate/up": (576, 1536), "down": (1536, 576)}
+PER_LAYER = {"q/o": 2, "k/v": 2, "gate/up": 2, "down": 1}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--slots", type=int, default=16, help="K: self-edits per joint step")
+    parser.add_argument("--tokens", type=int, default=40, help="tokens of each self-edit in the step")
+    parser.add_argument("--r", type=int, default=32)
+    parser.add_argument("--alpha", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=30, help="decoder layers (store width for the optimizer)")
+    parser.add_argument("--dtype", default="bfloat16", help="dtype of the frozen base")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--parts", default="optimizer,lora")
+    return parser.parse_args()
+
+
+def best_time(function, repeats: int) -> float:
+    function()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# ------------------------------------------------------------------------------------------------- the landed code
+@torch.no_grad()
+def landed_adamw_step(flat, grad, avg, avg_sq, steps, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """The flat-tensor AdamW the slot store had before `SlotAdamW` used the fused kernel (all slots active)."""
+    steps += 1
+    step_sizes = torch.full((flat.shape[0], 1), lr / (1 - beta1**steps))
+    bias2_roots = torch.full((flat.shape[0], 1), (1 - beta2**steps) ** 0.5)
+    flat.mul_(1 - lr * weight_decay)
+    avg.lerp_(grad, 1 - beta1)
+    avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (avg_sq.sqrt() / bias2_roots).add_(eps)
+    flat.sub_(avg / denom * step_sizes)
+    return steps
+
+
+@torch.no_grad()
+def landed_clip(grad, max_norm):
+    norms = grad.pow(2).sum(1).sqrt()
+    grad *= (max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1)
+
+
+def landed_packed_delta(h, A, B, gather, scatter):
+    """The landed routed LoRA product: pad every slot to the longest, two bmm, scatter back."""
+    flat = h.reshape(-1, h.shape[-1])
+    flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
+    per_slot = torch.bmm(torch.bmm(flat[gather], A.transpose(1, 2)), B.transpose(1, 2))
+    per_slot = per_slot.reshape(-1, per_slot.shape[-1])
+    per_slot = torch.cat([per_slot, per_slot.new_zeros(1, per_slot.shape[1])])
+    return per_slot[scatter].reshape(*h.shape[:-1], per_slot.shape[-1])
+
+
+def landed_routing_indices(owner: torch.Tensor, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    num_tokens = owner.numel()
+    members = [torch.nonzero(owner == position).flatten() for position in range(num_slots)]
+    longest = max(len(m) for m in members)
+    gather = torch.full((num_slots, longest), num_tokens, dtype=torch.long)  # num_tokens = the appended zero row
+    scatter = torch.full((num_tokens,), num_slots * longest, dtype=torch.long)  # last = the appended zero row
+    for position, positions in enumerate(members):
+        gather[position, : len(positions)] = positions
+        scatter[positions] = position * longest + torch.arange(len(positions))
+    return gather, scatter
+
+
+def optimizer_part(args) -> None:
+    width = args.layers * sum(args.r * (i + o) * PER_LAYER[name] for name, (i, o) in SHAPES.items())
+    print(f"\noptimizer: {args.slots} slots x {width / 1e6:.2f}M float32 LoRA weights "
+          f"({args.slots * width * 4 / 2**30:.2f} GiB per store-sized tensor)")
+    flat, grad = torch.randn(args.slots, width), torch.randn(args.slots, width) * 1e-3
+    avg, avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
+    state = {"steps": 0}
+
+    def landed():
+        state["steps"] = landed_adamw_step(flat, grad, avg, avg_sq, state["steps"], 1e-3)
+
+    store = _FlatStore(flat, grad)
+    optimizer = SlotAdamW(store)
+    slots, rates = list(range(args.slots)), [1e-3] * args.slots
+    rows = [("AdamW, landed flat formula", landed), ("AdamW, SlotAdamW (fused kernel per row)",
+                                                     lambda: optimizer.step(slots, rates)),
+            ("clipping, landed", lambda: landed_clip(grad, 1e9)),
+            ("clipping, per-row norm + scale", lambda: clip_grad_norm_per_slot(store, slots, 1e9))]
+    times = {name: best_time(function, args.repeats) for name, function in rows}
+    for name, seconds in times.items():
+        print(f"  {name:<42} {seconds * 1e3:9.1f} ms")
+    names = list(times)
+    print(f"  AdamW: landed / fused = {times[names[0]] / times[names[1]]:.1f}x; "
+          f"clipping: landed / per-row = {times[names[2]] / times[names[3]]:.1f}x")
+
+
+class _FlatStore:
+    def __init__(self, flat, grad):
+        self.flat, self.grad, self.num_slots = flat, grad, flat.shape[0]
+
+
+def lora_part(args) -> None:
+    dtype = getattr(torch, args.dtype)
+    k, n = args.slots, args.tokens
+    print(f"\nLoRA, one joint step per layer shape: K={k} self-edits x {n} tokens, r={args.r}, base {args.dtype}, "
+          f"forward+backward (ms; LoRA part = arm - base)")
+    print(f"  {'shape':<9} {'base':>8} {'peft':>8} {'one':>8} {'pad':>8} {'seg':>8}   {'one/base':>8} {'pad/one':>8} "
+          f"{'seg/one':>8} {'seg/peft':>8} (LoRA parts)")
+    totals = dict.fromkeys(("base", "peft", "one", "pad", "seg"), 0.0)
+    for name, (fan_in, fan_out) in SHAPES.items():
+        times = lora_arms(fan_in, fan_out, k, n, args.r, args.alpha, dtype, args.repeats)
+        for arm, seconds in times.items():
+            totals[arm] += seconds * PER_LAYER[name]
+        print(_lora_row(name, times))
+    print(_lora_row("per layer", totals))
+
+
+def _lora_row(name, times) -> str:
+    part = {arm: max(times[arm] - times["base"], 1e-9) for arm in ("peft", "one", "pad", "seg")}
+    return (f"  {name:<9} " + " ".join(f"{times[arm] * 1e3:8.2f}" for arm in ("base", "peft", "one", "pad", "seg"))
+            + f"   {part['one'] / times['base']:8.2f} {part['pad'] / part['one']:8.2f} "
+            f"{part['seg'] / part['one']:8.2f} {part['seg'] / part['peft']:8.2f}")
+
+
+def lora_arms(fan_in, fan_out, k, n, r, alpha, dtype, repeats) -> dict[str, float]:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    # Self-edits' documents differ in length: from n/2 to 3n/2 tokens, n on average.
+    lengths = [n // 2 + (n * i) // max(1, k - 1) for i in range(k)]
+    lengths[-1] += k * n - sum(lengths)
+    linear = nn.Linear(fan_in, fan_out, bias=False).to(dtype).requires_grad_(False)
+    x = torch.randn(1, k * n, fan_in, dtype=dtype, requires_grad=True)  # one packed row; grad_x flows on
+    grad_out = torch.randn(1, k * n, fan_out, dtype=dtype)
+
+    def base():
+        linear(x).backward(grad_out)
+
+    holder = nn.Sequential(linear)
+    peft_model = get_peft_model(holder, LoraConfig(r=r, lora_alpha=alpha, target_modules=["0"]))
+    with torch.no_grad():
+        peft_model.base_model.model[0].lora_B["default"].weight.normal_()
+
+    bounds = [0, *torch.tensor(lengths).cumsum(0).tolist()]
+
+    def peft():  # each self-edit alone, as a plain peft loop runs them
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            peft_model(x[:, start:end]).backward(grad_out[:, start:end])
+
+    def one():
+        peft_model(x).backward(grad_out)
+
+    router = SlotRouter()
+    layer = MultiLoRALinear(linear, r, alpha, router)
+    store = SlotStore([layer], k, "cpu")
+    store.flat.normal_()
+    segments, start = [], 0
+    for i, length in enumerate(lengths):
+        segments.append((start, start + length, i))
+        start += length
+    gather, scatter = landed_routing_indices(torch.arange(k).repeat_interleave(torch.tensor(lengths)), k)
+
+    def seg():
+        with router.use("tokens", segments=segments):
+            layer(x).backward(grad_out)
+
+    lora_A = layer.lora_A.detach().clone().requires_grad_()
+    lora_B = layer.lora_B.detach().clone().requires_grad_()
+
+    def pad():
+        out = linear(x)
+        delta = landed_packed_delta(x.to(torch.float32), lora_A, lora_B, gather, scatter)
+        (out + (delta * layer.scaling).to(out.dtype)).backward(grad_out)
+
+    arms = {"base": base, "peft": peft, "one": one, "pad": pad, "seg": seg}
+    return {arm: best_time(function, repeats) for arm, function in arms.items()}
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    parts = args.parts.split(",")
+    if "optimizer" in parts:
+        optimizer_part(args)
+    if "lora" in parts:
+        lora_part(args)
+
+
+if __name__ == "__main__":
+    main()
