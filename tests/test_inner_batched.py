@@ -167,3 +167,17 @@ def test_batched_training_equals_training_each_alone_on_cuda(tiny_model, tokeniz
     for member in next(adapter.adapt_groups(JOBS)).members:
         losses = expected[member.job_index][0]
         torch.testing.assert_close(torch.tensor(member.losses), torch.tensor(losses), rtol=1e-3, atol=1e-4)
+
+
+def test_packing_keeps_each_adapters_tokens_in_one_segment_per_row(tokenizer):
+    examples = [tokenize_examples(job.examples, tokenizer, 64) for job in JOBS]
+    batch = pack([(slot + 5, exs) for slot, exs in enumerate(examples)], 40, tokenizer.pad_token_id, "cpu")
+    width = batch.input_ids.shape[1]
+    rows = {}
+    for start, end, slot in batch.segments:
+        assert start // width == (end - 1) // width, "a segment stays in its row"
+        rows.setdefault(start // width, []).append(slot)
+    assert all(len(slots) == len(set(slots)) for slots in rows.values()), "one segment per adapter and row"
+    covered = sum(end - start for start, end, _ in batch.segments)
+    assert covered == batch.num_tokens == sum(len(ex.input_ids) for exs in examples for ex in exs)
+    assert sorted({slot for _, _, slot in batch.segments}) == [5, 6, 7, 8]
