@@ -197,3 +197,11 @@ def test_variant_fields_parse_from_cli_and_yaml(tmp_path):
     assert (reward.score_kind, reward.baseline_kind, reward.question_with_title) == ("loglik", "none", False)
     with pytest.raises(SystemExit):
         parse_script_arguments(make_parser(), ["--reward_baseline", "policy"])
+
+
+def test_eval_knowledge_question_protocol_flag():
+    from trl_seal.scripts.eval_knowledge import make_parser
+
+    args = make_parser().parse_args_and_config(["--question_with_title", "false"])[0]
+    assert args.question_with_title is False
+    assert make_parser().parse_args_and_config([])[0].question_with_title is True
