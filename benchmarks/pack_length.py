@@ -9,8 +9,8 @@ import argparse
 import time
 
 import torch
-
 from inner_loop import load_model, workload
+
 from trl_seal import InnerJob, LoRAInnerAdapter
 
 
@@ -34,7 +34,8 @@ def main():
             for _group in adapter.adapt_groups(jobs):
                 pass
             stats = adapter.last_run
-            print(f"pack_length {length:5d}: {time.perf_counter() - start:6.1f} s, {stats['joint_steps']} joint steps, "
+            elapsed = time.perf_counter() - start
+            print(f"pack_length {length:5d}: {elapsed:6.1f} s, {stats['joint_steps']} joint steps, "
                   f"{100 * stats['tokens'] / stats['row_tokens']:.0f}% of row tokens real", flush=True)
 
 

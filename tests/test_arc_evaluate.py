@@ -24,7 +24,8 @@ def test_summary_per_task_invalid_rate_and_markdown():
     summary = result.summary()
     assert summary["pairs"] == 4 and summary["solved"] == 1 and summary["success_rate"] == 0.25
     assert summary["invalid_rate"] == 0.5 and summary["per_task"]["a"]["solved"] == 1
-    assert summary["per_task"]["b"] == {"pairs": 2, "solved": 0, "success_rate": 0.0, "ci95": list(wilson_interval(0, 2))}
+    expected = {"pairs": 2, "solved": 0, "success_rate": 0.0, "ci95": list(wilson_interval(0, 2))}
+    assert summary["per_task"]["b"] == expected
     table = markdown_table([summary, ConditionResult("in_context", ["a", "b"], [0.0, 0.0]).summary()])
     assert "| self_edits | 4 | 25.0 |" in table and "50 % (invalid_json 2)" in table
     assert "| a | 1/2 | 0/1 |" in table and "| b | 0/2 | 0/1 |" in table

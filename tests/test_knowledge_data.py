@@ -50,7 +50,8 @@ def test_flat_rows_are_grouped_by_context(tmp_path):
     import pyarrow.parquet as pq
 
     parquet = tmp_path / "flat.parquet"
-    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "answers"} | {"answer": "x"} for r in rows]), parquet)
+    flat = [{k: v for k, v in r.items() if k != "answers"} | {"answer": "x"} for r in rows]
+    pq.write_table(pa.Table.from_pylist(flat), parquet)
     assert len(load_passages(parquet)) == 2
 
 
@@ -60,7 +61,8 @@ def test_flat_rows_are_grouped_by_context(tmp_path):
         ({"context": "c", "questions": [{"question": "q", "answer": "a"}]}, "row 1: field 'title'"),
         ({"title": "t", "context": " ", "questions": [{"question": "q", "answer": "a"}]}, "row 1: field 'context'"),
         ({"title": "t", "context": "c", "questions": []}, "row 1: field 'questions'"),
-        ({"title": "t", "context": "c", "questions": [{"question": "q", "answer": ""}]}, r"row 1, questions\[0\]: field 'answer'"),
+        ({"title": "t", "context": "c", "questions": [{"question": "q", "answer": ""}]},
+         r"row 1, questions\[0\]: field 'answer'"),
         ({"title": "t", "context": "c", "questions": [{"answer": "a"}]}, r"row 1, questions\[0\]: field 'question'"),
     ],
 )

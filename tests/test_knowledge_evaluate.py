@@ -1,15 +1,16 @@
 import json
 
 import pytest
-
 from test_knowledge_reward import FakeAdapter
+
 from trl_seal.knowledge.data import load_passages
 from trl_seal.knowledge.evaluate import bootstrap_ci, markdown_table, read_self_edit_file, run_conditions
 from trl_seal.knowledge.grading import exact_match
 from trl_seal.knowledge.reward import KnowledgeQAReward
 
 PASSAGES = load_passages([
-    {"title": f"stone {i}", "context": "the secret is cloud", "questions": [{"question": "secret ?", "answer": "apple"}]}
+    {"title": f"stone {i}", "context": "the secret is cloud",
+     "questions": [{"question": "secret ?", "answer": "apple"}]}
     for i in range(4)
 ])
 
@@ -38,7 +39,8 @@ def test_conditions_paired_differences_and_table(tokenizer):
 
 def test_self_edit_file(tmp_path):
     path = tmp_path / "edits.jsonl"
-    rows = [{"title": f"stone {i}", "self_edit": f"edit {i}"} for i in range(4)] + [{"title": "stone 0", "self_edit": "more"}]
+    rows = [{"title": f"stone {i}", "self_edit": f"edit {i}"} for i in range(4)]
+    rows.append({"title": "stone 0", "self_edit": "more"})
     path.write_text("\n".join(json.dumps(r) for r in rows))
     edits = read_self_edit_file(str(path), PASSAGES)
     assert edits[0] == ["edit 0", "more"] and edits[3] == ["edit 3"]

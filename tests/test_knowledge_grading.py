@@ -5,7 +5,8 @@ from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score, 
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("The  Denver Broncos!", "denver broncos"), ("an apple, a pear", "apple pear"), ("Santa Clara, California", "santa clara california")],
+    [("The  Denver Broncos!", "denver broncos"), ("an apple, a pear", "apple pear"),
+     ("Santa Clara, California", "santa clara california")],
 )
 def test_official_normalisation(text, expected):
     assert normalize_answer(text) == expected

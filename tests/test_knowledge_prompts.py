@@ -14,7 +14,8 @@ def test_every_style_shows_title_and_passage(style):
 
 
 def test_user_template_and_errors():
-    assert self_edit_prompt(PASSAGE, template="Notes on {title}: {context}") == "Notes on Quellmarsh: " + PASSAGE.context
+    prompt = self_edit_prompt(PASSAGE, template="Notes on {title}: {context}")
+    assert prompt == "Notes on Quellmarsh: " + PASSAGE.context
     with pytest.raises(ValueError, match="context"):
         self_edit_prompt(PASSAGE, template="about {title}")
     with pytest.raises(ValueError, match="implications"):

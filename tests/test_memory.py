@@ -44,6 +44,6 @@ def test_resident_memory_is_flat_over_480_inner_loops(tiny_model, tokenizer):
     loops = torch.tensor([s[0] for s in samples], dtype=torch.float64)
     rss = torch.tensor([s[1] for s in samples], dtype=torch.float64)
     slope = (((loops - loops.mean()) * (rss - rss.mean())).sum() / ((loops - loops.mean()) ** 2).sum()).item()
-    print(f"\nresident memory slope: {slope / 1024:.2f} KiB per inner loop over {BATCHES * JOBS_PER_BATCH} inner loops "
+    print(f"\nresident memory slope: {slope / 1024:.2f} KiB per inner loop over {BATCHES * JOBS_PER_BATCH} loops "
           f"(RSS {rss[0] / 2**20:.1f} -> {rss[-1] / 2**20:.1f} MiB after warm-up)")
     assert slope < 8 * 1024, f"resident memory grows by {slope / 1024:.1f} KiB per inner loop"

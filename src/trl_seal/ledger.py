@@ -2,10 +2,10 @@
 
 A SEAL round is hours of inner loops. The ledger (`<output_dir>/seal_ledger/process-<rank>.jsonl`, one file per
 process so processes never write the same file) records each scored self-edit under a key that does not depend on
-the process layout: round, policy step, index in the round and the SHA-256 of its prompt and text. A resumed run (or a fresh run
-in the same folder) regenerates the round's self-edits (seeded sampling makes them the same), looks each one up, and
-trains only those the ledger does not hold: nothing scored is scored again. `config.json` beside the files records
-the settings that decide rewards; a ledger written under other settings is refused, naming the field.
+the process layout: round, policy step, index in the round and the SHA-256 of its prompt and text. A resumed run (or
+a fresh run in the same folder) regenerates the round's self-edits (seeded sampling makes them the same), looks each
+one up, and trains only those the ledger does not hold: nothing scored is scored again. `config.json` beside the
+files records the settings that decide rewards; a ledger written under other settings is refused, naming the field.
 """
 
 from __future__ import annotations

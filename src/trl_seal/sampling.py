@@ -65,7 +65,8 @@ class SeededSampler(LogitsProcessor):
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         uniform = torch.stack([
-            torch.rand(scores.shape[1], generator=g, device=scores.device, dtype=torch.float32) for g in self.generators
+            torch.rand(scores.shape[1], generator=g, device=scores.device, dtype=torch.float32)
+            for g in self.generators
         ])
         gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
         choice = (scores.float() + gumbel).argmax(dim=-1, keepdim=True)

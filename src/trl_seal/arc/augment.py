@@ -6,7 +6,8 @@ paper's menu (DESIGN.md §2):
 
 | group | transforms |
 |---|---|
-| basic | rotations by 90/180/270°, flips (up-down, left-right), reflections (the grid with its mirror image appended, on either side and axis), translation (cyclic shift by one row and one column), transpose |
+| basic | rotations by 90/180/270°, flips (up-down, left-right), reflections (the grid with its mirror image |
+|       | appended, on either side and axis), translation (cyclic shift by one row and one column), transpose |
 | size | ×2 resolution, ×2 height, ×2 width |
 | chain | a rotation, flip or transpose, then ×2 resolution |
 | repeat | tiling ×2 vertically, horizontally, both |

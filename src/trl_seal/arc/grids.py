@@ -81,7 +81,8 @@ def as_grid(value: Any, where: str) -> np.ndarray:
         raise ValueError(f"{where}: a grid must be a non-empty list of non-empty lists of colours, got {value!r:.80}.")
     width = len(value[0])
     if any(len(row) != width for row in value):
-        raise ValueError(f"{where}: the grid's rows have different lengths {[len(r) for r in value]}; make it rectangular.")
+        lengths = [len(r) for r in value]
+        raise ValueError(f"{where}: the grid's rows have different lengths {lengths}; make it rectangular.")
     if not all(isinstance(cell, (int, np.integer)) and not isinstance(cell, bool) and 0 <= cell <= 9
                for row in value for cell in row):
         raise ValueError(f"{where}: every cell must be an integer colour 0-9.")

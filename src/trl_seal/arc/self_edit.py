@@ -63,7 +63,9 @@ class SelfEditConfig:
 
 
 # The paper's "oracle" test-time training: every augmentation, loss on the answer only.
-ORACLE = SelfEditConfig(basic=True, size=True, chain=True, repeat=True, loss="output", learning_rate=1e-4, num_epochs=2)
+ORACLE = SelfEditConfig(
+    basic=True, size=True, chain=True, repeat=True, loss="output", learning_rate=1e-4, num_epochs=2
+)
 
 
 # A valid configuration is ~150 characters; anything this long is rejected before parsing.

@@ -112,7 +112,8 @@ def _augmented_examples(
             for _ in range(num_permutations):
                 colors = ColorPermutation.random(rng)
                 order = rng.sample(range(len(examples)), len(examples))
-                recoloured = [(colors.forward(inp), colors.forward(out)) for inp, out in permute_examples(examples, order)]
+                permuted = permute_examples(examples, order)
+                recoloured = [(colors.forward(inp), colors.forward(out)) for inp, out in permuted]
                 query_recoloured = (colors.forward(query[0]), colors.forward(query[1]))
                 yield pseudo_task_example(recoloured, query_recoloured, loss)
 

@@ -1,7 +1,8 @@
 """Loading SQuAD-style passages and building the self-edit dataset.
 
 Accepted sources, all producing `Passage` records:
-- the list format of `shared/data/squad` and of the embedded set: `[{title, context, questions: [{question, answer}]}]`;
+- the list format of the embedded set (and of SQuAD exports in that shape):
+  `[{title, context, questions: [{question, answer}]}]`;
 - the official nested SQuAD json (`{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}`);
 - flat SQuAD rows (one row per question: `title`, `context`, `question`, `answers` = `{"text": [...]}` or a string),
   grouped into passages by context, as `rajpurkar/squad` on the hub;
@@ -59,7 +60,9 @@ def load_passages(source: str | Path | Sequence[Mapping] | None = None, split: s
     path = Path(source)
     if path.suffix in (".json", ".jsonl", ".parquet"):
         if not path.is_file():
-            raise FileNotFoundError(f"Passage file {path} does not exist: pass a .json/.jsonl/.parquet path or a hub name.")
+            raise FileNotFoundError(
+                f"Passage file {path} does not exist: pass a .json/.jsonl/.parquet path or a hub name."
+            )
         return passages_from_rows(_read_rows(path), str(path))
     from datasets import load_dataset
 
@@ -81,7 +84,9 @@ def _read_rows(path: Path) -> list[Mapping]:
     if isinstance(data, Mapping) and isinstance(data.get("data"), list):
         return _unnest_official(data["data"])
     if not isinstance(data, list):
-        raise PassageDataError(f"{path}: expected a JSON list of rows or SQuAD's {{'data': [...]}}, got {type(data).__name__}.")
+        raise PassageDataError(
+            f"{path}: expected a JSON list of rows or SQuAD's {{'data': [...]}}, got {type(data).__name__}."
+        )
     return data
 
 
