@@ -49,7 +49,7 @@ def load_passages(source: str | Path | Sequence[Mapping] | None = None, split: s
 
     Example:
     ```python
-    >>> passages = load_passages("../shared/data/squad/squad_v1.1_dev_passages.json")
+    >>> passages = load_passages("squad_passages.json")  # a local file in any accepted format
     >>> passages[0].title, len(passages[0].questions)
     ```
     """
