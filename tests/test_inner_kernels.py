@@ -168,3 +168,26 @@ def test_routed_rows_equal_peft_lora_of_each_row_alone():
         for got, weight in ((store.grad[slot, :12].view(2, 6), peft_layer.lora_A["default"].weight),
                             (store.grad[slot, 12:].view(5, 2), peft_layer.lora_B["default"].weight)):
             torch.testing.assert_close(got, weight.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_kernels_on_cuda_equal_the_cpu():
+    x, base_out, lora_A, lora_B = segment_inputs(torch.float32)
+    weights = torch.randn(base_out.shape)
+    results = []
+    for device in ("cpu", "cuda"):
+        inputs = [t.detach().to(device).requires_grad_() for t in (x, base_out, lora_A, lora_B)]
+        out = SegmentLoRA.apply(*inputs, SEGMENTS, 1.5, None, None)
+        (out * weights.to(device)).sum().backward()
+        results.append([out.detach().cpu()] + [t.grad.cpu() for t in inputs])
+    for got, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    stores = [tiny_store(num_slots=2) for _ in range(2)]
+    stores[1].flat, stores[1].grad = stores[1].flat.cuda(), stores[1].grad.cuda()
+    for store in stores:
+        optimizer = SlotAdamW(store, weight_decay=0.01)
+        for step in range(3):
+            store.grad.copy_(torch.full(store.grad.shape, 0.1 * (step + 1)))
+            clip_grad_norm_per_slot(store, [0, 1], 0.5)
+            optimizer.step([0, 1], [1e-2, 3e-2])
+    torch.testing.assert_close(stores[1].flat.cpu(), stores[0].flat)
