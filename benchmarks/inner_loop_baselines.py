@@ -20,7 +20,9 @@ from trl_seal.knowledge.reward import generate_answers
 def lora_config(args):
     from peft import LoraConfig
 
-    return LoraConfig(r=args.r, lora_alpha=args.alpha, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=args.r, lora_alpha=args.alpha, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM"
+    )
 
 
 def accuracy(model, tokenizer, item, args, grader) -> float:
@@ -31,7 +33,8 @@ def accuracy(model, tokenizer, item, args, grader) -> float:
 
 def _common_training_arguments(args, folder: str, seed: int) -> dict:
     return dict(
-        output_dir=folder, num_train_epochs=args.epochs, per_device_train_batch_size=1, learning_rate=args.learning_rate,
+        output_dir=folder, num_train_epochs=args.epochs, per_device_train_batch_size=1,
+        learning_rate=args.learning_rate,
         lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0, seed=seed,
         save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=args.device == "cpu", bf16=False, fp16=False,  # the model is already in the benchmark's dtype
