@@ -23,7 +23,8 @@ def run_round(output_dir: Path, num_processes: int) -> dict:
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if num_processes > 1:
         launch += ["--multi_gpu", "--main_process_port", "29517"]
-    done = subprocess.run([*launch, str(SCRIPT), str(output_dir)], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([*launch, str(SCRIPT), str(output_dir)], env=env, capture_output=True, text=True,
+                          timeout=900)
     lines = [line for line in done.stdout.splitlines() if line.startswith('{"num_processes"')]
     assert lines, f"no result line; exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return json.loads(lines[-1])

@@ -23,7 +23,9 @@ SCRIPT = ROOT / "tests" / "scripts" / "seal_resume.py"
 SELF_EDITS = 3 * 16
 
 
-def attempt(output_dir: Path, model_dir: Path, kill: str | None = None, resume: bool = True, processes: int = 1) -> int:
+def attempt(
+    output_dir: Path, model_dir: Path, kill: str | None = None, resume: bool = True, processes: int = 1
+) -> int:
     """Run the script once; returns 0, or -9 when it was killed (with 2 processes: a rank died of SIGKILL)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("SEAL_KILL", None)
@@ -72,7 +74,8 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_run(tmp_pa
     assert codes == [-signal.SIGKILL] * len(plan), f"every planned kill must fire: {list(zip(plan, codes))}"
     assert attempt(killed, model_dir) == 0
 
-    final, expected = load_file(killed / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")
+    final = load_file(killed / "final" / "model.safetensors")
+    expected = load_file(reference / "final" / "model.safetensors")
     assert all(torch.equal(final[name], expected[name]) for name in expected), "final model differs"
     assert read_jsonl(killed / "self_edits.jsonl") == read_jsonl(reference / "self_edits.jsonl")
     assert read_jsonl(killed / "seal_rounds.jsonl")[-1]["round"] == 2
@@ -105,7 +108,8 @@ def test_two_processes_killed_and_resumed(tmp_path, tiny_model, tokenizer):
     assert codes == [-signal.SIGKILL] * len(plan), list(zip(plan, codes))
     assert attempt(killed, model_dir, processes=2) == 0
 
-    final, expected = load_file(killed / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")
+    final = load_file(killed / "final" / "model.safetensors")
+    expected = load_file(reference / "final" / "model.safetensors")
     assert all(torch.equal(final[name], expected[name]) for name in expected), "final model differs"
     assert read_jsonl(killed / "self_edits.jsonl") == read_jsonl(reference / "self_edits.jsonl")
     files = sorted((killed / "seal_ledger").glob("process-*.jsonl"))
