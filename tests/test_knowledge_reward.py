@@ -1,47 +1,13 @@
-import contextlib
+from fakes import AppleAdapter  # the tests folder's own stand-ins
 
-import torch
-from torch import nn
-
-from trl_seal import AdaptedModel, LoRAInnerAdapter
+from trl_seal import LoRAInnerAdapter
 from trl_seal.knowledge.grading import exact_match
 from trl_seal.knowledge.reward import KnowledgeQAReward, completion_text
 
 QUESTIONS = [{"question": "secret ?", "answers": ["apple"]}, {"question": "the secret ?", "answers": ["apple"]}]
 
 
-class AnsweringModel(nn.Module):
-    """Answers every question with a fixed text, through the real generate/decode path of the reward."""
-
-    def __init__(self, tokenizer, answer: str):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
-        self.answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        answer = torch.tensor([self.answer_ids] * input_ids.shape[0])
-        return torch.cat([input_ids, answer], dim=1)
-
-
-class FakeAdapter:
-    """Adapted models answer "apple" when a training document mentions apple, else "river"."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer, self.version, self.base_calls = tokenizer, 0, 0
-        self.good, self.bad = AnsweringModel(tokenizer, "apple"), AnsweringModel(tokenizer, "river")
-
-    @contextlib.contextmanager
-    def base_model(self):
-        self.base_calls += 1
-        yield self.bad
-
-    def adapt(self, jobs):
-        for index, job in enumerate(jobs):
-            if any("tiger" in e.completion for e in job.examples):
-                yield AdaptedModel(index, self.bad, self.tokenizer, failure="nan_loss")
-                continue
-            knows = any("apple" in e.completion for e in job.examples)
-            yield AdaptedModel(index, self.good if knows else self.bad, self.tokenizer)
+FakeAdapter = AppleAdapter
 
 
 def call(reward, adapter, completions, invalid):

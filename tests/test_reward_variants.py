@@ -1,10 +1,9 @@
 """Reward variants of KnowledgeQAReward: the loglik score, several scorings, the passage-only baseline."""
 
-import contextlib
 
 import pytest
 import torch
-from torch import nn
+from fakes import AppleAdapter  # the tests folder's own stand-ins
 
 from trl_seal import AdaptedModel, InnerJob, LoRAInnerAdapter, TrainingExample
 from trl_seal.generation import continuation_logprobs
@@ -16,37 +15,7 @@ QUESTIONS = [{"question": "secret ?", "answers": ["apple"]},
              {"question": "the secret ?", "answers": ["apple", "amber"]}]
 
 
-class AnsweringModel(nn.Module):
-    """Answers every question with a fixed text (through the reward's real generate/decode path)."""
-
-    def __init__(self, tokenizer, answer: str):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
-        self.answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        return torch.cat([input_ids, torch.tensor([self.answer_ids] * input_ids.shape[0])], dim=1)
-
-
-class RecordingAdapter:
-    """Adapted models answer "apple" when a training document mentions apple, else "river"; every job is recorded.
-
-    `base_knows` makes the un-adapted model answer "apple" too (so the base and passage baselines differ)."""
-
-    def __init__(self, tokenizer, base_knows: bool = False):
-        self.tokenizer, self.version, self.jobs = tokenizer, 0, []
-        self.good, self.bad = AnsweringModel(tokenizer, "apple"), AnsweringModel(tokenizer, "river")
-        self.base_knows = base_knows
-
-    @contextlib.contextmanager
-    def base_model(self):
-        yield self.good if self.base_knows else self.bad
-
-    def adapt(self, jobs):
-        self.jobs += list(jobs)
-        for index, job in enumerate(jobs):
-            knows = any("apple" in e.completion for e in job.examples)
-            yield AdaptedModel(index, self.good if knows else self.bad, self.tokenizer)
+RecordingAdapter = AppleAdapter
 
 
 def call(reward, adapter, completions, seeds=None, context="the secret is cloud"):
