@@ -34,8 +34,8 @@ class ToyArguments:
     num_train_contexts: int = field(default=64, metadata={"help": "Contexts the policy trains on."})
     num_eval_contexts: int = field(default=32, metadata={"help": "Held-out contexts for the before/after rate."})
     eval_samples_per_context: int = field(default=8, metadata={"help": "Self-edits sampled per held-out context."})
-    inner_rank: int = field(default=4, metadata={"help": "LoRA rank of the inner adapter."})
-    inner_epochs: int = field(default=3, metadata={"help": "Inner-loop epochs per self-edit."})
+    inner_r: int = field(default=4, metadata={"help": "LoRA rank of the inner adapter."})
+    inner_num_epochs: int = field(default=3, metadata={"help": "Inner-loop epochs per self-edit."})
     inner_learning_rate: float = field(default=1e-2, metadata={"help": "Inner-loop learning rate."})
 
 
@@ -61,7 +61,7 @@ def main():
     before = contains_secret_rate(model, tokenizer, eval_dataset, toy_args.eval_samples_per_context)
 
     inner = LoRAInnerAdapter(
-        r=toy_args.inner_rank, lora_alpha=2 * toy_args.inner_rank, num_epochs=toy_args.inner_epochs,
+        r=toy_args.inner_r, lora_alpha=2 * toy_args.inner_r, num_epochs=toy_args.inner_num_epochs,
         learning_rate=toy_args.inner_learning_rate,
     )
     trainer = SEALTrainer(
