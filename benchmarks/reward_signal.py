@@ -29,22 +29,18 @@ import os
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study import (  # noqa: E402
     ResumableStudy,
     add_common_arguments,
     interval,
-    load_model,
     make_adapter,
     mean,
     questions_of,
-    select_passages,
+    run_study,
 )
 
 from trl_seal import InnerJob, adapted_groups  # noqa: E402
-from trl_seal.knowledge.data import load_passages  # noqa: E402
 from trl_seal.knowledge.evaluate import generate_self_edits  # noqa: E402
 from trl_seal.knowledge.grading import answer_contained, f1_score  # noqa: E402
 from trl_seal.knowledge.prompts import training_documents  # noqa: E402
@@ -234,11 +230,7 @@ def run(args, model, tokenizer, passages) -> list[dict]:
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    model, tokenizer = load_model(args.model)
-    passages = select_passages(load_passages(args.data), args)
-    run(args, model, tokenizer, passages)
+    run_study(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,18 @@ def make_adapter(args, model, tokenizer):
     return adapter
 
 
+def run_study(parse_args, run, argv=None):
+    """A study's command line: parse its arguments, seed, load the model and the held-out passages, then `run`."""
+    import torch
+
+    from trl_seal.knowledge.data import load_passages
+
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(args.model)
+    return run(args, model, tokenizer, select_passages(load_passages(args.data), args))
+
+
 def load_model(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
