@@ -12,8 +12,12 @@ m in {1, M}):
   variance components; noise = the seed-to-seed variance of one self-edit);
 - keep agreement: how often the two scorings agree on "reward > 0" (what ReST-EM keeps; the only statistic the
   baseline changes, since a baseline is constant within a passage);
-- validity: the mean within-passage Spearman rho between the variant's first scoring and the self-edit's accuracy
-  averaged over V independent scorings (the quantity ReST-EM should rank by).
+- validity: the mean within-passage Spearman rho between the variant's first scoring and the self-edit's reference
+  accuracy, its accuracy averaged over every inner loop independent of that scoring (the other retest scoring and
+  the V validity scorings: the quantity ReST-EM should rank by);
+- top-1 selection gain: the reference accuracy of the self-edit the variant ranks first in its passage, minus the
+  passage's mean reference accuracy (what keeping the best-scored self-edit buys, on fresh seeds);
+- r of the mean of 3 (the paper's m), predicted from a single scoring's signal share by Spearman-Brown.
 CIs are 95 % percentile bootstraps over passages. Results are appended per passage to results.jsonl (a restart
 skips done passages); config.json records the settings, the passage indices and the seed scheme.
 
@@ -47,7 +51,9 @@ from trl_seal.knowledge.prompts import training_documents  # noqa: E402
 from trl_seal.knowledge.reward import KnowledgeQAReward  # noqa: E402
 from trl_seal.knowledge.stats import (  # noqa: E402
     bootstrap_statistic,
+    mean_selection_gain,
     mean_within_group_spearman,
+    spearman_brown,
     variance_components,
     within_group_correlation,
 )
@@ -136,11 +142,17 @@ def variant_values(record: dict, score: str, baseline: str, m: int) -> list[tupl
     return [v for v in self_edit_values(record, score, baseline, m) if v is not None]
 
 
+def reference_accuracy(record: dict, edit: int, m: int) -> float:
+    """A self-edit's accuracy averaged over every inner loop independent of the variant's first scoring (which uses
+    seeds 0..m-1 of retest scoring 0): the rest of scoring 0, all of scoring 1 and the validity scorings."""
+    scorings = record["retest_accuracy"][edit]
+    return mean([*scorings[0][m:], *scorings[1], *record["validity_accuracy"][edit]])
+
+
 def validity_pairs(record: dict, score: str, baseline: str, m: int) -> list[tuple[float, float]]:
-    """(the variant's first scoring, the mean accuracy over the validity scorings) per self-edit."""
+    """(the variant's first scoring, the self-edit's reference accuracy) per self-edit."""
     values = self_edit_values(record, score, baseline, m)
-    return [(v[0], mean(reference)) for v, reference in zip(values, record["validity_accuracy"], strict=True)
-            if v is not None]
+    return [(v[0], reference_accuracy(record, edit, m)) for edit, v in enumerate(values) if v is not None]
 
 
 def analyse(records: list[dict], args) -> list[dict]:
@@ -172,21 +184,29 @@ def variant_row(name, groups, validity, args) -> dict:
         row[key + "_ci"] = bootstrap_statistic(groups, statistic, args.draws, args.seed)
     row["validity_rho"], row["validity_passages"] = mean_within_group_spearman(validity)
     row["validity_rho_ci"] = bootstrap_statistic(validity, rho, args.draws, args.seed)
+    row["selection_gain"] = mean_selection_gain(validity)
+    row["selection_gain_ci"] = bootstrap_statistic(validity, mean_selection_gain, args.draws, args.seed)
     return row
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| variant | test-retest r | signal share | keep agreement | keep rate | validity rho (passages) |",
-             "|---|---|---|---|---|---|"]
+def markdown(rows: list[dict], paper_m: int = 3) -> str:
+    """The table; `r, mean of {paper_m}` is the Spearman-Brown prediction from the single scoring's signal share."""
+    lines = [f"| variant | test-retest r | signal share | r, mean of {paper_m} (predicted) | keep agreement "
+             "| keep rate | validity rho (passages) | top-1 selection gain (accuracy points) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
+        share = interval(row["signal_share"], row["signal_share_ci"])
         if "test_retest_r" not in row:
-            lines.append(f"| {row['variant']} | | {interval(row['signal_share'], row['signal_share_ci'])} | | | |")
+            lines.append(f"| {row['variant']} | | {share} | | | | | |")
             continue
+        predicted = interval(spearman_brown(row["signal_share"], paper_m),
+                             tuple(spearman_brown(v, paper_m) for v in row["signal_share_ci"]))
         lines.append(
-            f"| {row['variant']} | {interval(row['test_retest_r'], row['test_retest_r_ci'])} | "
-            f"{interval(row['signal_share'], row['signal_share_ci'])} | "
+            f"| {row['variant']} | {interval(row['test_retest_r'], row['test_retest_r_ci'])} | {share} | "
+            f"{predicted if row['variant'].endswith('m=1') else ''} | "
             f"{interval(row['keep_agreement'], row['keep_agreement_ci'])} | {row['keep_rate']:.2f} | "
-            f"{interval(row['validity_rho'], row['validity_rho_ci'])} ({row['validity_passages']}) |"
+            f"{interval(row['validity_rho'], row['validity_rho_ci'])} ({row['validity_passages']}) | "
+            f"{interval(row['selection_gain'], row['selection_gain_ci'], 100, 1)} |"
         )
     return "\n".join(lines)
 

@@ -8,9 +8,11 @@ import pytest
 from trl_seal.knowledge.stats import (
     average_ranks,
     bootstrap_statistic,
+    mean_selection_gain,
     mean_within_group_spearman,
     pearson,
     spearman,
+    spearman_brown,
     variance_components,
     within_group_correlation,
 )
@@ -66,6 +68,22 @@ def test_variance_components_recover_simulated_share():
 def test_mean_within_group_spearman_skips_undefined_groups():
     groups = [[(1, 1), (2, 2), (3, 3)], [(1, 3), (2, 2), (3, 1)], [(1, 5), (2, 5), (3, 5)]]
     assert mean_within_group_spearman(groups) == (pytest.approx(0.0), 2)
+
+
+def test_spearman_brown_known_values():
+    assert spearman_brown(0.2, 3) == pytest.approx(0.6 / 1.4)
+    assert spearman_brown(0.5, 1) == pytest.approx(0.5) and spearman_brown(1.0, 5) == pytest.approx(1.0)
+    assert spearman_brown(-0.1, 3) == 0.0, "a negative estimate is no signal"
+    assert math.isnan(spearman_brown(float("nan"), 3))
+
+
+def test_mean_selection_gain_picks_the_top_scored_item():
+    groups = [[(0.9, 1.0), (0.1, 0.0)], [(0.2, 0.0), (0.8, 0.5)]]
+    assert mean_selection_gain(groups) == pytest.approx((0.5 + 0.25) / 2)
+    assert mean_selection_gain([[(1.0, 1.0), (1.0, 0.0), (0.0, 0.5)]]) == pytest.approx(0.0), "ties share the pick"
+    assert math.isnan(mean_selection_gain([[(1.0, 1.0)]])), "a single item selects nothing"
+    inverted = [[(0.1, 1.0), (0.9, 0.0)]]
+    assert mean_selection_gain(inverted) == pytest.approx(-0.5)
 
 
 def test_bootstrap_statistic_brackets_the_estimate_and_is_seeded():

@@ -121,6 +121,44 @@ def mean_within_group_spearman(groups: Sequence[Sequence[tuple[float, float]]]) 
     return (sum(defined) / len(defined) if defined else NAN), len(defined)
 
 
+def spearman_brown(reliability: float, m: int) -> float:
+    """The reliability of the mean of `m` parallel measurements, each of reliability `reliability` (the
+    Spearman-Brown prophecy formula: noise averages away, signal does not). A negative estimate (sampling noise
+    around no signal) counts as 0.
+
+    Example:
+    ```python
+    >>> round(spearman_brown(0.2, 3), 3)
+    0.429
+    ```
+    """
+    if math.isnan(reliability):
+        return NAN
+    reliability = max(0.0, reliability)
+    return m * reliability / (1 + (m - 1) * reliability)
+
+
+def mean_selection_gain(groups: Sequence[Sequence[tuple[float, float]]]) -> float:
+    """Mean over groups of (the reference value of the item ranked first by the score) minus (the group's mean
+    reference): what keeping each group's best-scored item buys, measured on independent data. Items tied for first
+    share the pick; groups of one item are skipped.
+
+    Example:
+    ```python
+    >>> mean_selection_gain([[(0.9, 1.0), (0.1, 0.0)], [(0.2, 0.0), (0.8, 0.5)]])  # picks 1.0 and 0.5
+    0.375
+    ```
+    """
+    gains = []
+    for pairs in groups:
+        if len(pairs) < 2:
+            continue
+        best = max(score for score, _ in pairs)
+        picked = [reference for score, reference in pairs if score == best]
+        gains.append(sum(picked) / len(picked) - sum(reference for _, reference in pairs) / len(pairs))
+    return sum(gains) / len(gains) if gains else NAN
+
+
 def bootstrap_statistic(
     groups: Sequence, statistic: Callable[[Sequence], float], draws: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
