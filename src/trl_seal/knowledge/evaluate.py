@@ -7,8 +7,9 @@ Conditions (each gives one accuracy per passage, then the mean with a 95 % boots
   an adapter is trained on each (plus the passage), the passage's score is the mean over its self-edits;
 - `file`: self-edits read from a JSONL file (`{"title", "self_edit"}` per line, several per title allowed);
 - `cpt`: continued pretraining, one adapter trained on the documents of all n passages, then all their questions.
-Paired differences against `passage` (same passages) come with their own CI: they are far tighter than the
-difference of two marginal CIs.
+Paired differences against `passage` (same passages), and against any other condition asked for, come with their own
+CI: they are far tighter than the difference of two marginal CIs. `describe_comparison` says in one sentence what a
+table's paired CIs allow one to claim.
 """
 
 from __future__ import annotations
@@ -35,10 +36,18 @@ class ConditionResult:
         out = {"condition": self.name, "passages": len(self.per_passage), "accuracy": mean(self.per_passage),
                "ci95": [low, high], **self.extra}
         if reference is not None and reference is not self and len(reference.per_passage) == len(self.per_passage):
-            diffs = [a - b for a, b in zip(self.per_passage, reference.per_passage)]
-            paired = {"mean": mean(diffs), "ci95": list(bootstrap_ci(diffs, draws, seed))}
-            out["paired_diff_vs_" + reference.name] = paired
+            out[paired_key(reference.name)] = self.paired_difference(reference, draws, seed)
         return out
+
+    def paired_difference(self, reference: ConditionResult, draws: int = 2000, seed: int = 0) -> dict:
+        """Mean of the per-passage differences `self - reference` (same passages, same order) with its 95 % CI."""
+        diffs = [a - b for a, b in zip(self.per_passage, reference.per_passage, strict=True)]
+        return {"mean": mean(diffs), "ci95": list(bootstrap_ci(diffs, draws, seed))}
+
+
+def paired_key(reference: str) -> str:
+    """The summary key that holds a condition's paired difference against `reference`."""
+    return "paired_diff_vs_" + reference
 
 
 def bootstrap_ci(values: Sequence[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -111,17 +120,29 @@ def evaluate_continued_pretraining(adapter, passages, self_edits, reward) -> Con
 
 
 def generate_self_edits(model, tokenizer, passages, k: int, style: str = "implications", max_new_tokens: int = 256,
-                        temperature: float = 1.0, top_p: float = 0.95, seed: int = 0) -> list[list[str]]:
-    """k sampled self-edits per passage from `model` (the paper samples at temperature 1.0, top_p 0.95)."""
+                        temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
+                        passages_per_batch: int = 1) -> list[list[str]]:
+    """k sampled self-edits per passage from `model` (the paper samples at temperature 1.0, top_p 0.95).
+
+    `passages_per_batch` passages (k rows each) share one `generate` call: fewer, fuller calls, but other random
+    draws than one passage at a time (the default), so a given seed gives other self-edits.
+    """
     import torch
     from tqdm.auto import tqdm
 
+    if passages_per_batch < 1:
+        raise ValueError(f"passages_per_batch={passages_per_batch}: it must be at least 1 (1 = one passage per call).")
     prompts = [self_edit_prompt(p, style) for p in passages]
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
     torch.manual_seed(seed)
     out = []
-    for prompt in tqdm(prompts, desc="writing self-edits", unit="passage"):
-        out.append(generate_answers(model, tokenizer, [prompt] * k, max_new_tokens, batch_size=k,
-                                    sampling={"do_sample": True, "temperature": temperature, "top_p": top_p}))
+    with tqdm(total=len(prompts), desc="writing self-edits", unit="passage") as bar:
+        for start in range(0, len(prompts), passages_per_batch):
+            chunk = prompts[start : start + passages_per_batch]
+            rows = [prompt for prompt in chunk for _ in range(k)]
+            edits = generate_answers(model, tokenizer, rows, max_new_tokens, batch_size=len(rows), sampling=sampling)
+            out += [edits[i * k : (i + 1) * k] for i in range(len(chunk))]
+            bar.update(len(chunk))
     return out
 
 
@@ -147,18 +168,80 @@ def read_self_edit_file(path: str, passages: Sequence[Passage]) -> list[list[str
     return out
 
 
-def markdown_table(summaries: Sequence[dict]) -> str:
-    lines = ["| condition | passages | accuracy (%) | 95 % CI | paired diff vs passage (95 % CI) |",
-             "|---|---|---|---|---|"]
+def markdown_table(summaries: Sequence[dict], references: Sequence[str] = ("passage",)) -> str:
+    """The summaries as a Markdown table: accuracy and its CI, then one column of paired differences (percentage
+    points, 95 % CI) per condition in `references`."""
+    header = "".join(f" paired diff vs {reference} (95 % CI) |" for reference in references)
+    lines = ["| condition | passages | accuracy (%) | 95 % CI |" + header,
+             "|---|---|---|---|" + "---|" * len(references)]
     for s in summaries:
-        paired = s.get("paired_diff_vs_passage")
-        diff = ""
-        if paired:
-            low, high = paired["ci95"]
-            diff = f"{100 * paired['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+        diffs = "".join(f" {_points(s.get(paired_key(reference)))} |" for reference in references)
         lines.append(f"| {s['condition']} | {s['passages']} | {100 * s['accuracy']:.1f} | "
-                     f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}] | {diff} |")
+                     f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}] |" + diffs)
     return "\n".join(lines)
+
+
+def _points(paired: dict | None) -> str:
+    if not paired:
+        return ""
+    low, high = paired["ci95"]
+    return f"{100 * paired['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+# How `describe_comparison` names the conditions the scripts use; any other condition is named as it is.
+CONDITION_PHRASES = {
+    "base": "the base model without training",
+    "passage": "training on the passage alone",
+    "base self-edits": "the base model's own self-edits",
+    "SEAL self-edits": "the SEAL model's self-edits",
+}
+
+
+def describe_comparison(summaries: Sequence[dict], condition: str = "SEAL self-edits",
+                        references: Sequence[str] = ("base self-edits", "passage")) -> str:
+    """One plain sentence on what a table shows about `condition`: its accuracy, then for each reference the paired
+    difference, its 95 % CI and what the CI allows one to claim (a gain or a loss only when it excludes 0).
+
+    References without a paired difference in `condition`'s summary are left out.
+
+    Example:
+
+    ```python
+    >>> rows = [{"condition": "passage", "passages": 24, "accuracy": 0.1, "ci95": [0.05, 0.15]},
+    ...         {"condition": "SEAL self-edits", "passages": 24, "accuracy": 0.2, "ci95": [0.1, 0.3],
+    ...          "paired_diff_vs_passage": {"mean": 0.1, "ci95": [0.02, 0.18]}}]
+    >>> sentence = describe_comparison(rows, references=["passage"])
+    >>> sentence.startswith("On 24 held-out passages, the SEAL model's self-edits gave 20.0 % accuracy: +10.0 points")
+    True
+    >>> sentence.endswith("paired 95 % CI [+2.0, +18.0], above 0: a gain on these passages).")
+    True
+    ```
+    """
+    by_name = {s["condition"]: s for s in summaries}
+    if condition not in by_name:
+        raise ValueError(f"No condition {condition!r} in the summaries ({list(by_name)}): describe one of them.")
+    target = by_name[condition]
+    clauses = [_comparison_clause(target[paired_key(r)], by_name[r], target["passages"])
+               for r in references if r in by_name and paired_key(r) in target]
+    head = (f"On {target['passages']} held-out passages, {CONDITION_PHRASES.get(condition, condition)} gave "
+            f"{100 * target['accuracy']:.1f} % accuracy")
+    if not clauses:
+        low, high = target["ci95"]
+        return f"{head} (95 % CI [{100 * low:.1f}, {100 * high:.1f}]); no paired comparison was made."
+    return f"{head}: {' and '.join(clauses)}."
+
+
+def _comparison_clause(paired: dict, reference: dict, passages: int) -> str:
+    low, high = paired["ci95"]
+    if low > 0:
+        verdict = "above 0: a gain on these passages"
+    elif high < 0:
+        verdict = "below 0: a loss on these passages"
+    else:
+        verdict = f"includes 0: no difference can be claimed on {passages} passages"
+    name = CONDITION_PHRASES.get(reference["condition"], reference["condition"])
+    return (f"{100 * paired['mean']:+.1f} points vs {name} ({100 * reference['accuracy']:.1f} %; paired 95 % CI "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}], {verdict})")
 
 
 def _questions(passage: Passage) -> list[dict]:
@@ -168,12 +251,19 @@ def _questions(passage: Passage) -> list[dict]:
 def run_conditions(
     adapter, passages: Sequence[Passage], reward: KnowledgeQAReward, conditions: Sequence[str],
     self_edits: dict[str, Sequence[Sequence[str]]] | None = None, progress: Callable | None = None,
+    paired: Sequence[tuple[str, str]] = (),
 ) -> list[dict]:
     """Evaluate `conditions` on `passages` and return one summary per condition (paired diffs vs `passage`).
 
     `conditions` names `base`, `passage`, `cpt`, `cpt+self_edits`, or a key of `self_edits` (e.g. `"base self-edits"`
-    → the self-edits that model wrote). `cpt+self_edits` uses the first self-edit source.
+    → the self-edits that model wrote). `cpt+self_edits` uses the first self-edit source. Each `(condition,
+    reference)` in `paired` adds the paired difference `condition - reference` to that condition's summary (under
+    `paired_key(reference)`), e.g. `[("SEAL self-edits", "base self-edits")]`.
     """
+    unknown = [name for pair in paired for name in pair if name not in conditions]
+    if unknown:
+        raise ValueError(f"paired names {unknown}, which are not among the conditions {list(conditions)}: pair only "
+                         "conditions that are evaluated.")
     self_edits = dict(self_edits or {})
     results: dict[str, ConditionResult] = {}
     for condition in conditions:
@@ -195,4 +285,8 @@ def run_conditions(
             raise ValueError(f"Unknown condition {condition!r}: use base, passage, cpt, cpt+self_edits or one of "
                              f"{list(self_edits)}.")
     reference = results.get("passage")
-    return [result.summary(reference) for result in results.values()]
+    summaries = {name: result.summary(reference) for name, result in results.items()}
+    for name, other in paired:
+        if name != other:
+            summaries[name][paired_key(other)] = results[name].paired_difference(results[other])
+    return list(summaries.values())

@@ -1,11 +1,13 @@
 """SEAL for knowledge incorporation: the policy learns to write self-edits that teach a passage's facts.
 
-With no arguments this runs offline on a CPU in well under 20 minutes: the embedded SmolLM2-135M-Instruct, the
-embedded invented passages (no pretrained model knows their answers), one small ReST-EM round, then the paper's
-table on held-out passages (base model, train on the passage only, passage + the base model's self-edits, passage +
-the SEAL model's self-edits), with 95 % bootstrap CIs. It saves the trained model, the config, results.json and
-results.md in --output_dir. Every field of KnowledgeArguments, InnerArguments (the inner loop's `inner_*` settings),
-SEALConfig and TRL's ModelConfig is a flag and a YAML key; the paper's setting is a recipe.
+With no arguments this runs offline on a CPU in under 20 minutes: the embedded SmolLM2-135M-Instruct, the embedded
+invented passages (no pretrained model knows their answers), one small ReST-EM round on 6 of them, then the paper's
+table on 24 others (base model, train on the passage only, passage + the base model's self-edits, passage + the SEAL
+model's self-edits), with 95 % bootstrap CIs and paired CIs of the SEAL self-edits against the base model's and
+against the passage alone, and one sentence on what those intervals allow one to claim. It saves the trained model,
+the config, results.json, results.md and results.png (accuracy per condition, reward per round) in --output_dir.
+Every field of KnowledgeArguments, InnerArguments (the inner loop's `inner_*` settings), SEALConfig and TRL's
+ModelConfig is a flag and a YAML key; the paper's setting is a recipe.
 
     trl-seal knowledge                                       # = accelerate launch examples/seal_knowledge.py
     trl-seal knowledge --config recipes/knowledge/paper_qwen2.5_7b.yaml --accelerate_config multi_gpu
@@ -25,8 +27,9 @@ from tqdm.auto import tqdm
 from trl_seal.inner.config import InnerArguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.knowledge.data import load_passages
-from trl_seal.knowledge.evaluate import generate_self_edits, markdown_table, run_conditions
+from trl_seal.knowledge.evaluate import describe_comparison, generate_self_edits, markdown_table, run_conditions
 from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score
+from trl_seal.knowledge.plot import plot_results, read_self_edit_rows, round_rewards
 from trl_seal.knowledge.prompts import self_edit_dataset
 from trl_seal.knowledge.reward import KnowledgeQAReward
 from trl_seal.scripts.common import (
@@ -47,8 +50,15 @@ GRADERS = {"contained": answer_contained, "exact": exact_match, "f1": f1_score}
 class KnowledgeArguments:
     passages: str | None = field(default=None, metadata={"help": "Passage file or hub dataset; default: embedded."})
     num_train_passages: int = field(default=6, metadata={"help": "Passages the policy trains on (paper: 50)."})
-    num_eval_passages: int = field(default=6, metadata={"help": "Held-out passages for the final table."})
+    num_eval_passages: int = field(
+        default=24, metadata={"help": "Held-out passages for the final table: the last ones of the file, disjoint "
+                              "from the training passages (the first ones)."}
+    )
     eval_self_edits_per_passage: int = field(default=1, metadata={"help": "Self-edits per held-out passage."})
+    eval_generation_batch_size: int = field(
+        default=32, metadata={"help": "Held-out self-edits sampled per generate call (whole passages, "
+                              "eval_self_edits_per_passage rows each); lower it if generation runs out of memory."}
+    )
     self_edit_style: str = field(
         default="implications", metadata={"help": "implications, implications-long, rewrite, self-qa."}
     )
@@ -95,6 +105,13 @@ def knowledge_reward(script: KnowledgeArguments) -> KnowledgeQAReward:
     )
 
 
+def reward_label(script: KnowledgeArguments) -> str:
+    """What the reward of a sampled self-edit measures, in words (the figure's axis)."""
+    score = {"accuracy": f"accuracy ({script.grader})", "loglik": "gold-answer log-likelihood"}[script.reward_score]
+    baseline = {"base": " gain over the base model", "passage": " gain over the passage alone", "none": ""}
+    return f"{score}{baseline[script.reward_baseline]}"
+
+
 def make_parser(prog: str | None = None):
     return make_script_parser((KnowledgeArguments, InnerArguments), {**CPU_DEMO, **INNER_DEFAULTS}, prog=prog,
                               description=__doc__.split("\n\n")[0])
@@ -127,26 +144,41 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     # model: only the training data differs between rows.
     k = script.eval_self_edits_per_passage
     sampling = (args.max_completion_length, args.temperature, args.top_p, args.seed)
+    held_out_start = time.time()
+    per_call = max(1, script.eval_generation_batch_size // k)
     base = base_policy(model_args, args.trust_remote_code)
-    base_edits = generate_self_edits(base, tokenizer, held_out, k, script.self_edit_style, *sampling)
+    base_edits = generate_self_edits(base, tokenizer, held_out, k, script.self_edit_style, *sampling, per_call)
     seal_edits = generate_self_edits(trained_policy(trainer, model_args), tokenizer, held_out, k,
-                                     script.self_edit_style, *sampling)
+                                     script.self_edit_style, *sampling, per_call)
     inner.sync(base, tokenizer)
     sources = {"base self-edits": base_edits, "SEAL self-edits": seal_edits}
     bar = tqdm(total=len(held_out) * (1 + 2 * k), desc="held-out inner loops", unit="adapter")
-    summaries = run_conditions(inner, held_out, reward, ["base", "passage", *sources], sources, lambda: bar.update(1))
+    summaries = run_conditions(inner, held_out, reward, ["base", "passage", *sources], sources, lambda: bar.update(1),
+                               paired=[("SEAL self-edits", "base self-edits")])
     bar.close()
-    table = markdown_table(summaries)
-    print(f"\nHeld-out passages: {len(held_out)} (grader: {script.grader})\n{table}")
-
+    table = markdown_table(summaries, references=("passage", "base self-edits"))
+    headline = describe_comparison(summaries, "SEAL self-edits", ("base self-edits", "passage"))
+    print(f"\nHeld-out passages: {len(held_out)} (grader: {script.grader}; paired diffs in points)\n{table}\n\n"
+          f"{headline}\n", flush=True)
+    write_results(args.output_dir, script, summaries, table, headline, {
+        "script_args": asdict(script), "inner_config": asdict(inner.config), "model_args": asdict(model_args),
+        "seed": args.seed, "num_processes": trainer.accelerator.num_processes, "seconds": time.time() - start,
+        "seconds_held_out": time.time() - held_out_start, "self_edits": sources,
+    })
     tokenizer.save_pretrained(args.output_dir)
-    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump({"script_args": asdict(script), "inner_config": asdict(inner.config),
-                   "model_args": asdict(model_args), "seed": args.seed,
-                   "num_processes": trainer.accelerator.num_processes, "seconds": time.time() - start,
-                   "summaries": summaries, "self_edits": sources}, f, indent=1)
-    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-        f.write(table + "\n")
+
+
+def write_results(output_dir: str, script: KnowledgeArguments, summaries: list[dict], table: str, headline: str,
+                  record: dict) -> None:
+    """results.png (held-out accuracies, reward per round from the trainer's self_edits.jsonl), results.md (table,
+    sentence, figure) and results.json (`record` plus the summaries, sentence and per-round rewards)."""
+    rounds = round_rewards(read_self_edit_rows(output_dir))
+    plot_results(os.path.join(output_dir, "results.png"), summaries, rounds, reward_label(script),
+                 title="SEAL knowledge incorporation: held-out passages and training rounds")
+    with open(os.path.join(output_dir, "results.md"), "w") as f:
+        f.write(f"{table}\n\n{headline}\n\n![held-out accuracy per condition, reward per round](results.png)\n")
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump({**record, "summaries": summaries, "headline": headline, "round_rewards": rounds}, f, indent=1)
 
 
 if __name__ == "__main__":
