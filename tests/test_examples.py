@@ -30,6 +30,36 @@ def test_toy_example(tmp_path):
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "seal_config.json").is_file()
 
 
+def test_knowledge_example_on_the_tiny_model(tmp_path, tiny_model, tokenizer):
+    """The main job's path end to end in a minute: table, the sentence read from its paired CIs, the PNG, the list
+    of outputs."""
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    passages = [{"title": f"t{i}", "context": f"the secret is apple {i}",
+                 "questions": [{"question": "the secret", "answer": "apple"}]} for i in range(5)]
+    (tmp_path / "passages.json").write_text(json.dumps(passages))
+    out = tmp_path / "out"
+    done = launch(
+        "seal_knowledge.py", "--output_dir", str(out), "--model_name_or_path", str(model_dir), "--use_cpu", "true",
+        "--passages", str(tmp_path / "passages.json"), "--num_train_passages", "2", "--num_eval_passages", "3",
+        "--contexts_per_round", "2", "--num_generations", "2", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--num_iterations", "1", "--max_completion_length", "6",
+        "--inner_num_epochs", "1", "--inner_r", "4", "--inner_lora_alpha", "8", "--answer_max_new_tokens", "4",
+        "--inner_dtype", "float32", "--eval_generation_batch_size", "2",
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert [s["condition"] for s in results["summaries"]] == ["base", "passage", "base self-edits", "SEAL self-edits"]
+    seal = results["summaries"][-1]
+    assert {"paired_diff_vs_passage", "paired_diff_vs_base self-edits"} <= set(seal)
+    assert results["headline"].startswith("On 3 held-out passages, the SEAL model's self-edits gave")
+    assert results["headline"] in done.stdout and results["headline"] in (out / "results.md").read_text()
+    assert "paired diff vs base self-edits (95 % CI)" in done.stdout, "the table comes before the sentence"
+    assert [r["round"] for r in results["round_rewards"]] == [1] and len(results["round_rewards"][0]["rewards"]) == 4
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "  results.png " in done.stdout and f"Outputs in {out}" in done.stdout
+
+
 @pytest.mark.slow
 def test_knowledge_example_smoke(tmp_path):
     import importlib.util
@@ -42,7 +72,8 @@ def test_knowledge_example_smoke(tmp_path):
         "--gradient_accumulation_steps", "1", "--num_iterations", "1", "--max_completion_length", "24",
         "--inner_num_epochs", "1", "--inner_r", "4", "--inner_lora_alpha", "8", "--answer_max_new_tokens", "8",
     )
-    for line in ("round 1/1: sampling 2 contexts x 2 self-edits", f"Outputs in {tmp_path}", "  self_edits.jsonl "):
+    for line in ("round 1/1: sampling 2 contexts x 2 self-edits", f"Outputs in {tmp_path}", "  self_edits.jsonl ",
+                 "  results.png ", "On 2 held-out passages, the SEAL model's self-edits gave"):
         assert line in done.stdout, "the job says what it is doing and where its outputs went"
     results = json.loads((tmp_path / "results.json").read_text())
     names = [s["condition"] for s in results["summaries"]]
