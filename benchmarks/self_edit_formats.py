@@ -6,14 +6,17 @@ batch 1):
 - `passage`: the passage alone (1 document, so 1 optimizer step per epoch);
 - `<style>`: the passage plus the self-edit's documents (one per line, title-prefixed), n documents;
 - `passage x<style> steps`: the passage document repeated n times, so it trains exactly as many optimizer steps as
-  the `<style>` condition (batch 1, same epochs, same seed). Steps are matched, tokens are not (a passage is longer
-  than a self-edit line): the table shows both. This separates "the self-edit's content" from "more steps".
+  the `<style>` condition (batch 1, same epochs). Steps are matched, tokens are not (a passage is longer than a
+  self-edit line): the table shows both. This separates "the self-edit's content" from "more steps". It costs ~4x
+  the rest of a passage, so `--matched_passages N` trains it on the first N passages of the sample only (styles with
+  the same n share one adapter); those passages run last, so a partial run covers the most passages.
 Every adapter answers the passage's questions twice: with the title in the question (the paper's protocol) and
 without it. Per condition and protocol: mean of per-passage accuracy with a 95 % bootstrap CI over passages, and
 paired differences (same passages) against `passage` and against the step-matched passage. Results are appended
 per passage to results.jsonl (a restart skips done passages); config.json records settings, passages and seeds.
 
     python benchmarks/self_edit_formats.py --num_passages 100 --output_dir outputs/self_edit_formats
+    python benchmarks/self_edit_formats.py --num_passages 100 --matched_passages 30   # controls on 30 of them
     python benchmarks/self_edit_formats.py --num_passages 2 --epochs 1          # smoke run
 """
 
@@ -51,6 +54,9 @@ def parse_args(argv=None):
     add_common_arguments(parser, num_passages=100, output_dir="outputs/self_edit_formats")
     parser.add_argument("--styles", default=",".join(SELF_EDIT_PROMPTS), help="Comma list of self-edit styles.")
     parser.add_argument("--k", type=int, default=1, help="Self-edits per style and passage.")
+    parser.add_argument("--matched_passages", type=int, default=None,
+                        help="Train the step-matched passage controls on only the first N passages of the sample "
+                             "(they cost ~4x the rest); default: all. The table gives each comparison's passages.")
     args = parser.parse_args(argv)
     args.styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     unknown = sorted(set(args.styles) - set(SELF_EDIT_PROMPTS))
@@ -70,22 +76,34 @@ def conditions(args) -> list[str]:
     return names
 
 
-def plan_jobs(index: int, passage, self_edits: dict[str, list[str]], args) -> tuple[list[InnerJob], list[tuple]]:
-    """Every adapter of one passage and its key: ("passage",), (style, edit) or (matched name, edit)."""
+def plan_jobs(index: int, passage, self_edits: dict[str, list[str]], args,
+              matched: bool = True) -> tuple[list[InnerJob], list[list[tuple]]]:
+    """Every adapter of one passage and the keys it stands for: ("passage",), (style, edit) and, when `matched`,
+    (matched name, edit). A step-matched adapter depends only on the passage and its number of documents n, so
+    styles whose self-edits give the same n share one (seeded by n)."""
     passage_docs = training_documents(passage.title, passage.context, "")
     jobs = [InnerJob(passage_docs, seed=derive_seed(args.seed, "inner", index, "passage"))]
-    keys: list[tuple] = [("passage",)]
+    keys: list[list[tuple]] = [[("passage",)]]
+    matched_job: dict[int, int] = {}  # n documents -> its job
     for style, edits in self_edits.items():
         for edit, text in enumerate(edits):
-            seed = derive_seed(args.seed, "inner", index, style, edit)
             docs = training_documents(passage.title, passage.context, text)  # an empty self-edit: the passage alone
-            jobs += [InnerJob(docs, seed=seed), InnerJob(passage_docs * len(docs), seed=seed)]
-            keys += [(style, edit), (matched_name(style), edit)]
+            jobs.append(InnerJob(docs, seed=derive_seed(args.seed, "inner", index, style, edit)))
+            keys.append([(style, edit)])
+            if not matched:
+                continue
+            n = len(docs)
+            if n not in matched_job:
+                matched_job[n] = len(jobs)
+                jobs.append(InnerJob(passage_docs * n, seed=derive_seed(args.seed, "matched", index, n)))
+                keys.append([])
+            keys[matched_job[n]].append((matched_name(style), edit))
     return jobs, keys
 
 
 def score_passage(adapter, rewards: dict, passage, jobs, keys) -> dict:
-    """Train every job in one batched call; accuracy of each adapter under each protocol, plus its steps/tokens."""
+    """Train every job in one batched call; accuracy of each adapter under each protocol, plus its steps/tokens,
+    under every key the job stands for."""
     questions = questions_of(passage)
     out: dict[tuple, dict] = {}
     for group in adapted_groups(adapter, jobs):
@@ -94,10 +112,10 @@ def score_passage(adapter, rewards: dict, passage, jobs, keys) -> dict:
         grades = {name: reward.grade_group(group, items) if items else [] for name, reward in rewards.items()}
         for slot, member in enumerate(group.members):
             position = usable.index(slot) if slot in usable else None
-            out[keys[member.job_index]] = {
-                "steps": member.num_steps, "tokens": member.num_tokens, "failure": member.failure,
-                **{name: None if position is None else mean(g[position]) for name, g in grades.items()},
-            }
+            value = {"steps": member.num_steps, "tokens": member.num_tokens, "failure": member.failure,
+                     **{name: None if position is None else mean(g[position]) for name, g in grades.items()}}
+            for key in keys[member.job_index]:
+                out[key] = value
     return out
 
 
@@ -152,8 +170,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| condition | passages | accuracy (%) | vs passage (paired) | vs step-matched passage (paired) | "
              "steps | tokens |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        vs = {key: interval(row[key][0], row[key][1], 100, 1) if key in row else "" for key in
-              ("vs_passage", "vs_matched")}
+        vs = {key: f"{interval(row[key][0], row[key][1], 100, 1)} (n={row[key][2]})" if key in row else ""
+              for key in ("vs_passage", "vs_matched")}
         steps = "" if row["steps"] != row["steps"] else f"{row['steps']:.0f}"
         tokens = "" if row["tokens"] != row["tokens"] else f"{row['tokens']:.0f}"
         lines.append(f"| {row['condition']} | {row['passages']} | {interval(row['accuracy'], row['ci95'], 100, 1)} "
@@ -165,12 +183,17 @@ def markdown(rows: list[dict]) -> str:
 def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
     """Measure `passages` (`(index, passage)` pairs) with `model`, resuming from `args.output_dir`; the tables."""
     config = {**vars(args), "passage_indices": [i for i, _ in passages],
-              "seeds": "derive_seed(seed, 'self_edits', index, style) and (seed, 'inner', index, style, edit)"}
+              "seeds": "derive_seed(seed, 'self_edits', index, style), (seed, 'inner', index, style, edit), "
+                       "(seed, 'inner', index, 'passage') and (seed, 'matched', index, n documents)"}
     study = ResumableStudy(args.output_dir, config)
     rewards = {protocol: KnowledgeQAReward(max_new_tokens=args.answer_tokens, question_with_title=with_title)
                for protocol, with_title in PROTOCOLS.items()}
     adapter = make_adapter(args, model, tokenizer)
-    for number, (index, passage) in enumerate(passages, 1):
+    matched_count = len(passages) if args.matched_passages is None else args.matched_passages
+    with_matched = {index for index, _ in passages[:matched_count]}
+    # the cheap passages (no step-matched controls) first, so a partial run already covers the most passages
+    order = sorted(passages, key=lambda pair: pair[0] in with_matched)
+    for number, (index, passage) in enumerate(order, 1):
         if index in study.done:
             continue
         start = time.time()
@@ -180,7 +203,7 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
         with adapter.base_model() as base:
             base_scores = {p: mean(r.score(base, tokenizer, passage.title, questions_of(passage)))
                            for p, r in rewards.items()}
-        jobs, keys = plan_jobs(index, passage, self_edits, args)
+        jobs, keys = plan_jobs(index, passage, self_edits, args, matched=index in with_matched)
         scores = score_passage(adapter, rewards, passage, jobs, keys)
         record = passage_record(index, passage, self_edits, base_scores, scores, args, time.time() - start)
         study.add(record)

@@ -9,6 +9,7 @@ import os
 import random
 import time
 
+SAMPLE_SETTINGS = ("num_passages", "passage_indices", "matched_passages")  # which passages, not how one is measured
 PAPER_INNER = dict(r=32, lora_alpha=64, learning_rate=1e-3, num_epochs=10, batch_size=1)
 
 
@@ -46,7 +47,8 @@ def select_passages(passages, args) -> list[tuple[int, object]]:
 
 class ResumableStudy:
     """`config.json` and `results.jsonl` in `output_dir`: a restart with the same settings skips done passages; a
-    restart with other settings (other than `num_passages`) is refused, so one file never mixes two protocols."""
+    restart with other settings (other than `num_passages` and `matched_passages`, which choose passages, not how one
+    is measured) is refused, so one file never mixes two protocols."""
 
     def __init__(self, output_dir: str, config: dict):
         self.output_dir = output_dir
@@ -57,7 +59,7 @@ class ResumableStudy:
             with open(config_path) as f:
                 saved = json.load(f)
             differs = sorted(k for k in set(saved) | set(config)
-                             if k not in ("num_passages", "passage_indices") and saved.get(k) != config.get(k))
+                             if k not in SAMPLE_SETTINGS and saved.get(k) != config.get(k))
             if differs:
                 raise ValueError(f"{output_dir} holds a run with other settings ({differs}): use another "
                                  "--output_dir or the same settings to resume.")

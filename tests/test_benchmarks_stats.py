@@ -162,3 +162,24 @@ def test_self_edit_formats_smoke_path_matches_steps(tmp_path, tokenizer, tiny_mo
     assert set(record["accuracy"]["title"]) == set(names) and len(record["self_edits"]["implications"]) == 1
     bench.run(bench.parse_args(argv), tiny_model, tokenizer, _tiny_passages())
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2, "a restart skips done passages"
+
+
+def test_self_edit_formats_matched_controls_on_a_subset_and_shared(tmp_path, tokenizer, tiny_model):
+    import json
+
+    bench = _benchmark("self_edit_formats")
+    argv = ["--styles", "implications,rewrite", "--epochs", "1", "--self_edit_tokens", "6", "--answer_tokens", "2",
+            "--dtype", "float32", "--draws", "50", "--matched_passages", "1", "--output_dir", str(tmp_path)]
+    args = bench.parse_args(argv)
+    passage = _tiny_passages()[0][1]
+    jobs, keys = bench.plan_jobs(0, passage, {"implications": ["a\nb"], "rewrite": ["c\nd"]}, args)
+    assert len(jobs) == 1 + 2 + 1, "both styles give 3 documents: one step-matched adapter serves both"
+    assert keys[-1] == [("passage ximplications steps", 0), ("passage xrewrite steps", 0)]
+    assert len(jobs[-1].examples) == 3 and len(bench.plan_jobs(0, passage, {"rewrite": ["c"]}, args, False)[0]) == 2
+    tables = bench.run(args, tiny_model, tokenizer, _tiny_passages())
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == [1, 0], "the passage without controls runs first"
+    assert [("passage ximplications steps" in r["accuracy"]["title"]) for r in records] == [False, True]
+    rows = {row["condition"]: row for row in tables["title"]}
+    assert rows["passage ximplications steps"]["passages"] == 1 and rows["implications"]["passages"] == 2
+    assert rows["implications"]["vs_matched"][2] == 1 and rows["implications"]["vs_passage"][2] == 2
