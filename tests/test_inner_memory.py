@@ -8,10 +8,20 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample
 from trl_seal.inner.config import InnerLoRAConfig
-from trl_seal.inner.memory import MemoryEstimate, parse_memory, plan_slots
+from trl_seal.inner.memory import CPU_STEP_TOKENS, MemoryEstimate, parse_memory, plan_slots
+
+WORDS = "apple river stone cloud tiger the and of secret notes".split()
+
+
+def words_job(seed: int, length: int, epochs: int = 1) -> InnerJob:
+    generator = torch.Generator().manual_seed(seed)
+    words = [WORDS[i] for i in torch.randint(len(WORDS), (length,), generator=generator)]
+    return InnerJob([TrainingExample(" ".join(words[: length // 2])), TrainingExample(" ".join(words))],
+                    num_epochs=epochs, seed=seed)
 
 
 def test_sizes_parse_and_bad_ones_are_explained():
@@ -38,6 +48,63 @@ def test_plan_comes_from_the_jobs_and_shrinks_to_the_cap():
     assert (fixed.slots, fixed.token_budget) == (3, 25), "settings given as numbers are kept"
     assert fixed.expected_bytes == 1000 + 3 * 100 + 40 * 10, "an over-long step runs alone: it sets the peak"
     assert plan_slots(estimate, jobs, longest_step=40, limit=1).slots == 1
+
+
+def test_cpu_takes_the_fewest_slots_whose_step_reaches_the_token_target():
+    estimate = MemoryEstimate(resident=1000, per_slot=100, per_token=10, workspace=0)
+    jobs = [300, 200, 200, 100, 100]
+    plan = plan_slots(estimate, jobs, longest_step=300, limit=10**9, default_max_adapters=16, target_tokens=512)
+    assert (plan.slots, plan.token_budget) == (3, 700), "300 + 200 < 512 <= 300 + 200 + 200"
+    few = plan_slots(estimate, [10, 10], longest_step=10, limit=10**9, default_max_adapters=16, target_tokens=512)
+    assert few.slots == 2, "every job when all of them together stay below the target"
+    fixed = plan_slots(estimate, jobs, longest_step=300, limit=10**9, max_adapters=5, target_tokens=512)
+    assert fixed.slots == 5, "a K given as a number is kept"
+
+
+def test_adapter_on_a_cpu_sizes_k_from_the_jobs_not_from_free_memory(tiny_model, tokenizer):
+    length = CPU_STEP_TOKENS // 3  # three jobs' mean steps reach the target (each job: half a document + a whole one)
+    jobs = [words_job(seed, 2 * length) for seed in range(8)]
+    adapter = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=1, max_length=4 * length)
+    adapter.sync(tiny_model, tokenizer)
+    results = list(adapter.adapt(jobs))
+    assert all(r.failure is None for r in results) and len(results) == 8
+    assert adapter.last_run["slots"] == 2, adapter.last_run  # two steps of 1.5 x length reach CPU_STEP_TOKENS
+
+
+def test_slots_and_optimizer_state_are_released_when_an_adapt_call_ends(tiny_model, tokenizer):
+    adapter = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=1, max_adapters=3)
+    adapter.sync(tiny_model, tokenizer)
+    groups = adapter.adapt_groups([words_job(seed, 12) for seed in range(5)])
+    next(groups)
+    assert adapter._store.num_slots == 3 and adapter._optimizer.exp_avg.shape[0] == 3, "held while training"
+    for _ in groups:
+        pass
+    assert adapter._store.num_slots == 0 and adapter._store.flat.numel() == 0
+    assert adapter._optimizer.exp_avg.numel() == adapter._optimizer.exp_avg_sq.numel() == 0
+    assert all(layer.lora_A.numel() == 0 for layer in adapter._layers), "no layer keeps a view of the old store"
+    second = list(adapter.adapt([words_job(seed, 12) for seed in range(2)]))  # the next call allocates again
+    assert [r.failure for r in second] == [None, None] and adapter._store.num_slots == 0
+
+
+def test_chunked_loss_trains_like_the_whole_logits(tiny_model, tokenizer):
+    # Several chunks per step (16 rows each at this vocabulary), jobs of different lengths side by side.
+    jobs = [words_job(seed, length, epochs=2) for seed, length in enumerate((40, 7, 25))]
+    trained = {}
+    for path in ("chunked", "whole"):
+        adapter = LoRAInnerAdapter(r=4, lora_alpha=8, learning_rate=1e-2, max_adapters=3, eval_group_size=3)
+        adapter.sync(tiny_model, tokenizer)
+        assert adapter._output_head() is not None, "the tiny Llama's logits are head(decoder(...))"
+        if path == "whole":
+            adapter._head = None
+        for group in adapter.adapt_groups(jobs):
+            trained[path] = {m.job_index: (m.losses, adapter.slot_parameters(adapter.slot_of(m)))
+                             for m in group.members}
+    for index, (losses, weights) in trained["chunked"].items():
+        expected_losses, expected_weights = trained["whole"][index]
+        torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected_losses), rtol=1e-5, atol=1e-6)
+        for name, weight in weights.items():
+            # as in test_inner_batched: Adam divides by sqrt(v), so float rounding in tiny gradients grows to ~1e-5
+            torch.testing.assert_close(weight, expected_weights[name], rtol=1e-3, atol=5e-5, msg=name)
 
 
 def test_adapter_obeys_max_memory(tiny_model, tokenizer):

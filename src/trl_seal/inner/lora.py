@@ -25,7 +25,15 @@ from torch import nn
 from ..types import AdaptedGroup, AdaptedModel, InnerJob
 from .config import InnerLoRAConfig
 from .data import TokenizedExample, batches_for_epoch, lr_at, tokenize_examples
-from .memory import MemoryEstimate, available_memory_bytes, estimate_memory, parse_memory, plan_slots
+from .loss import chunk_rows, per_slot_losses_from_hidden, plain_output_head
+from .memory import (
+    CPU_STEP_TOKENS,
+    MemoryEstimate,
+    available_memory_bytes,
+    estimate_memory,
+    parse_memory,
+    plan_slots,
+)
 from .multi_lora import SlotAdamW, SlotStore, clip_grad_norm_per_slot, install_multi_lora, reset_slot
 from .packing import pack, packed_tokens, per_slot_losses
 from .policy_sync import build_resident_copy, quantize_copy
@@ -94,6 +102,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         self.last_run: dict[str, float] = {}  # statistics of the last adapt call (slots, steps, tokens, packing)
         self._router = self._layers = self._store = self._optimizer = None
         self._num_slots = 0
+        self._head: nn.Linear | None | bool = False  # the output head for the chunked loss; False: not checked yet
         self._slot_of_job: dict[int, int] = {}  # job index -> slot, for the jobs of the current adapt call
 
     # ----------------------------------------------------------------------------------------------- resident copy
@@ -106,7 +115,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
             base = quantize_copy(base, quantization, device)
         base.requires_grad_(False)
         self.model = base.eval()
-        self._install_slots(max(1, self._num_slots))
+        self._head = False
+        self._install_slots(0)  # slots are allocated by each adapt call and released when it ends
 
     def _install_slots(self, num_slots: int) -> None:
         if self._store is None:
@@ -116,10 +126,27 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
             self._layers = self._store.layers
             layers = set(self._layers)
             self._wrapped_paths = frozenset(n for n, m in self.model.named_modules() if m in layers)
-        else:  # grow: a bigger store (slot contents are reset per job anyway)
-            self._store = SlotStore(self._layers, num_slots, self._store.flat.device)
+        else:  # grow: release the old store first (its views in every layer keep it alive), then allocate
+            device = self._store.flat.device
+            self.release()
+            self._store = SlotStore(self._layers, num_slots, device)
         self._optimizer = SlotAdamW(self._store, weight_decay=self.config.weight_decay)
         self._num_slots = num_slots
+
+    def release(self) -> None:
+        """Free the adapter slots, their gradients and AdamW moments (K x 16 bytes per LoRA weight).
+
+        Every `adapt_groups` call that runs to its end calls it, so what runs after the inner loop, such as the policy
+        update, never shares the memory with slots no job uses; the next call allocates the slots it plans. Safe to
+        call at any time outside an adapt call (the adapters of a group taken before are then gone)."""
+        if self._store is None or self._num_slots == 0:
+            return
+        device = self._store.flat.device
+        self._optimizer = None
+        self._store = SlotStore(self._layers, 0, device)  # rebinds every layer to empty views: the old store is freed
+        self._optimizer = SlotAdamW(self._store, weight_decay=self.config.weight_decay)
+        self._num_slots = 0
+        self._slot_of_job = {}
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[nn.Module]:
@@ -156,8 +183,13 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         """Train the jobs K at a time and yield groups of finished adapters for batched evaluation.
 
         The adapters of a group stay valid until the generator resumes; then their slots are reset in place (the base
-        weights are never written) and refilled with the next jobs."""
+        weights are never written) and refilled with the next jobs. Once the generator is exhausted the slots are
+        released (see `release`); a generator dropped early leaves its last group valid until the next call."""
         self._require_synced()
+        yield from self._adapt_groups(jobs)
+        self.release()
+
+    def _adapt_groups(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedGroup]:
         self._slot_of_job = {}
         tokenized = [tokenize_examples(job.examples, self.tokenizer, self.config.max_length) for job in jobs]
         num_slots, token_budget = self._plan(tokenized)
@@ -284,15 +316,29 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         return 1024 if device.type == "cuda" else 160
 
     def _forward_losses(self, batch, grad: bool = True) -> torch.Tensor:
+        head = self._output_head()
+        inputs = dict(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
         self.model.train()
         try:
-            with self._router.use("tokens", segments=batch.segments):
-                with torch.set_grad_enabled(grad):
-                    logits = self.model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                                        use_cache=False).logits
+            with self._router.use("tokens", segments=batch.segments), torch.set_grad_enabled(grad):
+                if head is None:
+                    logits = self.model(**inputs).logits
+                else:  # the head runs in chunks on the trained positions only (see loss.py)
+                    hidden = self.model.get_decoder()(**inputs).last_hidden_state
         finally:
             self.model.eval()
-        return per_slot_losses(logits, batch)
+        return per_slot_losses(logits, batch) if head is None else per_slot_losses_from_hidden(hidden, head, batch)
+
+    def _output_head(self) -> nn.Linear | None:
+        """The output head when the chunked loss reproduces the model's logits (checked once per resident copy)."""
+        if self._head is False:
+            self.model.train()  # as in a joint step (a bitsandbytes layer in eval mode repacks its weights on a CPU)
+            try:
+                with self._router.use("off"):
+                    self._head = plain_output_head(self.model)
+            finally:
+                self.model.eval()
+        return self._head
 
     def _fail_non_finite(self, chosen: list[_SlotRun], batch, losses: torch.Tensor) -> list[_SlotRun]:
         """A non-finite loss fails its job, not the others. A NaN can leak through shared attention rows, so with
@@ -328,8 +374,10 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
 
     # ------------------------------------------------------------------------------------------------ planning
     def _plan(self, tokenized: list[list[TokenizedExample]]) -> tuple[int, int]:
-        """Choose K (slots) and the token budget of a joint step from the jobs, within the memory limit: the
-        `max_memory` cap, else what the loop holds now plus 90 % of the memory still available (see `memory.py`)."""
+        """Choose K (slots) and the token budget of a joint step from the jobs and the device (see `memory.py`):
+        on a GPU up to 64 slots, as many as the jobs fill; on a CPU the fewest slots whose joint step reaches
+        `CPU_STEP_TOKENS`. Then shrink them to fit the `max_memory` cap, or without one the safety cap of what the
+        loop holds now plus 90 % of the memory still available."""
         device = next(self.model.parameters()).device
         estimate = self.memory_estimate()
         limit = parse_memory(self.config.max_memory)
@@ -340,13 +388,14 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         step_tokens = [batch_size * sum(len(ex.input_ids) for ex in examples) // len(examples)
                        for examples in tokenized if examples]
         longest = batch_size * max((len(ex.input_ids) for examples in tokenized for ex in examples), default=1)
-        # On a CPU batching has no idle width to fill (it only saves per-step overheads), so beyond 16 adapters a
-        # larger K only holds more memory; a GPU fills its width with up to 64. Row-end filler computes too.
-        most = 64 if device.type == "cuda" else 16
-        fill = _packing_overhead(tokenized, batch_size, self._row_length(device),
-                                 most if self.config.max_adapters == "auto" else self.config.max_adapters)
+        # A GPU fills its width with up to 64 adapters. On a CPU batching has no idle width to fill: once a step's
+        # matmuls are large enough to run at full speed, more adapters only hold more memory.
+        on_gpu = device.type == "cuda"
+        most, target = (64, None) if on_gpu else (16, CPU_STEP_TOKENS)
+        planned = most if self.config.max_adapters == "auto" else self.config.max_adapters
+        fill = _packing_overhead(tokenized, batch_size, self._row_length(device), planned)
         plan = plan_slots(estimate, step_tokens, longest, limit, self.config.max_adapters,
-                          self.config.max_tokens_per_step, most, fill)
+                          self.config.max_tokens_per_step, most, fill, target_tokens=target)
         if plan.expected_bytes > limit and self.config.max_memory is not None:
             warnings.warn(f"max_memory={self.config.max_memory!r} is below the estimate for a single adapter "
                           f"({plan.expected_bytes / 2**30:.2f} GiB, of which the resident copy "
@@ -359,7 +408,9 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         """Bytes this adapter holds: the resident copy, per adapter slot and per token of a joint step."""
         self._require_synced()
         device = next(self.model.parameters()).device
-        return estimate_memory(self.model, self._store.width, self.config.r, self._row_length(device))
+        head = self._output_head()
+        rows = None if head is None else chunk_rows(head.weight.shape[0])
+        return estimate_memory(self.model, self._store.width, self.config.r, self._row_length(device), rows)
 
 
 class _RoutedModel(contextlib.AbstractContextManager):

@@ -1,13 +1,27 @@
 """What the batched inner loop needs in memory, so that K (adapters trained together) and the token budget of a joint
-step come from the model and the jobs, within an optional cap (`InnerLoRAConfig.max_memory`).
+step come from the model, the jobs and the device, within an optional cap (`InnerLoRAConfig.max_memory`).
+
+Sizing rule (`LoRAInnerAdapter._plan`, `plan_slots`): K and the token budget come from the work, never from the
+memory that happens to be free.
+
+- GPU: one slot per job up to 64 (a GPU has idle width to fill), a token budget that lets the K largest jobs' typical
+  steps run together.
+- CPU: the fewest slots whose joint step reaches `CPU_STEP_TOKENS` tokens (at most 16). A CPU has no idle width:
+  batching only saves per-step overheads, which are small once a step's matmuls are this large, so more slots would
+  only hold more memory (benchmarks/inner_loop.py measures seconds per self-edit against K).
+- Both are then shrunk to fit `max_memory` when given; without it, to the safety cap of what the loop holds plus
+  90 % of the memory available (a cap, not the sizing rule).
 
 The estimate has three parts and a fixed workspace (the table in docs/benchmarks.md gives them for a few models):
 
 - the resident copy of the policy: its parameters and buffers;
 - per adapter slot: the float32 LoRA weights, their gradients and AdamW's two moments (16 bytes per LoRA weight);
+  the slots exist only during an adapt call (`LoRAInnerAdapter.release`);
 - per token of a joint step: what the forward keeps for the backward (each decoder layer's inputs of its norms and
   linear layers, the attention output and, where the attention kernel materialises it, the float32 attention matrix
-  of a packed row; the LoRA products' rank-r intermediates) plus the float32 logits, their log-softmax and gradients.
+  of a packed row; the LoRA products' rank-r intermediates) plus the float32 logits, their log-softmax and gradients
+  when the model's logits are computed whole. With the chunked loss (`loss.py`) the logits are a fixed workspace of
+  one chunk instead.
 
 It is an upper bound of the measured peak on a CPU (tests/test_inner_memory.py holds a run under it); it leaves out
 what the evaluation's `generate` calls hold afterwards (a KV cache, freed before the next joint step).
@@ -49,6 +63,9 @@ def parse_memory(value: int | float | str | None) -> int | None:
 
 
 WORKSPACE = 64 * 2**20
+# Tokens of a CPU joint step past which per-step overheads are small: the fewest slots that reach it train together
+# (measured with benchmarks/inner_loop.py, see the memory section of docs/benchmarks.md).
+CPU_STEP_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -64,21 +81,33 @@ class MemoryEstimate:
         return self.resident + self.workspace + slots * self.per_slot + tokens * self.per_token
 
 
-def estimate_memory(model, slot_width: int, r: int, row_length: int) -> MemoryEstimate:
+def estimate_memory(model, slot_width: int, r: int, row_length: int, logit_chunk: int | None = None) -> MemoryEstimate:
     """The estimate for `model` (the resident copy) with `slot_width` LoRA weights per slot of rank `r`, packed rows of
-    `row_length` tokens."""
+    `row_length` tokens; `logit_chunk`: rows per chunk of the chunked loss, or None when the logits are computed whole.
+
+    Example:
+    ```python
+    >>> estimate = estimate_memory(model, slot_width=9_768_960, r=32, row_length=160, logit_chunk=170)
+    >>> estimate.total(slots=4, tokens=512) / 2**30  # GiB: resident copy + workspace + 4 slots + one step
+    ```
+    """
     resident = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    return MemoryEstimate(resident, 16 * slot_width, activation_bytes_per_token(model, r, row_length))
+    per_token = activation_bytes_per_token(model, r, row_length, chunked_logits=logit_chunk is not None)
+    workspace = WORKSPACE
+    if logit_chunk is not None:  # one chunk's logits: model dtype, float32 and the float32 gradient, rounded back
+        workspace += logit_chunk * _vocabulary(model) * (2 * _compute_element_size(model) + 8)
+    return MemoryEstimate(resident, 16 * slot_width, per_token, workspace)
 
 
-def activation_bytes_per_token(model, r: int, row_length: int) -> int:
+def activation_bytes_per_token(model, r: int, row_length: int, chunked_logits: bool = False) -> int:
     """An upper bound of what one trained token holds at the peak of a joint step (see the module docstring).
 
     Per decoder layer, in the model's dtype: ~8 hidden-size tensors (norm inputs, statistics and outputs, queries,
     attention output, residuals), the key/value projections and ~4 intermediate-size tensors of the MLP (gate, up,
     their activation and product); in float32: the attention row (heads x row length) and 7 rank-r LoRA intermediates.
-    Once: float32 logits, log-softmax and their gradients plus the model-dtype logits (16 bytes per vocabulary entry),
-    and one layer's float32 temporaries of the backward."""
+    Once: one layer's float32 temporaries of the backward, and the logits: with the whole logits, float32 logits,
+    log-softmax and their gradients plus the model-dtype logits (16 bytes per vocabulary entry); with the chunked loss,
+    the final hidden state's copy and its saved gradient."""
     config = getattr(model, "config", None)
     config = getattr(config, "text_config", None) or config
     element = _compute_element_size(model)
@@ -88,16 +117,25 @@ def activation_bytes_per_token(model, r: int, row_length: int) -> int:
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     kv = getattr(config, "num_key_value_heads", heads) * head_dim
     intermediate = getattr(config, "intermediate_size", 4 * hidden)
-    vocabulary = getattr(config, "vocab_size", 32000)
     per_layer = element * (8 * hidden + 2 * kv + 4 * intermediate) + 4 * (heads * row_length + 7 * r)
-    return layers * per_layer + 16 * vocabulary + 16 * max(hidden, intermediate)
+    logits = 3 * element * hidden if chunked_logits else 16 * _vocabulary(model)
+    return layers * per_layer + logits + 16 * max(hidden, intermediate)
+
+
+def _vocabulary(model) -> int:
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    return getattr(config, "vocab_size", 32000)
 
 
 def _compute_element_size(model) -> int:
-    """Bytes per activation element: the dtype of the floating-point parameters (2 for a 4/8-bit base that computes
-    in bf16/fp16, whose packed weights are stored as uint8)."""
-    sizes = [p.element_size() for p in model.parameters() if p.is_floating_point()]
-    return max(sizes) if sizes else 2
+    """Bytes per activation element: the dtype that holds most of the floating-point parameters (the float32 adapter
+    slots do not count; 2 for a 4/8-bit base that computes in bf16/fp16, whose packed weights are stored as uint8)."""
+    weights: dict[int, int] = {}
+    for name, param in model.named_parameters():
+        if param.is_floating_point() and "lora_" not in name:
+            weights[param.element_size()] = weights.get(param.element_size(), 0) + param.numel()
+    return max(weights, key=weights.get) if weights else 2
 
 
 def available_memory_bytes(device) -> int:
@@ -137,12 +175,15 @@ def plan_slots(
     max_tokens_per_step: int | str = "auto",
     default_max_adapters: int = 64,
     fill: float = 1.0,
+    target_tokens: int | None = None,
 ) -> StepPlan:
     """Choose K and the token budget from the jobs, then shrink K until the estimate fits `limit` bytes.
 
     `step_tokens` holds each job's tokens per optimizer step (batch size x its mean example length) and
-    `longest_step` the largest single step of any job (which runs alone when it exceeds the budget). An automatic
-    token budget lets the K largest of the jobs' typical steps run together, so K adapters really do share a step.
+    `longest_step` the largest single step of any job (which runs alone when it exceeds the budget). An automatic K
+    is one slot per job up to `default_max_adapters`, or with `target_tokens` the fewest slots whose K largest steps
+    reach that many tokens (a CPU's rule). An automatic token budget lets the K largest of the jobs' typical steps run
+    together, so K adapters really do share a step.
     `fill` is the packed rows' tokens per real token (row-end filler computes too). A fixed `max_adapters` or
     `max_tokens_per_step` is kept as given; only what is "auto" is shrunk to fit. K never
     drops below 1: a single job that does not fit is left to the out-of-memory fallback of the step (which fails
@@ -153,11 +194,16 @@ def plan_slots(
     >>> estimate = MemoryEstimate(resident=1000, per_slot=100, per_token=10, workspace=0)
     >>> plan_slots(estimate, step_tokens=[20] * 8, longest_step=30, limit=2500)
     StepPlan(slots=5, token_budget=100, expected_bytes=2500)
+    >>> plan_slots(estimate, step_tokens=[20] * 8, longest_step=30, limit=2500, target_tokens=60)
+    StepPlan(slots=3, token_budget=60, expected_bytes=1900)
     ```
     """
     ordered = sorted(step_tokens or [1], reverse=True)
     fixed_k = max_adapters != "auto"
     k = max(1, min(int(max_adapters) if fixed_k else default_max_adapters, len(ordered)))
+    if not fixed_k and target_tokens is not None:
+        reached = next((n for n in range(1, k + 1) if sum(ordered[:n]) >= target_tokens), k)
+        k = reached
 
     def budget(slots: int) -> int:
         if max_tokens_per_step != "auto":
