@@ -174,8 +174,10 @@ def test_self_edit_formats_matched_controls_on_a_subset_and_shared(tmp_path, tok
     passage = _tiny_passages()[0][1]
     jobs, keys = bench.plan_jobs(0, passage, {"implications": ["a\nb"], "rewrite": ["c\nd"]}, args)
     assert len(jobs) == 1 + 2 + 1, "both styles give 3 documents: one step-matched adapter serves both"
-    assert keys[-1] == [("passage ximplications steps", 0), ("passage xrewrite steps", 0)]
-    assert len(jobs[-1].examples) == 3 and len(bench.plan_jobs(0, passage, {"rewrite": ["c"]}, args, False)[0]) == 2
+    assert keys == [[("passage",)], [("implications", 0)], [("passage ximplications steps", 0),
+                    ("passage xrewrite steps", 0)], [("rewrite", 0)]]
+    assert list(jobs[2].examples) == list(jobs[0].examples) * 3, "the passage document, as many times as n"
+    assert len(bench.plan_jobs(0, passage, {"rewrite": ["c"]}, args, matched=False)[0]) == 2
     tables = bench.run(args, tiny_model, tokenizer, _tiny_passages())
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["index"] for r in records] == [1, 0], "the passage without controls runs first"
