@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 
 SAMPLE_SETTINGS = ("num_passages", "passage_indices", "matched_passages")  # which passages, not how one is measured
@@ -35,14 +34,14 @@ def add_common_arguments(parser, num_passages: int, output_dir: str) -> None:
 def select_passages(passages, args) -> list[tuple[int, object]]:
     """`(index in the file, passage)` for `num_passages` held-out passages: from `first_index` on, with
     `min_questions..max_questions` questions, in an order shuffled by `seed` (so a larger `num_passages` extends a
-    smaller run's sample)."""
-    pool = [(i, p) for i, p in enumerate(passages)
-            if i >= args.first_index and args.min_questions <= len(p.questions) <= args.max_questions]
-    random.Random(args.seed).shuffle(pool)
-    if args.num_passages > len(pool):
-        raise ValueError(f"Only {len(pool)} passages qualify (index >= {args.first_index}, {args.min_questions}-"
-                         f"{args.max_questions} questions); lower --num_passages.")
-    return pool[: args.num_passages]
+    smaller run's sample, and `trl-seal split-passages --eval_skip N` continues after it)."""
+    from trl_seal.knowledge.data import sample_passages
+
+    try:
+        return sample_passages(passages, args.num_passages, args.seed, start=args.first_index,
+                               min_questions=args.min_questions, max_questions=args.max_questions)
+    except ValueError as error:
+        raise ValueError(f"{error} (lower --num_passages)") from error
 
 
 class ResumableStudy:

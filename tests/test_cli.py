@@ -156,6 +156,48 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
     assert "| base | 3 |" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, tokenizer, tiny_model):
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    passages = [{"title": "stone", "context": f"the secret is apple {i}", "questions": [
+        {"question": "the secret", "answer": "apple"}]} for i in range(2)]
+    (tmp_path / "p.json").write_text(json.dumps(passages))
+    code = main([
+        "eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
+        "--conditions", "passage,self_edits", "--self_edit_model", f"model,{model_dir}", "--max_new_tokens", "4",
+        "--inner_r", "4", "--inner_lora_alpha", "8", "--inner_num_epochs", "1", "--output_dir", str(tmp_path / "out"),
+    ])
+    assert code == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    names = [s["condition"] for s in result["summaries"]]
+    assert names == ["passage", "self_edits (model)", f"self_edits ({model_dir})"]
+    assert result["self_edits"]["self_edits (model)"] == result["self_edits"][f"self_edits ({model_dir})"], (
+        "the same weights with the same seed write the same self-edits")
+    assert "paired_diff_vs_self_edits (model)" in result["summaries"][2], "each writer is paired with the first"
+    with pytest.raises(ValueError, match="twice"):
+        main(["eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
+              "--self_edit_model", "model,model", "--output_dir", str(tmp_path / "out2")])
+
+
+def test_split_passages_writes_disjoint_seeded_samples(tmp_path):
+    rows = [{"title": f"t{i}", "context": f"c{i}", "questions": [{"question": "q", "answer": "a"}] * 4}
+            for i in range(40)]
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    argv = ["split-passages", "--passages", str(tmp_path / "p.json"), "--num_train", "6", "--train_range", "0:20",
+            "--num_eval", "5", "--eval_range", "20:", "--eval_skip", "3", "--output_dir", str(tmp_path / "out")]
+    assert main(argv) == 0
+    split = json.loads((tmp_path / "out" / "split.json").read_text())
+    assert all(i < 20 for i in split["train_indices"]) and all(i >= 20 for i in split["eval_indices"])
+    train = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert [r["context"] for r in train] == [f"c{i}" for i in split["train_indices"]]
+    assert len(json.loads((tmp_path / "out" / "eval.json").read_text())) == 5
+    with pytest.raises(ValueError, match="overlap"):
+        main([*argv[:-2], "--eval_range", "10:", "--output_dir", str(tmp_path / "o2")])
+    with pytest.raises(ValueError, match="start:stop"):
+        main([*argv[:-2], "--eval_range", "20", "--output_dir", str(tmp_path / "o3")])
+
+
 def test_eval_knowledge_refuses_more_passages_than_the_file_holds():
     with pytest.raises(ValueError, match=r"embedded passage file .* holds 48 passages; --offset 6 leaves 42, but "
                                          r"--num_passages 50"):

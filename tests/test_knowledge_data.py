@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_seal.knowledge.data import PassageDataError, load_passages
+from trl_seal.knowledge.data import PassageDataError, load_passages, sample_passages
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "squad_v1.1_dev_passages.json"
 ROWS = [
@@ -78,3 +78,22 @@ def test_unreadable_and_missing_files(tmp_path):
         load_passages(bad)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         load_passages(tmp_path / "missing.json")
+
+
+def _numbered(n: int):
+    rows = [{"title": f"t{i}", "context": f"c{i}", "questions": [{"question": "q", "answer": "a"}] * (1 + i % 3)}
+            for i in range(n)]
+    return load_passages(rows)
+
+
+def test_sample_passages_is_seeded_nested_and_continues_disjoint():
+    passages = _numbered(30)
+    first = sample_passages(passages, 5, seed=1, start=10, min_questions=2)
+    assert all(i >= 10 and len(p.questions) >= 2 for i, p in first) and len(first) == 5
+    assert first == sample_passages(passages, 5, seed=1, start=10, min_questions=2), "seeded"
+    assert sample_passages(passages, 8, seed=1, start=10, min_questions=2)[:5] == first, "a larger count extends"
+    rest = sample_passages(passages, None, seed=1, start=10, min_questions=2, skip=5)
+    assert not {i for i, _ in first} & {i for i, _ in rest} and len(first) + len(rest) == 14, "skip continues"
+    assert all(i < 20 for i, _ in sample_passages(passages, 3, start=0, stop=20)), "stop bounds the range"
+    with pytest.raises(ValueError, match="Only 14 passages qualify"):
+        sample_passages(passages, 15, seed=1, start=10, min_questions=2)

@@ -23,6 +23,7 @@ TRAINING = {
 EVALUATION = {
     "eval-knowledge": ("eval_knowledge", "the paper's knowledge-incorporation conditions with 95%% bootstrap CIs"),
     "eval-arc": ("eval_arc", "the paper's few-shot ARC conditions with 95%% Wilson CIs"),
+    "split-passages": ("split_passages", "disjoint, seeded training and evaluation samples of a passage file"),
 }
 DESCRIPTION = (
     "SEAL (Self-Adapting LLMs, arXiv 2506.10943) on the Hugging Face stack: the policy writes its own fine-tuning "
@@ -33,6 +34,7 @@ EPILOG = """examples:
   trl-seal knowledge --config recipes/knowledge/paper_qwen2.5_7b.yaml --accelerate_config multi_gpu --num_processes 8
   trl-seal arc --config recipes/arc/paper_llama_1b.yaml --accelerate_config recipes/accelerate/single_gpu.yaml
   trl-seal eval-knowledge --self_edit_model outputs/seal_knowledge   held-out embedded passages, SEAL's self-edits
+  trl-seal split-passages --passages squad.json --num_train 40 --num_eval 100 --output_dir outputs/squad_split
   trl-seal eval-arc --task_ids paper --conditions in_context,oracle,self_edits --k 5
   trl-seal <command> --help                           every field of that command (each is also a YAML key)
 

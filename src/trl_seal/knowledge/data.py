@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,35 @@ class Passage:
 
 class PassageDataError(ValueError):
     """A passage source has a malformed row."""
+
+
+def sample_passages(
+    passages: Sequence[Passage], count: int | None, seed: int = 0, start: int = 0, stop: int | None = None,
+    min_questions: int = 1, max_questions: int | None = None, skip: int = 0,
+) -> list[tuple[int, Passage]]:
+    """`(index, passage)` pairs drawn without replacement from `passages[start:stop]` with `min_questions` to
+    `max_questions` questions, in an order shuffled by `seed`, after the first `skip` of that order (`count=None`:
+    all the rest).
+
+    The same pool and seed always give the same order, so a larger `count` extends a smaller sample and `skip=N`
+    continues, disjoint, where a sample of N ended: studies, training and evaluation can take non-overlapping
+    samples of one file.
+
+    Example:
+    ```python
+    >>> first = sample_passages(passages, 24, start=1000, min_questions=4, max_questions=8)
+    >>> after = sample_passages(passages, 100, start=1000, min_questions=4, max_questions=8, skip=24)  # disjoint
+    ```
+    """
+    pool = [(i, p) for i, p in enumerate(passages[:stop]) if i >= start and len(p.questions) >= min_questions
+            and (max_questions is None or len(p.questions) <= max_questions)]
+    random.Random(seed).shuffle(pool)
+    wanted = len(pool) - skip if count is None else count
+    if skip < 0 or wanted < 0 or skip + wanted > len(pool):
+        raise ValueError(f"Only {len(pool)} passages qualify (index {start} to {stop if stop is not None else 'end'}, "
+                         f"{min_questions} to {max_questions or 'any'} questions); {skip} skipped + {wanted} asked "
+                         "for do not fit: ask for fewer or widen the range.")
+    return pool[skip : skip + wanted]
 
 
 def load_passages(source: str | Path | Sequence[Mapping] | None = None, split: str = "validation") -> list[Passage]:
