@@ -5,6 +5,7 @@ passages. Every adapted condition adapts --model. Every field is a flag and a ke
 evaluates the embedded passages that `trl-seal knowledge` does not train on (it trains on the first 6).
 
     trl-seal eval-knowledge --self_edit_model outputs/seal_knowledge --conditions base,passage,self_edits
+    trl-seal eval-knowledge --self_edit_model model,outputs/run/checkpoint-40,outputs/run   # writers side by side
     trl-seal eval-knowledge --passages rajpurkar/squad --offset 50 --num_passages 200 --k 5
 """
 
@@ -53,7 +54,10 @@ class EvalKnowledgeArguments:
         default="base,passage,self_edits", metadata={"help": f"Comma list of {', '.join(CONDITIONS)}."}
     )
     self_edit_model: str | None = field(
-        default=None, metadata={"help": "Model that writes self-edits (default: model)."}
+        default=None,
+        metadata={"help": "Model that writes self-edits (default: model), or a comma list of writers evaluated on the "
+                  "same passages, each paired against the first (e.g. `model,<round-1 checkpoint>,<run>`; `model` "
+                  "names --model)."},
     )
     self_edits_file: str | None = field(default=None, metadata={"help": "JSONL of {title, self_edit} for 'file'."})
     k: int = field(default=1, metadata={"help": "Self-edits per passage (paper: 5)."})
@@ -93,20 +97,18 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     reward = KnowledgeQAReward(grader=LLMJudge(args.judge) if args.judge else GRADERS[args.grader],
                                question_with_title=args.question_with_title)
-    sources = {}
+    sources, paired = {}, []
     if any(c in ("self_edits", "cpt+self_edits") for c in conditions):
-        writer = model
-        if args.self_edit_model:
-            writer = AutoModelForCausalLM.from_pretrained(resolve_model(args.self_edit_model))
-        sources["self_edits"] = generate_self_edits(writer, tokenizer, passages, args.k, args.style,
-                                                    args.max_new_tokens, seed=args.seed)
+        sources = writer_self_edits(args, model, tokenizer, passages)
+        paired = [(name, next(iter(sources))) for name in list(sources)[1:]]
+        conditions = [name for c in conditions for name in (sources if c == "self_edits" else [c])]
     if args.self_edits_file:
         sources["file"] = read_self_edit_file(args.self_edits_file, passages)
     adapter = LoRAInnerAdapter((inner_args or InnerArguments()).to_config())
     adapter.sync(model, tokenizer)
     start = time.time()
-    progress = _progress(passages, conditions, args.k)
-    summaries = run_conditions(adapter, passages, reward, conditions, sources, progress=progress)
+    progress = _progress(passages, conditions, args.k, set(sources))
+    summaries = run_conditions(adapter, passages, reward, conditions, sources, progress=progress, paired=paired)
     table = markdown_table(summaries)
     print(table)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -134,10 +136,26 @@ def select_passages(args: EvalKnowledgeArguments) -> list:
     return passages[offset : offset + wanted]
 
 
-def _progress(passages, conditions, k):
+def writer_self_edits(args: EvalKnowledgeArguments, model, tokenizer, passages) -> dict[str, list[list[str]]]:
+    """Self-edits of every writer in --self_edit_model (same passages, styles and seed), keyed by condition name:
+    `self_edits` for one writer, `self_edits (<writer>)` for several."""
+    writers = [w.strip() for w in (args.self_edit_model or "model").split(",") if w.strip()] or ["model"]
+    if len(set(writers)) < len(writers):
+        raise ValueError(f"self_edit_model lists a writer twice ({args.self_edit_model}): name each once.")
+    sources = {}
+    for writer in writers:
+        name = "self_edits" if len(writers) == 1 else f"self_edits ({writer})"
+        author = model if writer == "model" else AutoModelForCausalLM.from_pretrained(resolve_model(writer))
+        sources[name] = generate_self_edits(author, tokenizer, passages, args.k, args.style, args.max_new_tokens,
+                                           seed=args.seed)
+        del author  # one writer in memory at a time (besides --model)
+    return sources
+
+
+def _progress(passages, conditions, k, sources=()):
     from tqdm.auto import tqdm
 
-    per_passage = {"passage": 1, "self_edits": k, "file": k}
+    per_passage = {"passage": 1, **{name: k for name in sources}}
     adapters = len(passages) * sum(per_passage.get(c, 0) for c in conditions)
     bar = tqdm(total=adapters, desc="inner loops", unit="adapter")
     return lambda: bar.update(1)
