@@ -185,3 +185,16 @@ def test_self_edit_formats_matched_controls_on_a_subset_and_shared(tmp_path, tok
     rows = {row["condition"]: row for row in tables["title"]}
     assert rows["passage ximplications steps"]["passages"] == 1 and rows["implications"]["passages"] == 2
     assert rows["implications"]["vs_matched"][2] == 1 and rows["implications"]["vs_passage"][2] == 2
+
+
+def test_study_shards_split_the_sample_and_share_one_results_file(tmp_path):
+    study = _benchmark("study")
+    assert study.shard(list(range(7)), "0/2") == [0, 2, 4, 6] and study.shard(list(range(7)), "1/2") == [1, 3, 5]
+    for bad in ("2/2", "1", "a/b"):
+        with pytest.raises(ValueError, match="i/n"):
+            study.shard([1], bad)
+    first = study.ResumableStudy(str(tmp_path), {"k": 1, "shard": "0/2", "passage_indices": [1]})
+    second = study.ResumableStudy(str(tmp_path), {"k": 1, "shard": "1/2", "passage_indices": [2]})
+    first.add({"index": 1, "text": "x" * 20000})
+    second.add({"index": 2})
+    assert [r["index"] for r in study.ResumableStudy(str(tmp_path), {"k": 1}).records] == [1, 2]
