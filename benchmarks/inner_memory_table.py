@@ -3,9 +3,11 @@ to choose K and the token budget, printed as a table for docs/benchmarks.md.
 
 Models are built on the meta device from their configurations (no weights, no download). Per slot: float32 LoRA
 weights, gradients and two AdamW moments for `all-linear` adapters of rank r; per token: activations kept for the
-backward, logits and workspace of one joint step (packed rows of --row_length tokens).
+backward of one joint step (packed rows of --row_length tokens), with the model's whole logits and with the chunked
+loss (`trl_seal.inner.loss`, which the adapter uses for a plain output head: its logits are then a fixed workspace of
+one chunk). The total column is the chunked estimate for --slots slots and a --tokens-token step.
 
-    python benchmarks/inner_memory_table.py --r 32 --row_length 160 --slots 16 --tokens 1000
+    python benchmarks/inner_memory_table.py --r 32 --row_length 160 --slots 4 --tokens 512
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
+from trl_seal.inner.loss import chunk_rows
 from trl_seal.inner.memory import estimate_memory
 
 MODELS = {
@@ -42,22 +45,25 @@ def main():
     parser.add_argument("--r", type=int, default=32)
     parser.add_argument("--row_length", type=int, default=160, help="packed row length (CPU default 160, GPU 1024)")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--slots", type=int, default=16, help="K for the total column")
-    parser.add_argument("--tokens", type=int, default=1000, help="tokens of a joint step for the total column")
+    parser.add_argument("--slots", type=int, default=4, help="K for the total column")
+    parser.add_argument("--tokens", type=int, default=512, help="tokens of a joint step for the total column")
     args = parser.parse_args()
-    gib = 2**30
+    gib, mib = 2**30, 2**20
     print(f"r={args.r}, {args.dtype}, rows of {args.row_length} tokens; total = resident + workspace + "
-          f"{args.slots} slots + {args.tokens} tokens")
-    print("| model | resident copy | per adapter slot | per token of a joint step | "
-          f"total, K={args.slots}, {args.tokens} tokens |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+          f"{args.slots} slots + {args.tokens} tokens, chunked loss")
+    print("| model | resident copy | per adapter slot | per token, whole logits | per token, chunked loss | "
+          f"workspace, chunked | total, K={args.slots}, {args.tokens} tokens |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, config in MODELS.items():
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype))
-        estimate = estimate_memory(model, slot_width(model, args.r), args.r, args.row_length)
-        total = estimate.total(args.slots, args.tokens)
-        print(f"| {name} | {estimate.resident / gib:.2f} GiB | {estimate.per_slot / 2**20:.0f} MiB | "
-              f"{estimate.per_token / 2**20:.2f} MiB | {total / gib:.1f} GiB |")
+        width = slot_width(model, args.r)
+        whole = estimate_memory(model, width, args.r, args.row_length)
+        chunked = estimate_memory(model, width, args.r, args.row_length, chunk_rows(config.vocab_size))
+        total = chunked.total(args.slots, args.tokens)
+        print(f"| {name} | {chunked.resident / gib:.2f} GiB | {chunked.per_slot / mib:.0f} MiB | "
+              f"{whole.per_token / mib:.2f} MiB | {chunked.per_token / mib:.2f} MiB | "
+              f"{chunked.workspace / mib:.0f} MiB | {total / gib:.2f} GiB |")
 
 
 if __name__ == "__main__":
