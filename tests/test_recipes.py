@@ -18,7 +18,9 @@ from trl_seal.scripts.common import split_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"knowledge": knowledge, "arc": arc}
-RECIPES = sorted(path for domain in SCRIPTS for path in (ROOT / "recipes" / domain).glob("*.yaml"))
+ALL_RECIPES = sorted(path for domain in SCRIPTS for path in (ROOT / "recipes" / domain).glob("*.yaml"))
+RECIPES = [path for path in ALL_RECIPES if not path.stem.endswith("_eval")]  # training recipes
+EVAL_RECIPES = [path for path in ALL_RECIPES if path.stem.endswith("_eval")]  # read by trl-seal eval-<domain>
 ACCELERATE = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
 
 
@@ -30,7 +32,7 @@ def test_the_recipes_issue_6_asks_for_exist():
         "accelerate/deepspeed_zero2.yaml", "accelerate/deepspeed_zero3.yaml", "accelerate/multi_node.yaml",
     }
     readme = (ROOT / "recipes" / "README.md").read_text()
-    assert all(f"{p.parent.name}/{p.name}" in readme for p in RECIPES + ACCELERATE), "README lists every recipe"
+    assert all(f"{p.parent.name}/{p.name}" in readme for p in ALL_RECIPES + ACCELERATE), "README lists every recipe"
 
 
 @pytest.mark.parametrize("path", ACCELERATE, ids=[p.name for p in ACCELERATE])
@@ -58,6 +60,26 @@ def test_recipe_keys_are_fields_and_the_configs_build(path, tmp_path):
     processes = int(values.get("num_processes", 1))
     assert args.generation_batch_size % (args.per_device_train_batch_size * processes) == 0
     assert model_args.model_name_or_path == values["model_name_or_path"]
+
+
+@pytest.mark.parametrize("path", EVAL_RECIPES, ids=[f"{p.parent.name}/{p.name}" for p in EVAL_RECIPES])
+def test_eval_recipe_keys_are_fields(path):
+    from trl_seal.scripts import eval_knowledge
+
+    values = yaml.safe_load(path.read_text())
+    assert all(not isinstance(v, (dict, list)) for v in values.values()), "flat YAML"
+    parsed, inner = eval_knowledge.make_parser().parse_args_and_config(["--config", str(path)])
+    assert parsed.passages == values["passages"] and inner.to_config().num_epochs == values["inner_num_epochs"]
+
+
+def test_squad_recipe_trains_and_evaluates_disjoint_passages():
+    """The driver draws training passages below index 1000 and evaluation passages after the studies' 100; the
+    training recipe checkpoints every round and resumes."""
+    driver = (ROOT / "recipes" / "knowledge" / "cpu_smollm2_squad.sh").read_text()
+    assert "--train_range 0:1000" in driver and "--eval_range 1000:" in driver and "--eval_skip 100" in driver
+    train = yaml.safe_load((ROOT / "recipes" / "knowledge" / "cpu_smollm2_squad.yaml").read_text())
+    assert train["num_rounds"] == 2 and train["num_train_passages"] >= 40 and train["num_generations"] == 5
+    assert train["save_steps"] == 0 and train["resume_from_checkpoint"] == "true"
 
 
 def test_paper_recipes_hold_the_paper_protocol():

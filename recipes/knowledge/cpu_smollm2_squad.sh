@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# SEAL that learns, on a 2-core CPU (see cpu_smollm2_squad.yaml): draw the passages, train two ReST-EM rounds, then
+# evaluate base, passage only and three writers of self-edits (untrained, round 1, round 2) on 100 held-out passages.
+# Safe to re-run after a kill: the draw is deterministic, training resumes from its last round checkpoint and reuses
+# the ledger's scored self-edits, and a finished evaluation is kept.
+#   SQUAD=<squad passages json> OUT=<folder> bash recipes/knowledge/cpu_smollm2_squad.sh
+set -euo pipefail
+SQUAD=${SQUAD:-../shared/data/squad/squad_v1.1_dev_passages.json}
+OUT=${OUT:-outputs/seal_squad}
+HERE=$(dirname "$0")
+
+# 40 training passages from indices 0-999; 100 evaluation passages from 1000 on, after the 100 the studies measured
+trl-seal split-passages --passages "$SQUAD" --num_train 40 --train_range 0:1000 --num_eval 100 --eval_range 1000: \
+    --eval_skip 100 --output_dir "$OUT/split"
+trl-seal knowledge --config "$HERE/cpu_smollm2_squad.yaml" --passages "$OUT/split/train.json" --output_dir "$OUT"
+
+# the round-1 policy is the first round checkpoint; the final policy is saved in $OUT itself
+ROUND1=$(ls -d "$OUT"/checkpoint-* | sort -t- -k2 -n | head -n 1)
+if [ ! -f "$OUT/eval/results.json" ]; then
+    trl-seal eval-knowledge --config "$HERE/cpu_smollm2_squad_eval.yaml" --passages "$OUT/split/eval.json" \
+        --self_edit_model "model,$ROUND1,$OUT" --output_dir "$OUT/eval"
+fi
+cat "$OUT/eval/results.md"
