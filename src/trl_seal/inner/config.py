@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .memory import parse_memory
+from .memory import CPU_STEP_TOKENS, parse_memory
 
 SCHEDULES = ("constant", "linear", "cosine")
 QUANTIZATIONS = ("4bit", "8bit")
@@ -85,8 +85,10 @@ class InnerLoRAConfig:
     # Batching (LoRAInnerAdapter only)
     max_adapters: int | str = field(
         default="auto",
-        metadata={"help": "Adapters trained together (K), or 'auto': one per job, at most 64 on a GPU and 16 on a "
-                          "CPU, fewer if the memory estimate exceeds max_memory (or the memory available). "
+        metadata={"help": "Adapters trained together (K), or 'auto', sized from the jobs: on a GPU one per job up "
+                          f"to 64; on a CPU the fewest whose joint step reaches {CPU_STEP_TOKENS} tokens (at most "
+                          "16), past which a CPU gains little from batching and more slots only hold memory. Fewer "
+                          "if the memory estimate exceeds max_memory (or, as a safety cap, the memory available). "
                           "LoRAInnerAdapter only."},
     )
     max_tokens_per_step: int | str = field(
@@ -108,7 +110,7 @@ class InnerLoRAConfig:
         default=None,
         metadata={"help": "Memory cap of the batched inner loop (resident copy + adapter slots + one joint step's "
                           "activations), in bytes or as '4GiB' / '512MB': K and the token budget are shrunk to fit "
-                          "the estimate. None: what the jobs need, within the memory available. "
+                          "the estimate. None: what the jobs need, with the memory available as a safety cap. "
                           "LoRAInnerAdapter only."},
     )
     # The resident copy of the policy
