@@ -221,7 +221,7 @@ def run(args, model, tokenizer, passages) -> list[dict]:
     loglik = KnowledgeQAReward(score="loglik", show_progress=False)
     adapter = make_adapter(args, model, tokenizer)
     for number, (index, passage) in enumerate(passages, 1):
-        if index in study.done:
+        if index in study.done or args.analyse_only:
             continue
         start = time.time()
         self_edits = generate_self_edits(model, tokenizer, [passage], args.k, args.style, args.self_edit_tokens,

@@ -194,7 +194,7 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
     # the cheap passages (no step-matched controls) first, so a partial run already covers the most passages
     order = sorted(passages, key=lambda pair: pair[0] in with_matched)
     for number, (index, passage) in enumerate(order, 1):
-        if index in study.done:
+        if index in study.done or args.analyse_only:
             continue
         start = time.time()
         self_edits = {style: generate_self_edits(model, tokenizer, [passage], args.k, style, args.self_edit_tokens,

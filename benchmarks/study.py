@@ -9,7 +9,7 @@ import os
 import time
 
 # which passages a run measures, not how it measures one: a restart may change these
-SAMPLE_SETTINGS = ("num_passages", "passage_indices", "matched_passages", "shard")
+SAMPLE_SETTINGS = ("num_passages", "passage_indices", "matched_passages", "shard", "analyse_only")
 PAPER_INNER = dict(r=32, lora_alpha=64, learning_rate=1e-3, num_epochs=10, batch_size=1)
 
 
@@ -30,6 +30,8 @@ def add_common_arguments(parser, num_passages: int, output_dir: str) -> None:
     parser.add_argument("--answer_tokens", type=int, default=64)
     parser.add_argument("--draws", type=int, default=2000, help="Bootstrap draws over passages.")
     parser.add_argument("--output_dir", default=output_dir)
+    parser.add_argument("--analyse_only", action="store_true",
+                        help="Train nothing: print and save the tables of the passages measured so far.")
     parser.add_argument("--shard", default="0/1",
                         help="i/n: measure only passages i, i+n, i+2n, ... of the sample. On a CPU, n processes with "
                              "OMP_NUM_THREADS=1 sharing --output_dir use the cores better than one process with n "

@@ -142,6 +142,10 @@ def test_reward_signal_smoke_path_resumes(tmp_path, tokenizer, tiny_model):
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2, "a restart skips done passages"
     with pytest.raises(ValueError, match="other settings"):
         bench.run(bench.parse_args(argv + ["--k", "3"]), tiny_model, tokenizer, _tiny_passages())
+    empty = tmp_path / "empty"
+    bench.run(bench.parse_args([*argv[:-2], "--output_dir", str(empty), "--analyse_only"]), tiny_model, tokenizer,
+              _tiny_passages())
+    assert not (empty / "results.jsonl").exists() and (empty / "summary.md").exists(), "analyse_only trains nothing"
 
 
 def test_self_edit_formats_smoke_path_matches_steps(tmp_path, tokenizer, tiny_model):
