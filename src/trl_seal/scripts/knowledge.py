@@ -140,32 +140,41 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     if not trainer.accelerator.is_main_process:
         return
 
-    # Held-out self-edits from the policy before and after SEAL (same seed); every condition then adapts the *base*
-    # model: only the training data differs between rows.
-    k = script.eval_self_edits_per_passage
-    sampling = (args.max_completion_length, args.temperature, args.top_p, args.seed)
-    held_out_start = time.time()
-    per_call = max(1, script.eval_generation_batch_size // k)
-    base = base_policy(model_args, args.trust_remote_code)
-    base_edits = generate_self_edits(base, tokenizer, held_out, k, script.self_edit_style, *sampling, per_call)
-    seal_edits = generate_self_edits(trained_policy(trainer, model_args), tokenizer, held_out, k,
-                                     script.self_edit_style, *sampling, per_call)
+    # Every condition adapts the *base* model: only the training data differs between rows.
+    sampling_start = time.time()
+    base, sources = held_out_self_edits(trainer, script, args, model_args, tokenizer, held_out)
     inner.sync(base, tokenizer)
-    sources = {"base self-edits": base_edits, "SEAL self-edits": seal_edits}
-    bar = tqdm(total=len(held_out) * (1 + 2 * k), desc="held-out inner loops", unit="adapter")
+    conditions_start = time.time()
+    bar = tqdm(total=len(held_out) * (1 + 2 * script.eval_self_edits_per_passage), desc="held-out inner loops",
+               unit="adapter")
     summaries = run_conditions(inner, held_out, reward, ["base", "passage", *sources], sources, lambda: bar.update(1),
                                paired=[("SEAL self-edits", "base self-edits")])
     bar.close()
+    seconds = {"total": time.time() - start, "training": sampling_start - start,
+               "held_out_self_edits": conditions_start - sampling_start,
+               "held_out_conditions": time.time() - conditions_start}
     table = markdown_table(summaries, references=("passage", "base self-edits"))
     headline = describe_comparison(summaries, "SEAL self-edits", ("base self-edits", "passage"))
     print(f"\nHeld-out passages: {len(held_out)} (grader: {script.grader}; paired diffs in points)\n{table}\n\n"
           f"{headline}\n", flush=True)
     write_results(args.output_dir, script, summaries, table, headline, {
         "script_args": asdict(script), "inner_config": asdict(inner.config), "model_args": asdict(model_args),
-        "seed": args.seed, "num_processes": trainer.accelerator.num_processes, "seconds": time.time() - start,
-        "seconds_held_out": time.time() - held_out_start, "self_edits": sources,
+        "seed": args.seed, "num_processes": trainer.accelerator.num_processes, "seconds": seconds["total"],
+        "seconds_by_phase": seconds, "self_edits": sources,
     })
     tokenizer.save_pretrained(args.output_dir)
+
+
+def held_out_self_edits(trainer, script: KnowledgeArguments, args, model_args, tokenizer, held_out):
+    """The base policy, and the held-out self-edits of the policy before and after SEAL (same seed, same sampling)."""
+    k = script.eval_self_edits_per_passage
+    sampling = (args.max_completion_length, args.temperature, args.top_p, args.seed,
+                max(1, script.eval_generation_batch_size // k))
+    base = base_policy(model_args, args.trust_remote_code)
+    base_edits = generate_self_edits(base, tokenizer, held_out, k, script.self_edit_style, *sampling)
+    seal_edits = generate_self_edits(trained_policy(trainer, model_args), tokenizer, held_out, k,
+                                     script.self_edit_style, *sampling)
+    return base, {"base self-edits": base_edits, "SEAL self-edits": seal_edits}
 
 
 def write_results(output_dir: str, script: KnowledgeArguments, summaries: list[dict], table: str, headline: str,
