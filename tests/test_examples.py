@@ -60,6 +60,26 @@ def test_knowledge_example_on_the_tiny_model(tmp_path, tiny_model, tokenizer):
     assert "  results.png " in done.stdout and f"Outputs in {out}" in done.stdout
 
 
+def test_knowledge_training_only_saves_the_policy_for_a_later_evaluation(tmp_path, tiny_model, tokenizer):
+    """num_eval_passages=0 (the SQuAD recipe's): train on every listed passage, save, evaluate nothing."""
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    passages = [{"title": f"t{i}", "context": f"the secret is apple {i}",
+                 "questions": [{"question": "the secret", "answer": "apple"}]} for i in range(2)]
+    (tmp_path / "passages.json").write_text(json.dumps(passages))
+    out = tmp_path / "out"
+    launch(
+        "seal_knowledge.py", "--output_dir", str(out), "--model_name_or_path", str(model_dir), "--use_cpu", "true",
+        "--passages", str(tmp_path / "passages.json"), "--num_train_passages", "2", "--num_eval_passages", "0",
+        "--contexts_per_round", "2", "--num_generations", "2", "--per_device_train_batch_size", "2",
+        "--num_iterations", "1", "--max_completion_length", "6", "--inner_num_epochs", "1", "--inner_r", "4",
+        "--inner_lora_alpha", "8", "--answer_max_new_tokens", "4", "--inner_dtype", "float32",
+    )
+    assert not (out / "results.json").exists(), "no held-out table"
+    assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists(), "a loadable policy"
+
+
 @pytest.mark.slow
 def test_knowledge_example_smoke(tmp_path):
     import importlib.util

@@ -124,7 +124,9 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     if script.num_train_passages + script.num_eval_passages > len(passages):
         raise ValueError(f"{len(passages)} passages cannot hold {script.num_train_passages} train + "
                          f"{script.num_eval_passages} held-out passages: lower the counts.")
-    train, held_out = passages[: script.num_train_passages], passages[-script.num_eval_passages :]
+    # the held-out passages are the file's last ones (none with num_eval_passages=0: `passages[-0:]` is all of them)
+    train = passages[: script.num_train_passages]
+    held_out = passages[len(passages) - script.num_eval_passages :] if script.num_eval_passages else []
     model, tokenizer, peft_config = load_policy(model_args, args.trust_remote_code)
 
     reward = knowledge_reward(script)
@@ -138,6 +140,9 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     trainer.train(resume_from_checkpoint=resume_argument(args))
     trainer.save_model(args.output_dir)  # every process: under ZeRO-3 saving gathers the shards
     if not trainer.accelerator.is_main_process:
+        return
+    if not held_out:  # num_eval_passages=0: evaluate later, e.g. with `trl-seal eval-knowledge --self_edit_model`
+        tokenizer.save_pretrained(args.output_dir)
         return
 
     # Every condition adapts the *base* model: only the training data differs between rows.
