@@ -67,9 +67,11 @@ def run(adapter, texts: list[str], epochs: int, whole_logits: bool, seed: int) -
         pass
     seconds = time.perf_counter() - start
     stats = adapter.last_run
+    step_tokens = stats["row_tokens"] / stats["joint_steps"]  # filler included, as the estimate counts it
+    estimate = adapter.memory_estimate()  # of this path: whole logits or chunked
     return {"us_per_token": 1e6 * seconds / stats["tokens"], "peak_growth": status_bytes("VmHWM") - before,
-            "step_tokens": stats["tokens"] / stats["joint_steps"], "slots": stats["slots"],
-            "expected": stats["expected_bytes"]}
+            "step_tokens": step_tokens, "slots": stats["slots"],
+            "expected": estimate.total(stats["slots"], round(step_tokens)) - estimate.resident}
 
 
 def main():
@@ -110,7 +112,7 @@ def main():
         us = statistics.median(r["us_per_token"] for r in runs)
         growth = max(r["peak_growth"] for r in runs)
         per_token = (growth - k * estimate.per_slot) / step
-        expected = runs[0]["expected"] - estimate.resident
+        expected = runs[0]["expected"]
         print(f"| {k} | {loss_path} | {step:.0f} | {us:.0f} | {growth / mib:.0f} MiB | {per_token / mib:.2f} MiB | "
               f"{expected / mib:.0f} MiB |")
     if set(paths) == {"chunked", "whole"}:
