@@ -61,9 +61,10 @@ def main():
         whole = estimate_memory(model, width, args.r, args.row_length)
         chunked = estimate_memory(model, width, args.r, args.row_length, chunk_rows(config.vocab_size))
         total = chunked.total(args.slots, args.tokens)
+        workspace = chunked.workspace + chunked.chunk_rows * chunked.per_chunk_row
         print(f"| {name} | {chunked.resident / gib:.2f} GiB | {chunked.per_slot / mib:.0f} MiB | "
               f"{whole.per_token / mib:.2f} MiB | {chunked.per_token / mib:.2f} MiB | "
-              f"{chunked.workspace / mib:.0f} MiB | {total / gib:.2f} GiB |")
+              f"{workspace / mib:.0f} MiB | {total / gib:.2f} GiB |")
 
 
 if __name__ == "__main__":

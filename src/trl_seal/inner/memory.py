@@ -70,15 +70,19 @@ CPU_STEP_TOKENS = 512
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes the batched inner loop holds: `resident + workspace + slots * per_slot + tokens * per_token`."""
+    """Bytes the batched inner loop holds: `resident + workspace + slots * per_slot + tokens * per_token`, plus with
+    the chunked loss `min(tokens, chunk_rows) * per_chunk_row` for the logits of one chunk."""
 
     resident: int  # the resident copy of the policy
     per_slot: int  # one adapter slot: LoRA weights, gradients, AdamW moments (float32)
     per_token: int  # one token of a joint step: activations kept for the backward, logits and their gradients
     workspace: int = WORKSPACE  # the autograd engine, kernel workspaces and allocator slack of a step
+    chunk_rows: int = 0  # trained tokens per chunk of the chunked loss (0: the logits are computed whole)
+    per_chunk_row: int = 0  # one row of a chunk: its logits and their gradient
 
     def total(self, slots: int, tokens: int) -> int:
-        return self.resident + self.workspace + slots * self.per_slot + tokens * self.per_token
+        chunk = min(tokens, self.chunk_rows) * self.per_chunk_row
+        return self.resident + self.workspace + chunk + slots * self.per_slot + tokens * self.per_token
 
 
 def estimate_memory(model, slot_width: int, r: int, row_length: int, logit_chunk: int | None = None) -> MemoryEstimate:
@@ -93,17 +97,19 @@ def estimate_memory(model, slot_width: int, r: int, row_length: int, logit_chunk
     """
     resident = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     per_token = activation_bytes_per_token(model, r, row_length, chunked_logits=logit_chunk is not None)
-    workspace = WORKSPACE
-    if logit_chunk is not None:  # one chunk's logits: model dtype, float32 and the float32 gradient, rounded back
-        workspace += logit_chunk * _vocabulary(model) * (2 * _compute_element_size(model) + 8)
-    return MemoryEstimate(resident, 16 * slot_width, per_token, workspace)
+    # One chunk's row: logits in the model dtype and float32, log-sum-exp's float32 temporary, the float32 gradient
+    # rounded back to the model dtype (benchmarks/inner_loss_chunking.py measured 14 bytes per entry in bf16).
+    per_row = _vocabulary(model) * (2 * _compute_element_size(model) + 12)
+    chunk = (logit_chunk, per_row) if logit_chunk else (0, 0)
+    return MemoryEstimate(resident, 16 * slot_width, per_token, WORKSPACE, *chunk)
 
 
 def activation_bytes_per_token(model, r: int, row_length: int, chunked_logits: bool = False) -> int:
     """An upper bound of what one trained token holds at the peak of a joint step (see the module docstring).
 
-    Per decoder layer, in the model's dtype: ~8 hidden-size tensors (norm inputs, statistics and outputs, queries,
-    attention output, residuals), the key/value projections and ~4 intermediate-size tensors of the MLP (gate, up,
+    Per decoder layer, in the model's dtype: ~10 hidden-size tensors (norm inputs, statistics and outputs, queries,
+    attention output, residuals, and two of slack: with 8, a SmolLM2-135M step measured within 0.5 % of the
+    estimate), the key/value projections and ~4 intermediate-size tensors of the MLP (gate, up,
     their activation and product); in float32: the attention row (heads x row length) and 7 rank-r LoRA intermediates.
     Once: one layer's float32 temporaries of the backward, and the logits: with the whole logits, float32 logits,
     log-softmax and their gradients plus the model-dtype logits (16 bytes per vocabulary entry); with the chunked loss,
@@ -117,7 +123,7 @@ def activation_bytes_per_token(model, r: int, row_length: int, chunked_logits: b
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     kv = getattr(config, "num_key_value_heads", heads) * head_dim
     intermediate = getattr(config, "intermediate_size", 4 * hidden)
-    per_layer = element * (8 * hidden + 2 * kv + 4 * intermediate) + 4 * (heads * row_length + 7 * r)
+    per_layer = element * (10 * hidden + 2 * kv + 4 * intermediate) + 4 * (heads * row_length + 7 * r)
     logits = 3 * element * hidden if chunked_logits else 16 * _vocabulary(model)
     return layers * per_layer + logits + 16 * max(hidden, intermediate)
 
