@@ -175,6 +175,7 @@ def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, 
     assert result["self_edits"]["self_edits (model)"] == result["self_edits"][f"self_edits ({model_dir})"], (
         "the same weights with the same seed write the same self-edits")
     assert "paired_diff_vs_self_edits (model)" in result["summaries"][2], "each writer is paired with the first"
+    assert "paired diff vs self_edits (model) (95 % CI)" in (tmp_path / "out" / "results.md").read_text()
     with pytest.raises(ValueError, match="twice"):
         main(["eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
               "--self_edit_model", "model,model", "--output_dir", str(tmp_path / "out2")])

@@ -4,6 +4,9 @@
 # Safe to re-run after a kill: the draw is deterministic, training resumes from its last round checkpoint and reuses
 # the ledger's scored self-edits, and a finished evaluation is kept.
 #   SQUAD=<squad passages json> OUT=<folder> bash recipes/knowledge/cpu_smollm2_squad.sh
+# TRAIN_ARGS / EVAL_ARGS / SPLIT_ARGS add flags to the three commands (a quick check of the whole path:
+#   SPLIT_ARGS="--num_train 2 --num_eval 2" TRAIN_ARGS="--num_train_passages 2 --contexts_per_round 2
+#   --inner_num_epochs 1" EVAL_ARGS="--inner_num_epochs 1" OUT=/tmp/squad_check bash ...).
 set -euo pipefail
 SQUAD=${SQUAD:-../shared/data/squad/squad_v1.1_dev_passages.json}
 OUT=${OUT:-outputs/seal_squad}
@@ -11,13 +14,14 @@ HERE=$(dirname "$0")
 
 # 40 training passages from indices 0-999; 100 evaluation passages from 1000 on, after the 100 the studies measured
 trl-seal split-passages --passages "$SQUAD" --num_train 40 --train_range 0:1000 --num_eval 100 --eval_range 1000: \
-    --eval_skip 100 --output_dir "$OUT/split"
-trl-seal knowledge --config "$HERE/cpu_smollm2_squad.yaml" --passages "$OUT/split/train.json" --output_dir "$OUT"
+    --eval_skip 100 --output_dir "$OUT/split" ${SPLIT_ARGS:-}
+trl-seal knowledge --config "$HERE/cpu_smollm2_squad.yaml" --passages "$OUT/split/train.json" --output_dir "$OUT" \
+    ${TRAIN_ARGS:-}
 
 # the round-1 policy is the first round checkpoint; the final policy is saved in $OUT itself
 ROUND1=$(ls -d "$OUT"/checkpoint-* | sort -t- -k2 -n | head -n 1)
 if [ ! -f "$OUT/eval/results.json" ]; then
     trl-seal eval-knowledge --config "$HERE/cpu_smollm2_squad_eval.yaml" --passages "$OUT/split/eval.json" \
-        --self_edit_model "model,$ROUND1,$OUT" --output_dir "$OUT/eval"
+        --self_edit_model "model,$ROUND1,$OUT" --output_dir "$OUT/eval" ${EVAL_ARGS:-}
 fi
 cat "$OUT/eval/results.md"
