@@ -30,15 +30,21 @@ def test_toy_example(tmp_path):
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "seal_config.json").is_file()
 
 
-def test_knowledge_example_on_the_tiny_model(tmp_path, tiny_model, tokenizer):
-    """The main job's path end to end in a minute: table, the sentence read from its paired CIs, the PNG, the list
-    of outputs."""
+def _tiny_model_and_passages(tmp_path, tiny_model, tokenizer, count: int):
+    """The tiny model saved as a checkpoint folder, and `count` one-question passages in tmp_path/passages.json."""
     model_dir = tmp_path / "tiny"
     tiny_model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     passages = [{"title": f"t{i}", "context": f"the secret is apple {i}",
-                 "questions": [{"question": "the secret", "answer": "apple"}]} for i in range(5)]
+                 "questions": [{"question": "the secret", "answer": "apple"}]} for i in range(count)]
     (tmp_path / "passages.json").write_text(json.dumps(passages))
+    return model_dir
+
+
+def test_knowledge_example_on_the_tiny_model(tmp_path, tiny_model, tokenizer):
+    """The main job's path end to end in a minute: table, the sentence read from its paired CIs, the PNG, the list
+    of outputs."""
+    model_dir = _tiny_model_and_passages(tmp_path, tiny_model, tokenizer, 5)
     out = tmp_path / "out"
     done = launch(
         "seal_knowledge.py", "--output_dir", str(out), "--model_name_or_path", str(model_dir), "--use_cpu", "true",
@@ -62,12 +68,7 @@ def test_knowledge_example_on_the_tiny_model(tmp_path, tiny_model, tokenizer):
 
 def test_knowledge_training_only_saves_the_policy_for_a_later_evaluation(tmp_path, tiny_model, tokenizer):
     """num_eval_passages=0 (the SQuAD recipe's): train on every listed passage, save, evaluate nothing."""
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    passages = [{"title": f"t{i}", "context": f"the secret is apple {i}",
-                 "questions": [{"question": "the secret", "answer": "apple"}]} for i in range(2)]
-    (tmp_path / "passages.json").write_text(json.dumps(passages))
+    model_dir = _tiny_model_and_passages(tmp_path, tiny_model, tokenizer, 2)
     out = tmp_path / "out"
     launch(
         "seal_knowledge.py", "--output_dir", str(out), "--model_name_or_path", str(model_dir), "--use_cpu", "true",
