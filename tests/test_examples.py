@@ -100,3 +100,19 @@ def test_knowledge_example_smoke(tmp_path):
     names = [s["condition"] for s in results["summaries"]]
     assert names == ["base", "passage", "base self-edits", "SEAL self-edits"]
     assert "| SEAL self-edits | 2 |" in (tmp_path / "results.md").read_text()
+
+
+def test_release_training_state_drops_the_optimizer_moments():
+    from types import SimpleNamespace
+
+    import torch
+
+    from trl_seal.scripts.common import release_training_state
+
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(2, 4)).sum().backward()
+    optimizer.step()
+    assert optimizer.state and model.weight.grad is not None
+    release_training_state(SimpleNamespace(optimizer=optimizer, model=model, is_deepspeed_enabled=False))
+    assert not optimizer.state and model.weight.grad is None, "moments and gradients gone, weights kept"

@@ -36,6 +36,7 @@ from trl_seal.scripts.common import (
     make_script_parser,
     parse_script_arguments,
     read_rounds,
+    release_training_state,
     resume_argument,
     trained_policy,
 )
@@ -111,6 +112,7 @@ def main(script: ARCArguments, inner_args, args, model_args) -> None:
     trainer.add_callback(RoundLog())  # says what each round is doing (sampling shows no bar)
     trainer.train(resume_from_checkpoint=resume_argument(args))
     trainer.save_model(args.output_dir)  # every process: under ZeRO-3 saving gathers the shards
+    release_training_state(trainer)
     if not trainer.accelerator.is_main_process:
         return
 

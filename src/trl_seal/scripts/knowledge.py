@@ -38,6 +38,7 @@ from trl_seal.scripts.common import (
     load_policy,
     make_script_parser,
     parse_script_arguments,
+    release_training_state,
     resume_argument,
     trained_policy,
 )
@@ -139,6 +140,7 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     trainer.add_callback(RoundLog())  # says what each round is doing (sampling shows no bar)
     trainer.train(resume_from_checkpoint=resume_argument(args))
     trainer.save_model(args.output_dir)  # every process: under ZeRO-3 saving gathers the shards
+    release_training_state(trainer)
     if not trainer.accelerator.is_main_process:
         return
     if not held_out:  # num_eval_passages=0: evaluate later, e.g. with `trl-seal eval-knowledge --self_edit_model`
