@@ -14,34 +14,15 @@ other parts (decoder layers, LoRA, optimizer) are the same on both paths.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
 import torch
+from rss import reset_peak, status_bytes  # benchmarks/rss.py (this script's folder is on sys.path)
 
 from trl_seal.inner.data import TokenizedExample
 from trl_seal.inner.loss import per_slot_losses_from_hidden
 from trl_seal.inner.packing import pack, per_slot_losses
-
-
-def status_bytes(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> int:
-    """Hand freed heap memory back (glibc), restart VmHWM from the current resident set; returns that set."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-    return status_bytes("VmRSS")
 
 
 def run(path: str, hidden: torch.Tensor, head: torch.nn.Linear, batch) -> tuple[float, int]:

@@ -14,39 +14,17 @@ and the estimate of `LoRAInnerAdapter.memory_estimate` for the same plan. The CP
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import time
 
 import torch
+from rss import reset_peak, status_bytes  # benchmarks/rss.py (this script's folder is on sys.path)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample
 from trl_seal.knowledge.data import load_passages
 from trl_seal.models import resolve_model
-
-
-def status_bytes(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> None:
-    """Return freed heap memory to the system (glibc), then restart the peak (VmHWM) from the current resident set,
-    so that one run's peak is not hidden by memory an earlier run freed but the allocator kept."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
 
 
 def documents(tokenizer, count: int, length: int) -> list[str]:
