@@ -135,7 +135,7 @@ def load_model(name: str):
 
 
 def questions_of(passage) -> list[dict]:
-    return [{"question": q.question, "answers": list(q.answers)} for q in passage.questions]
+    return passage.question_rows()
 
 
 def mean(values) -> float:

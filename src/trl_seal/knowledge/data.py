@@ -35,6 +35,10 @@ class Passage:
     context: str
     questions: tuple[Question, ...]
 
+    def question_rows(self) -> list[dict]:
+        """The questions as `[{"question", "answers"}]` rows (the format every passage source accepts)."""
+        return [{"question": q.question, "answers": list(q.answers)} for q in self.questions]
+
     @property
     def passage_id(self) -> str:
         """A stable id: hash of title and context."""

@@ -245,7 +245,7 @@ def _comparison_clause(paired: dict, reference: dict, passages: int) -> str:
 
 
 def _questions(passage: Passage) -> list[dict]:
-    return [{"question": q.question, "answers": list(q.answers)} for q in passage.questions]
+    return passage.question_rows()
 
 
 def run_conditions(

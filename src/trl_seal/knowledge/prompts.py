@@ -112,7 +112,7 @@ def self_edit_dataset(passages, style: str = "implications", template: str | Non
                 "prompt": [{"role": "user", "content": text}] if chat else text,
                 "title": passage.title,
                 "context": passage.context,
-                "questions": [{"question": q.question, "answers": list(q.answers)} for q in passage.questions],
+                "questions": passage.question_rows(),
                 "passage_id": passage.passage_id,
             }
         )

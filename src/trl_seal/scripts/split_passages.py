@@ -77,9 +77,7 @@ def main(args: SplitPassagesArguments) -> int:
     }
     os.makedirs(args.output_dir, exist_ok=True)
     for name, sample in samples.items():
-        rows = [{"title": p.title, "context": p.context,
-                 "questions": [{"question": q.question, "answers": list(q.answers)} for q in p.questions]}
-                for _, p in sample]
+        rows = [{"title": p.title, "context": p.context, "questions": p.question_rows()} for _, p in sample]
         with open(os.path.join(args.output_dir, f"{name}.json"), "w") as f:
             json.dump(rows, f, indent=1)
     with open(os.path.join(args.output_dir, "split.json"), "w") as f:
