@@ -79,6 +79,9 @@ def test_round_rewards_resample_contexts_and_skip_invalid_self_edits(tmp_path):
     assert first["ci95"] == pytest.approx([0.1, 0.4]), "the CI resamples the two contexts' means (0.1 and 0.4)"
     assert second["ci95"] == [0.5, 0.5] and second["contexts"] == 3
     assert read_self_edit_rows(str(tmp_path / "none")) == []
+    with open(tmp_path / "self_edits.jsonl", "a") as f:
+        f.write('{"round": 1, "context": 3, "rew')  # a kill mid-append
+    assert len(read_self_edit_rows(str(tmp_path))) == len(rows), "the cut line is skipped, not a crash"
 
 
 @pytest.mark.parametrize("num_rounds", [0, 1, 2])

@@ -7,25 +7,22 @@ matplotlib is imported only when a figure is drawn, so importing `trl_seal` stay
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import textwrap
 from collections.abc import Sequence
 
+from ..ledger import read_complete_lines
 from .evaluate import bootstrap_ci
 from .reward import mean
 
 
 def read_self_edit_rows(output_dir: str) -> list[dict]:
     """The trainer's `self_edits.jsonl` rows (one per sampled self-edit: round, context, reward, kept); [] when the
-    run wrote none."""
+    run wrote none. A last line cut short by a kill is skipped, as the ledger skips it."""
     path = os.path.join(output_dir, "self_edits.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_complete_lines(path) if os.path.exists(path) else []
 
 
 def round_rewards(rows: Sequence[dict], draws: int = 2000, seed: int = 0) -> list[dict]:
