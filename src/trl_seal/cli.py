@@ -24,6 +24,7 @@ EVALUATION = {
     "eval-knowledge": ("eval_knowledge", "the paper's knowledge-incorporation conditions with 95%% bootstrap CIs"),
     "eval-arc": ("eval_arc", "the paper's few-shot ARC conditions with 95%% Wilson CIs"),
     "split-passages": ("split_passages", "disjoint, seeded training and evaluation samples of a passage file"),
+    "rescore-self-edits": ("rescore_self_edits", "kept vs discarded self-edits of a knowledge run, on fresh seeds"),
 }
 DESCRIPTION = (
     "SEAL (Self-Adapting LLMs, arXiv 2506.10943) on the Hugging Face stack: the policy writes its own fine-tuning "
