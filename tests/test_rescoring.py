@@ -72,6 +72,8 @@ def test_select_rows_skips_invalid_rows_and_caps_contexts():
     rows = run_rows()
     assert rescoring.select_rows(rows) == [0, 1, 3, 4, 6, 7, 8, 9, 10, 11]
     assert rescoring.select_rows(rows, rounds=[1], max_contexts=1) == [6, 7, 8]
+    assert rescoring.select_rows(rows, valid=False) == [2, 5]
+    assert rescoring.select_rows(rows, max_contexts=1, valid=False) == [2]
     assert rescoring.round_positions(rows) == [0, 1, 2, 3, 4, 5] * 2
 
 
@@ -181,3 +183,5 @@ def test_command_scores_writes_and_resumes(tmp_path, tiny_model, tokenizer, monk
     assert again[-1]["fresh_seeds"] == records[-1]["fresh_seeds"] and len(again) == 10
     with pytest.raises(ValueError, match="other settings"):
         main([*argv, "--seed", "5"])
+    with pytest.raises(ValueError, match=r"rounds='3'.*numbered from 1: \[1, 2\]"):
+        main([*argv, "--rounds", "3"])

@@ -69,22 +69,22 @@ def is_valid(row: dict) -> bool:
 
 
 def select_rows(rows: Sequence[dict], rounds: Iterable[int] | None = None, max_contexts: int | None = None,
-                ) -> list[int]:
-    """Positions of the rows to rescore: valid rows of `rounds` (the file's 0-based numbers; None: all), at most the
-    first `max_contexts` contexts of each round."""
+                valid: bool = True) -> list[int]:
+    """Positions of the valid rows (`valid=False`: the invalid ones) of `rounds` (the file's 0-based numbers; None:
+    all), in the first `max_contexts` contexts of each round."""
     wanted = None if rounds is None else set(rounds)
     contexts: dict[int, list[int]] = {}
     chosen = []
     for position, row in enumerate(rows):
-        round_index = row["round"]
-        if (wanted is not None and round_index not in wanted) or not is_valid(row):
+        if wanted is not None and row["round"] not in wanted:
             continue
-        seen = contexts.setdefault(round_index, [])
+        seen = contexts.setdefault(row["round"], [])
         if row["context"] not in seen:
             if max_contexts is not None and len(seen) >= max_contexts:
                 continue
             seen.append(row["context"])
-        chosen.append(position)
+        if is_valid(row) == valid:
+            chosen.append(position)
     return chosen
 
 

@@ -26,8 +26,8 @@ from trl_seal.knowledge.plot import read_self_edit_rows
 from trl_seal.ledger import LEDGER_FOLDER, read_complete_lines, write_json_atomically
 from trl_seal.scripts.knowledge import GRADERS, KnowledgeArguments, knowledge_reward
 
-# Settings that choose which self-edits are rescored, not how: a restart may change them.
-SELECTION_FIELDS = ("rounds", "max_contexts", "output_dir")
+# Settings that choose which self-edits are rescored (or how they are summarised), not how: a restart may change them.
+SELECTION_FIELDS = ("rounds", "max_contexts", "output_dir", "bootstrap_draws")
 
 
 @dataclass
@@ -114,13 +114,11 @@ def _read_json(path: str) -> dict:
 
 
 def main(args: RescoreArguments, inner_args: InnerArguments | None = None) -> int:
-    from tqdm.auto import tqdm
-
     from trl_seal.inner.lora import LoRAInnerAdapter
     from trl_seal.knowledge.data import load_passages
 
     rows, rows_file = load_run(args)
-    wanted = None if args.rounds is None else [int(r) - 1 for r in args.rounds.split(",") if r.strip()]
+    wanted = chosen_rounds(args.rounds, rows)
     positions = rescoring.select_rows(rows, wanted, args.max_contexts)
     passages = rescoring.match_passages(rows, load_passages(args.passages), rows_file,
                                         args.passages or "the embedded passages", positions)
@@ -133,9 +131,24 @@ def main(args: RescoreArguments, inner_args: InnerArguments | None = None) -> in
     records_path = os.path.join(output_dir, "rescored.jsonl")
     open_output(output_dir, {**asdict(args), "inner_config": asdict(adapter.config), "run_seed": run_seed,
                              "seeds": "derive_seed(seed, 'rescore', round, index in round, scoring)"})
-    done = {(r["round"], r["index"], r["sha256"]): r for r in _records(records_path)}
+    score_missing(args, rows, positions, passages, reward, adapter, run_seed, records_path)
     indices = rescoring.round_positions(rows)
-    todo = [p for p in positions if (rows[p]["round"], indices[p], rescoring.self_edit_sha256(rows[p])) not in done]
+    selected = {_key(rows[p], indices[p]) for p in positions}
+    records = [r for r in _records(records_path) if (r["round"], r["index"], r["sha256"]) in selected]
+    skipped: dict[int, int] = {}
+    for position in rescoring.select_rows(rows, wanted, args.max_contexts, valid=False):
+        skipped[rows[position]["round"]] = skipped.get(rows[position]["round"], 0) + 1
+    report(output_dir, records, skipped, args)
+    return 0
+
+
+def score_missing(args, rows, positions, passages, reward, adapter, run_seed, records_path: str) -> None:
+    """Rescore the selected self-edits that `records_path` does not hold yet, round by round on its policy."""
+    from tqdm.auto import tqdm
+
+    done = {(r["round"], r["index"], r["sha256"]) for r in _records(records_path)}
+    indices = rescoring.round_positions(rows)
+    todo = [p for p in positions if _key(rows[p], indices[p]) not in done]
     bar = tqdm(total=len(todo) * args.num_scorings * reward.num_scorings, desc="inner loops", unit="adapter")
     for round_index in sorted({rows[p]["round"] for p in todo}):
         model, tokenizer = round_policy(args, round_index)
@@ -145,10 +158,10 @@ def main(args: RescoreArguments, inner_args: InnerArguments | None = None) -> in
                           args.num_scorings, args.seed, run_seed, on_record=lambda r: _append(records_path, r),
                           on_inner_loops=bar.update)
     bar.close()
-    selected = {(rows[p]["round"], indices[p], rescoring.self_edit_sha256(rows[p])) for p in positions}
-    records = [r for r in _records(records_path) if (r["round"], r["index"], r["sha256"]) in selected]
-    report(output_dir, records, skipped_invalid(rows, wanted), args)
-    return 0
+
+
+def _key(row: dict, index: int) -> tuple:
+    return (row["round"], index, rescoring.self_edit_sha256(row))
 
 
 def load_run(args: RescoreArguments) -> tuple[list[dict], str]:
@@ -162,6 +175,20 @@ def load_run(args: RescoreArguments) -> tuple[list[dict], str]:
     if args.num_scorings < 1:
         raise ValueError(f"num_scorings={args.num_scorings}: use a positive number of fresh scorings per self-edit.")
     return rows, rows_file
+
+
+def chosen_rounds(text: str | None, rows: list[dict]) -> list[int] | None:
+    """`--rounds` (numbered from 1, as the run prints them) as the file's 0-based round numbers; None: all."""
+    if text is None:
+        return None
+    present = sorted({row["round"] + 1 for row in rows})
+    try:
+        wanted = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        wanted = []
+    if not wanted or set(wanted) - set(present):
+        raise ValueError(f"rounds={text!r}: use a comma list of the run's rounds, numbered from 1: {present}.")
+    return [number - 1 for number in wanted]
 
 
 def open_output(output_dir: str, config: dict) -> None:
@@ -213,14 +240,6 @@ def checkpoint_of_round(run_dir: str, round_index: int) -> str | None:
         if state.get("round") == round_index:
             return os.path.join(run_dir, name)
     return None
-
-
-def skipped_invalid(rows: list[dict], wanted: list[int] | None) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for row in rows:
-        if (wanted is None or row["round"] in wanted) and not rescoring.is_valid(row):
-            counts[row["round"]] = counts.get(row["round"], 0) + 1
-    return counts
 
 
 def report(output_dir: str, records: list[dict], skipped: dict[int, int], args: RescoreArguments) -> None:
