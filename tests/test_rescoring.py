@@ -154,6 +154,10 @@ def test_run_settings_are_the_defaults_and_flags_override_them(tmp_path, tiny_mo
     args, inner = make_parser().parse_args_and_config(["--run_dir", str(run_dir), "--inner_r", "2"])
     assert (inner.inner_num_epochs, inner.inner_r, inner.inner_lora_alpha) == (1, 2, 8)
     assert (args.answer_max_new_tokens, args.model) == (2, str(tmp_path / "model"))
+    recipe = tmp_path / "rescore.yaml"
+    recipe.write_text(f"run_dir: {run_dir}\ninner_num_epochs: 2\ninner_r: 16\n")
+    _, inner = make_parser().parse_args_and_config(["--config", str(recipe), "--inner_r", "2"])
+    assert (inner.inner_num_epochs, inner.inner_r, inner.inner_lora_alpha) == (2, 2, 8), "run < YAML < flags"
 
 
 def test_command_scores_writes_and_resumes(tmp_path, tiny_model, tokenizer, monkeypatch, capsys):
