@@ -1,8 +1,9 @@
 import contextlib
 
 import pytest
+import torch
 
-from trl_seal.generation import chat_text, generate_batched
+from trl_seal.generation import chat_text, contiguous_head_input, generate_batched
 
 PROMPTS = [
     "secret : apple . notes :",
@@ -63,3 +64,21 @@ def test_chat_text_uses_the_template_when_there_is_one(tokenizer):
         "{% if add_generation_prompt %}<assistant>{% endif %}"
     )
     assert chat_text(tokenizer, "secret ?") == "<user> secret ? <assistant>"
+
+
+def test_the_head_sees_a_contiguous_input_and_the_logits_do_not_change(tokenizer, tiny_model):
+    # CPU bfloat16 matmul on a non-contiguous (batch, k, hidden) slice copies the head's weight per row
+    # (pytorch#151934); generate's prefill and logits_to_keep slice exactly that way.
+    seen = []
+    head = tiny_model.get_output_embeddings()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    with torch.no_grad():
+        expected = tiny_model(input_ids=ids, logits_to_keep=2).logits
+    contiguous_head_input(tiny_model)
+    contiguous_head_input(tiny_model)  # idempotent: one hook
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    with torch.no_grad():
+        logits = tiny_model(input_ids=ids, logits_to_keep=2).logits
+    assert seen == [True]
+    assert len(head._forward_pre_hooks) == 2, "ours once, plus the recording hook"
+    assert torch.equal(logits, expected)

@@ -305,3 +305,9 @@ def test_slots_and_wrapped_layers_are_the_adapters_own_state(tiny_model, tokeniz
         assert not any(hasattr(m, "_slot") for m in group.members)
     names = plain_named_tensors(adapter.model, adapter._wrapped_paths)
     assert names.keys() == dict(tiny_model.named_parameters()).keys() | dict(tiny_model.named_buffers()).keys()
+
+
+def test_the_resident_copy_feeds_its_head_a_contiguous_input(tokenizer, tiny_model):
+    adapter = LoRAInnerAdapter(r=2, num_epochs=1)
+    adapter.sync(tiny_model, tokenizer)
+    assert getattr(adapter.model.get_output_embeddings(), "_trl_seal_contiguous_input", False)

@@ -31,6 +31,7 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
+from .generation import contiguous_head_input
 from .inner.lora import LoRAInnerAdapter
 from .ledger import Ledger, text_sha256, write_json_atomically
 from .resume import (
@@ -147,6 +148,8 @@ class SEALTrainer(GRPOTrainer):
             optimizers=optimizers,
             peft_config=peft_config,
         )
+        # sampling's prefill and the policy update's log-probs slice completion positions before the head
+        contiguous_head_input(self.accelerator.unwrap_model(self.model))
         self._initial_trainable = self._snapshot_trainable() if self.strategy.restart_each_round else None
         if not self.strategy.uses_grpo_loss:  # vLLM importance sampling needs the old log-probs we skip
             self.vllm_importance_sampling_correction = False

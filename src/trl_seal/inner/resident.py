@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..generation import contiguous_head_input
 from .config import InnerLoRAConfig
 from .policy_sync import load_merged_weights, plain_named_tensors, weights_checksum
 
@@ -50,6 +51,7 @@ class ResidentPolicyCopy:
         device = torch.device(self.config.device) if self.config.device else next(policy.parameters()).device
         if self.model is None or self.config.quantization is not None:
             self._build(policy, device)  # quantized weights cannot be overwritten in place: requantize
+            contiguous_head_input(self.model)  # every reward's prefill and loglik slices positions before the head
         else:
             load_merged_weights(self.model, policy, self._wrapped_paths)
         self._version = version
