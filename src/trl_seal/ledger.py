@@ -61,13 +61,7 @@ class Ledger:
 
     def append(self, entries: list[dict]) -> None:
         """Write the entries, flush and fsync before returning: once this returns they survive a SIGKILL."""
-        if not entries:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            for entry in entries:
-                f.write(json.dumps(entry, ensure_ascii=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, entries, ensure_ascii=True)
         for entry in entries:
             key = self.key(entry["round"], entry["policy_step"], entry["index"], entry["self_edit_sha256"])
             self.entries.setdefault(key, entry)
@@ -103,6 +97,19 @@ def write_json_atomically(path: str, value: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
+
+
+def append_jsonl(path: str, rows: list[dict], ensure_ascii: bool = False) -> None:
+    """Append one JSON line per row, flush and fsync before returning: once this returns the rows survive a SIGKILL
+    (and `read_complete_lines` skips a line a kill cut short)."""
+    if not rows:
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=ensure_ascii, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_complete_lines(path: str) -> list[dict]:

@@ -33,7 +33,7 @@ from trl.trainer.utils import pad
 
 from .generation import contiguous_head_input
 from .inner.lora import LoRAInnerAdapter
-from .ledger import Ledger, text_sha256, write_json_atomically
+from .ledger import Ledger, append_jsonl, text_sha256, write_json_atomically
 from .resume import (
     INITIAL_POLICY,
     check_resumable,
@@ -417,7 +417,7 @@ class SEALTrainer(GRPOTrainer):
         record["time_update"], self._update_time = self._update_time, 0.0
         self._metrics["train"]["seal/time_update"].append(record["time_update"])
         if self.accelerator.is_main_process:
-            _append_jsonl(os.path.join(self.args.output_dir, "seal_rounds.jsonl"), [record])
+            append_jsonl(os.path.join(self.args.output_dir, "seal_rounds.jsonl"), [record])
 
     def _write_self_edits(self, rewards: torch.Tensor, kept: torch.Tensor, scored: ScoredSelfEdits) -> None:
         prompts = gather_object(scored.prompts)
@@ -439,7 +439,7 @@ class SEALTrainer(GRPOTrainer):
                 zip(prompts, completions, rewards.tolist(), kept.tolist(), reasons, strict=True)
             )
         ]
-        _append_jsonl(os.path.join(self.args.output_dir, "self_edits.jsonl"), rows)
+        append_jsonl(os.path.join(self.args.output_dir, "self_edits.jsonl"), rows)
 
     def _gather_max(self, seconds: float) -> float:
         device = self.accelerator.device
@@ -577,13 +577,3 @@ def _reasons_by_index(invalid: list[tuple[int, str]], size: int) -> list[str | N
         if 0 <= index < size:
             reasons[index] = reason
     return reasons
-
-
-def _append_jsonl(path: str, rows: list[dict]) -> None:
-    """Append rows and fsync, so a crash never loses what was already scored."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())

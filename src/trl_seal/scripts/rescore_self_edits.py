@@ -23,7 +23,7 @@ from trl import TrlParser
 from trl_seal.inner.config import INNER_PREFIX, InnerArguments
 from trl_seal.knowledge import rescoring
 from trl_seal.knowledge.plot import read_self_edit_rows
-from trl_seal.ledger import LEDGER_FOLDER, read_complete_lines, write_json_atomically
+from trl_seal.ledger import LEDGER_FOLDER, append_jsonl, read_complete_lines, write_json_atomically
 from trl_seal.scripts.knowledge import GRADERS, KnowledgeArguments, knowledge_reward
 
 # Settings that choose which self-edits are rescored (or how they are summarised), not how: a restart may change them.
@@ -155,7 +155,7 @@ def score_missing(args, rows, positions, passages, reward, adapter, run_seed, re
         adapter.sync(model, tokenizer, version=round_index)  # a new version: the reward's baselines are rescored
         del model
         rescoring.rescore(rows, passages, [p for p in todo if rows[p]["round"] == round_index], reward, adapter,
-                          args.num_scorings, args.seed, run_seed, on_record=lambda r: _append(records_path, r),
+                          args.num_scorings, args.seed, run_seed, on_record=lambda r: append_jsonl(records_path, [r]),
                           on_inner_loops=bar.update)
     bar.close()
 
@@ -257,14 +257,6 @@ def report(output_dir: str, records: list[dict], skipped: dict[int, int], args: 
 
 def _records(path: str) -> list[dict]:
     return read_complete_lines(path) if os.path.exists(path) else []
-
-
-def _append(path: str, record: dict) -> None:
-    """One line, flushed and fsync'd: a killed run keeps every self-edit it finished."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 if __name__ == "__main__":
