@@ -214,7 +214,7 @@ def markdown(rows: list[dict], paper_m: int = 3) -> str:
 # ------------------------------------------------------------------------------------------------ the run
 def run(args, model, tokenizer, passages) -> list[dict]:
     """Measure `passages` (`(index, passage)` pairs) with `model`, resuming from `args.output_dir`; the table rows."""
-    config = {**vars(args), "passage_indices": [i for i, _ in passages],
+    config = {**vars(args),
               "seeds": "derive_seed(seed, purpose, passage index, ...): self_edits, passage, retest, validity"}
     study = ResumableStudy(args.output_dir, config)
     reward = KnowledgeQAReward(grader=GRADERS[args.grader], max_new_tokens=args.answer_tokens, show_progress=False)

@@ -182,15 +182,16 @@ def markdown(rows: list[dict]) -> str:
 # ------------------------------------------------------------------------------------------------ the run
 def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
     """Measure `passages` (`(index, passage)` pairs) with `model`, resuming from `args.output_dir`; the tables."""
-    config = {**vars(args), "passage_indices": [i for i, _ in passages],
+    config = {**vars(args),
               "seeds": "derive_seed(seed, 'self_edits', index, style), (seed, 'inner', index, style, edit), "
                        "(seed, 'inner', index, 'passage') and (seed, 'matched', index, n documents)"}
     study = ResumableStudy(args.output_dir, config)
     rewards = {protocol: KnowledgeQAReward(max_new_tokens=args.answer_tokens, question_with_title=with_title)
                for protocol, with_title in PROTOCOLS.items()}
     adapter = make_adapter(args, model, tokenizer)
-    matched_count = len(passages) if args.matched_passages is None else args.matched_passages
-    with_matched = {index for index, _ in passages[:matched_count]}
+    # the first N of the whole sample (run_study records it), not of this shard's share of it
+    sample = getattr(args, "passage_indices", None) or [index for index, _ in passages]
+    with_matched = set(sample if args.matched_passages is None else sample[: args.matched_passages])
     # the cheap passages (no step-matched controls) first, so a partial run already covers the most passages
     order = sorted(passages, key=lambda pair: pair[0] in with_matched)
     for number, (index, passage) in enumerate(order, 1):

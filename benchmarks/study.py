@@ -10,6 +10,7 @@ import time
 
 # which passages a run measures (and where its records live), not how it measures one: a restart may change these
 SAMPLE_SETTINGS = ("num_passages", "passage_indices", "matched_passages", "shard", "analyse_only", "output_dir")
+INVOCATION_SETTINGS = ("shard", "analyse_only")
 PAPER_INNER = dict(r=32, lora_alpha=64, learning_rate=1e-3, num_epochs=10, batch_size=1)
 
 
@@ -69,8 +70,8 @@ class ResumableStudy:
             if differs:
                 raise ValueError(f"{output_dir} holds a run with other settings ({differs}): use another "
                                  "--output_dir or the same settings to resume.")
-        with open(config_path, "w") as f:
-            json.dump(config, f, indent=1)
+        with open(config_path, "w") as f:  # what every shard and restart shares, not this invocation's role
+            json.dump({k: v for k, v in config.items() if k not in INVOCATION_SETTINGS}, f, indent=1)
         self.records = []
         if os.path.exists(self.results_path):
             with open(self.results_path) as f:
@@ -111,7 +112,9 @@ def run_study(parse_args, run, argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model)
-    return run(args, model, tokenizer, shard(select_passages(load_passages(args.data), args), args.shard))
+    sample = select_passages(load_passages(args.data), args)
+    args.passage_indices = [index for index, _ in sample]  # the whole sample, whichever shard this process measures
+    return run(args, model, tokenizer, shard(sample, args.shard))
 
 
 def shard(passages: list, spec: str) -> list:

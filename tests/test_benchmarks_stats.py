@@ -191,6 +191,23 @@ def test_self_edit_formats_matched_controls_on_a_subset_and_shared(tmp_path, tok
     assert rows["implications"]["vs_matched"][2] == 1 and rows["implications"]["vs_passage"][2] == 2
 
 
+def test_self_edit_formats_shard_takes_its_controls_from_the_whole_sample(tmp_path, tokenizer, tiny_model):
+    """With --shard 1/2 and --matched_passages 1, the control belongs to the sample's first passage, which shard 0
+    measures: shard 1 trains none (it used to take the first of its own share, doubling the controls)."""
+    import json
+
+    bench = _benchmark("self_edit_formats")
+    argv = ["--styles", "implications", "--epochs", "1", "--self_edit_tokens", "6", "--answer_tokens", "2",
+            "--dtype", "float32", "--draws", "50", "--matched_passages", "1", "--output_dir", str(tmp_path)]
+    args = bench.parse_args([*argv, "--shard", "1/2"])
+    args.passage_indices = [0, 1]  # as run_study records the whole sample
+    bench.run(args, tiny_model, tokenizer, _tiny_passages()[1:])
+    record = json.loads((tmp_path / "results.jsonl").read_text())
+    assert record["index"] == 1 and "passage ximplications steps" not in record["accuracy"]["title"]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["passage_indices"] == [0, 1] and "shard" not in saved, "config.json describes the whole study"
+
+
 def test_study_shards_split_the_sample_and_share_one_results_file(tmp_path):
     study = _benchmark("study")
     assert study.shard(list(range(7)), "0/2") == [0, 2, 4, 6] and study.shard(list(range(7)), "1/2") == [1, 3, 5]
