@@ -2,7 +2,8 @@
 
   optimizer  one AdamW step over the K-slot store: the landed flat-tensor formula (about 12 passes over the store, four
              store-sized temporaries) vs `SlotAdamW` (torch's fused AdamW kernel on each slot's row); per-slot
-             clipping: a squared copy of the store vs one norm and one in-place scale per row
+             clipping: a squared copy of the store vs one norm and one in-place scale per row; clipping + AdamW:
+             scale the gradients in place, then step, vs the fused kernel dividing them by the clip divisors
   lora       forward + backward of one linear layer of a joint step (K self-edits' tokens packed together):
              base  the frozen layer alone (the floor: no LoRA)
              peft  peft's LoRA layer, one self-edit at a time (K calls on each self-edit's tokens)
@@ -23,7 +24,14 @@ import time
 import torch
 from torch import nn
 
-from trl_seal.inner.multi_lora import MultiLoRALinear, SlotAdamW, SlotRouter, SlotStore, clip_grad_norm_per_slot
+from trl_seal.inner.multi_lora import (
+    MultiLoRALinear,
+    SlotAdamW,
+    SlotRouter,
+    SlotStore,
+    clip_divisors_per_slot,
+    clip_grad_norm_per_slot,
+)
 
 # SmolLM2-135M: hidden 576, intermediate 1536, 9 heads of 64 (3 key/value heads), 30 layers.
 SHAPES = {"q/o": (576, 576), "k/v": (576, 192), "gate/up": (576, 1536), "down": (1536, 576)}
@@ -114,13 +122,29 @@ def optimizer_part(args) -> None:
     rows = [("AdamW, landed flat formula", landed), ("AdamW, SlotAdamW (fused kernel per row)",
                                                      lambda: optimizer.step(slots, rates)),
             ("clipping, landed", lambda: landed_clip(grad, 1e9)),
-            ("clipping, per-row norm + scale", lambda: clip_grad_norm_per_slot(store, slots, 1e9))]
+            ("clipping, per-row norm + scale", lambda: clip_grad_norm_per_slot(store, slots, 1e9)),
+            ("clip + AdamW: scale in place, then step", lambda: clip_then_step(store, optimizer, slots, rates)),
+            ("clip + AdamW: divisors inside the kernel", lambda: clip_inside_step(store, optimizer, slots, rates))]
     times = {name: best_time(function, args.repeats) for name, function in rows}
     for name, seconds in times.items():
         print(f"  {name:<42} {seconds * 1e3:9.1f} ms")
     names = list(times)
     print(f"  AdamW: landed / fused = {times[names[0]] / times[names[1]]:.1f}x; "
-          f"clipping: landed / per-row = {times[names[2]] / times[names[3]]:.1f}x")
+          f"clipping: landed / per-row = {times[names[2]] / times[names[3]]:.1f}x; "
+          f"clip + AdamW: in place / inside the kernel = {times[names[4]] / times[names[5]]:.2f}x")
+
+
+def clip_then_step(store, optimizer, slots, rates) -> None:
+    """What a joint step did before: norms, scale the gradients in place, then the fused AdamW (max_norm 1e-9, so
+    every slot is clipped and both arms do the same arithmetic)."""
+    clip_grad_norm_per_slot(store, slots, 1e-9)
+    optimizer.step(slots, rates)
+
+
+def clip_inside_step(store, optimizer, slots, rates) -> None:
+    """What a joint step does now: norms, then the fused AdamW dividing each gradient by its slot's divisor."""
+    _, divisors = clip_divisors_per_slot(store, slots, 1e-9)
+    optimizer.step(slots, rates, grad_divisors=divisors)
 
 
 class _FlatStore:

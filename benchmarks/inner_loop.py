@@ -27,6 +27,7 @@ seeds compute the same rewards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -82,6 +83,10 @@ def parse_args():
                         help="torch CPU threads of every arm (default: all cores of this process)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="write all measurements as JSON here")
+    parser.add_argument("--profile", action="store_true",
+                        help="run arms C and F of the last trial under torch.profiler and print where their time "
+                             "went (the joint step's inner/* ranges and the top operators); those trials' times "
+                             "then include the profiler's overhead")
     return parser.parse_args()
 
 
@@ -301,10 +306,12 @@ def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c,
     else:
         k = arm[1:]
         k = k if k == "auto" else int(k)
-        if arm.startswith("F"):
-            run = run_f(adapters[k], tokenizer, items, k, args.epochs)
-        else:
-            run = run_c(adapters[k], rewards_c[k], items)
+        profiling = args.profile and trial == args.trials - 1
+        with profiled(arm, args.device) if profiling else contextlib.nullcontext():
+            if arm.startswith("F"):
+                run = run_f(adapters[k], tokenizer, items, k, args.epochs)
+            else:
+                run = run_c(adapters[k], rewards_c[k], items)
         _sync(args.device)
         times, rewards, count = run["times"], run["rewards"], len(items)
         extra = {key: run[key] for key in ("slots", "packed_fill") if key in run}
@@ -312,6 +319,23 @@ def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c,
     total = sum(times.values())
     return {"per_self_edit": total / count, "times": {p: t / count for p, t in times.items()}, "rewards": rewards,
             "tokens_per_self_edit": tokens / count, "count": count, **extra}
+
+
+@contextlib.contextmanager
+def profiled(arm: str, device: str, rows: int = 15):
+    """Run the body under torch.profiler; print the `inner/*` ranges of the joint steps (forward, backward, clip,
+    optimizer, zero_grad) and the operators with the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        yield
+    events = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    print(f"\nprofile of {arm} ({total / 1e6:.2f} s of CPU self time in all):")
+    for event in sorted((e for e in events if e.key.startswith("inner/")), key=lambda e: e.key):
+        print(f"  {event.key:<18} {event.cpu_time_total / 1e6:8.2f} s  ({event.count} calls)")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 def report(args, results, model, tokenizer) -> None:

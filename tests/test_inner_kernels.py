@@ -12,6 +12,7 @@ from trl_seal.inner.multi_lora import (
     SlotAdamW,
     SlotRouter,
     SlotStore,
+    clip_divisors_per_slot,
     clip_grad_norm_per_slot,
 )
 
@@ -84,6 +85,26 @@ def test_per_slot_clipping_equals_clip_grad_norm_on_each_slot_alone():
         torch.testing.assert_close(store.grad[slot], reference.grad)
     assert torch.equal(store.grad[2], expected[2]), "a slot that did not take part keeps its gradient"
     assert torch.linalg.vector_norm(store.grad[1]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_clipping_inside_the_adamw_kernel_equals_clipping_then_adamw():
+    """`clip_divisors_per_slot` + `step(grad_divisors=...)` (one read of the gradients) moves every slot as
+    `clip_grad_norm_per_slot` + `step` does, for clipped and unclipped slots and mixed learning rates."""
+    clipped_first, folded = tiny_store(num_slots=3), tiny_store(num_slots=3)
+    optimizers = SlotAdamW(clipped_first, weight_decay=0.01), SlotAdamW(folded, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(2)
+    for slots, rates in [([0, 1, 2], [1e-2, 1e-2, 3e-2]), ([2, 0], [1e-2, 5e-3]), ([1], [1e-2])]:
+        gradient = torch.randn(clipped_first.flat.shape, generator=generator) * torch.tensor([[0.01], [5.0], [3.0]])
+        for store in (clipped_first, folded):
+            store.grad.copy_(gradient)
+        norms = clip_grad_norm_per_slot(clipped_first, slots, max_norm=1.0)
+        optimizers[0].step(slots, rates)
+        folded_norms, divisors = clip_divisors_per_slot(folded, slots, max_norm=1.0)
+        optimizers[1].step(slots, rates, grad_divisors=divisors)
+        torch.testing.assert_close(folded_norms, norms)
+        torch.testing.assert_close(folded.flat, clipped_first.flat)
+    torch.testing.assert_close(optimizers[1].exp_avg_sq, optimizers[0].exp_avg_sq)
+    assert optimizers[1].step_counts.tolist() == optimizers[0].step_counts.tolist() == [2, 2, 2]
 
 
 SEGMENTS = [(0, 2, 2), (2, 5, 0), (6, 9, 2)]  # token 5 is row-end filler (no adapter); slot 1 sits out

@@ -66,7 +66,9 @@ def test_same_job_twice_gives_identical_losses(tiny_model, tokenizer, make_adapt
     adapter = make_adapter(batch_size=2)
     adapter.sync(tiny_model, tokenizer)
     runs = [adapted.losses for adapted in adapter.adapt([InnerJob(DOCS, seed=5), InnerJob(DOCS, seed=5)])]
-    assert runs[0] == runs[1] and len(runs[0]) == 3
+    # Not bitwise: packed side by side, the two copies sit at different positions of a row, and the attention's
+    # vectorised reductions round differently there (their gradients differ in the last bits from the first step).
+    assert runs[0] == pytest.approx(runs[1], rel=1e-5) and len(runs[0]) == 3
 
 
 def test_job_overrides_learning_rate_and_epochs(tiny_model, tokenizer, make_adapter):

@@ -171,3 +171,32 @@ def test_estimate_bounds_the_measured_peak():
     assert result["slots"] == 8
     assert result["peak"] <= result["expected"] * 1.1, result  # 10 %: page-granular RSS, a busy machine's noise
     assert result["expected"] < 3 * result["peak"], f"the estimate is far too loose to plan with: {result}"
+
+
+TRIM_CHILD = textwrap.dedent("""
+    import json
+    import torch
+    from trl_seal.inner.memory import release_free_memory
+
+    def rss():
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096
+
+    large = torch.ones(16 << 20, dtype=torch.uint8)
+    del large  # freeing an mmapped block raises glibc's mmap threshold to its size (16 MiB)
+    blocks = [torch.ones(1 << 20, dtype=torch.uint8) for _ in range(200)]  # 200 MiB from the heap, touched
+    del blocks[:-1]  # all but the topmost: the heap cannot shrink from its top by itself
+    before = rss()
+    release_free_memory()
+    print(json.dumps({"before": before, "after": rss()}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and /proc are Linux's")
+def test_release_free_memory_hands_freed_heap_pages_back():
+    """What a phase frees below the top of glibc's heap stays resident until `malloc_trim`: the inner loop's
+    `release_free_memory` (run at the start and end of every adapt call) gives it back."""
+    output = subprocess.run([sys.executable, "-c", TRIM_CHILD], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    assert result["before"] - result["after"] > 150 * 2**20, result

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from ..types import AdaptedGroup, AdaptedModel, InnerJob
 from .config import InnerLoRAConfig
@@ -33,8 +34,9 @@ from .memory import (
     estimate_memory,
     parse_memory,
     plan_slots,
+    release_free_memory,
 )
-from .multi_lora import SlotAdamW, SlotStore, clip_grad_norm_per_slot, install_multi_lora, reset_slot
+from .multi_lora import SlotAdamW, SlotStore, clip_divisors_per_slot, install_multi_lora, reset_slot
 from .packing import pack, packed_tokens, per_slot_losses
 from .policy_sync import build_resident_copy, quantize_copy
 from .resident import ResidentPolicyCopy
@@ -147,6 +149,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         self._optimizer = SlotAdamW(self._store, weight_decay=self.config.weight_decay)
         self._num_slots = 0
         self._slot_of_job = {}
+        release_free_memory()
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[nn.Module]:
@@ -190,6 +193,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         self.release()
 
     def _adapt_groups(self, jobs: Sequence[InnerJob]) -> Iterator[AdaptedGroup]:
+        release_free_memory()  # what sampling or a policy update left free in the heap, before the slots and steps
         self._slot_of_job = {}
         tokenized = [tokenize_examples(job.examples, self.tokenizer, self.config.max_length) for job in jobs]
         num_slots, token_budget = self._plan(tokenized)
@@ -269,7 +273,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
             if not is_out_of_memory(error):
                 raise
         self._store.grad.zero_()
-        _free_cached_memory()
+        gc.collect()
+        release_free_memory()
         stats["oom_retries"] = stats.get("oom_retries", 0) + 1
         if len(chosen) == 1:
             chosen[0].adapted.failure = "out_of_memory"
@@ -279,27 +284,35 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         return self._step_or_split(chosen[:half], stats) + self._step_or_split(chosen[half:], stats)
 
     def _step(self, chosen: list[_SlotRun], stats: dict) -> list[_SlotRun]:
+        # The `inner/...` ranges name the step's parts in a torch.profiler trace (benchmarks/inner_loop.py
+        # --profile); outside a profiler they cost a few microseconds per step.
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
         batch_size = self.config.batch_size
         row_length = self._row_length(device)
         batch = pack([(run.slot, run.next_batch(batch_size)) for run in chosen], row_length, pad_id, device)
-        losses = self._forward_losses(batch)
+        with record_function("inner/forward"):
+            losses = self._forward_losses(batch)
         # SegmentLoRA writes the adapters' gradients straight into the slot store and hands autograd none: nothing
         # accumulates into the (non-dense) .grad views, so autograd's gradient-layout warning cannot arise.
-        losses.sum().backward()
+        with record_function("inner/backward"):
+            losses.sum().backward()
         # The step's one host synchronisation, after the backward is queued: a non-finite loss then discards the
         # step's gradients (no slot has moved yet) and fails its job, as a check before the backward would.
         values = losses.tolist()
         if not all(math.isfinite(value) for value in values):
             self._store.grad.zero_()
             return self._fail_non_finite(chosen, batch, losses)
-        if self.config.max_grad_norm is not None:
-            clip_grad_norm_per_slot(self._store, batch.slots, self.config.max_grad_norm)
+        divisors = None
+        with record_function("inner/clip"):  # the norms only: the optimizer's kernel divides by them as it reads
+            if self.config.max_grad_norm is not None:
+                _, divisors = clip_divisors_per_slot(self._store, batch.slots, self.config.max_grad_norm)
         rates = [lr_at(r.adapted.num_steps, r.total_steps, r.base_lr, self.config.lr_scheduler_type, r.warmup_steps)
                  for r in chosen]
-        self._optimizer.step(batch.slots, rates)
-        self._store.grad.zero_()  # in place: every layer's .grad is a view of it
+        with record_function("inner/optimizer"):
+            self._optimizer.step(batch.slots, rates, grad_divisors=divisors)
+        with record_function("inner/zero_grad"):
+            self._store.grad.zero_()  # in place: every layer's .grad is a view of it
         stats["joint_steps"] += 1
         stats["tokens"] += batch.num_tokens
         stats["row_tokens"] += batch.input_ids.numel()
@@ -447,8 +460,3 @@ def _packing_overhead(tokenized: list[list[TokenizedExample]], batch_size: int, 
         worst = max(worst, packed_tokens(sizes, row_length) / sum(sizes))
     return worst
 
-
-def _free_cached_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

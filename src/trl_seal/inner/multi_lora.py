@@ -228,6 +228,17 @@ def reset_slot(layers: Sequence[MultiLoRALinear], slot: int, seed: int) -> None:
 
 
 @torch.no_grad()
+def clip_divisors_per_slot(
+    store: SlotStore, slots: Sequence[int], max_norm: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slot gradient norms and the divisors that clip them (`norm / max_norm` where it exceeds 1, else 1), for
+    `SlotAdamW.step(grad_divisors=...)`: the fused AdamW kernel divides each gradient as it reads it, so clipping
+    costs one read of the gradients (the norms) instead of three (norms, then a scale in place)."""
+    norms = torch.stack(torch._foreach_norm([store.grad[slot] for slot in slots]))
+    return norms, ((norms + 1e-6) / max_norm).clamp_(min=1.0)
+
+
+@torch.no_grad()
 def clip_grad_norm_per_slot(store: SlotStore, slots: Sequence[int], max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` applied to each slot's gradients separately; returns the norms.
 
@@ -264,16 +275,24 @@ class SlotAdamW:
         self.step_counts[slot].zero_()
 
     @torch.no_grad()
-    def step(self, slots: Sequence[int], learning_rates: Sequence[float]) -> None:
-        by_rate: dict[float, list[int]] = {}
-        for slot, lr in zip(slots, learning_rates, strict=True):
-            by_rate.setdefault(float(lr), []).append(slot)
-        for lr, group in by_rate.items():
-            steps = [self.step_counts[slot] for slot in group]
-            torch._foreach_add_(steps, 1.0)
+    def step(self, slots: Sequence[int], learning_rates: Sequence[float],
+             grad_divisors: torch.Tensor | None = None) -> None:
+        """One AdamW step of `slots`; `grad_divisors` (one per slot, from `clip_divisors_per_slot`) clip the
+        gradients inside the kernel (each slot then has its own call, as the kernel takes one divisor per call)."""
+        steps = [self.step_counts[slot] for slot in slots]
+        torch._foreach_add_(steps, 1.0)
+        if grad_divisors is None:
+            by_rate: dict[float, list[int]] = {}
+            for position, lr in enumerate(learning_rates):
+                by_rate.setdefault(float(lr), []).append(position)
+            calls = [(lr, group, None) for lr, group in by_rate.items()]
+        else:
+            calls = [(float(lr), [position], grad_divisors[position]) for position, lr in enumerate(learning_rates)]
+        for lr, positions, divisor in calls:
+            group = [slots[position] for position in positions]
             torch._fused_adamw_(
                 [self.store.flat[slot] for slot in group], [self.store.grad[slot] for slot in group],
-                [self.exp_avg[slot] for slot in group], [self.exp_avg_sq[slot] for slot in group], [], steps,
-                lr=lr, beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay, eps=self.eps,
-                amsgrad=False, maximize=False,
+                [self.exp_avg[slot] for slot in group], [self.exp_avg_sq[slot] for slot in group], [],
+                [steps[position] for position in positions], lr=lr, beta1=self.beta1, beta2=self.beta2,
+                weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False, grad_scale=divisor,
             )

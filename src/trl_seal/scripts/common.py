@@ -182,11 +182,14 @@ def release_training_state(trainer) -> None:
     gradients) once the policy is trained and saved, so the held-out table does not run beside them."""
     import gc
 
+    from trl_seal.inner.memory import release_free_memory
+
     optimizer = getattr(trainer, "optimizer", None)
     if optimizer is not None and not trainer.is_deepspeed_enabled:  # DeepSpeed owns its partitioned state
         optimizer.state.clear()  # an AcceleratedOptimizer hands its wrapped optimizer's state dict through
     trainer.model.zero_grad(set_to_none=True)
     gc.collect()
+    release_free_memory()
 
 
 def trained_policy(trainer, model_args: ModelConfig):
