@@ -221,7 +221,9 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
                     finished.append(running.pop(run.slot))
                 continue
             group, finished = finished, []
+            release_free_memory()  # the steps' activations, before the group's answers allocate their own
             yield self._group(group)
+            release_free_memory()  # the answers' caches, before the next steps
             for run in group:
                 self._clear(run.slot)
                 free.append(run.slot)

@@ -235,8 +235,9 @@ def release_free_memory() -> None:
     Why the last one: glibc serves tensors below its mmap threshold (which grows to 32 MiB once such a block is
     freed) from a heap that only shrinks from its top, so what one phase frees stays resident under the next one.
     In the CPU demo's held-out table the main heap held 3.4 GB of which 1.6 GB was in use; `malloc_trim(0)` gave
-    1.7 GB back at once (docs/benchmarks.md). It runs where phases change (the start and end of every adapt call),
-    not per step, where the freed pages would only fault back in."""
+    1.7 GB back at once (docs/benchmarks.md). It runs where the work changes (the start and end of every adapt call,
+    and between a group's training steps and its evaluation), not per step, where the freed pages would only fault
+    back in."""
     if _cuda_initialized():
         import torch
 
