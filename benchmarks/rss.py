@@ -3,8 +3,6 @@ peak (VmHWM) so that one run's peak is not hidden by memory an earlier run freed
 
 from __future__ import annotations
 
-import ctypes
-
 
 def status_bytes(field: str) -> int:
     """A `/proc/self/status` field in bytes (e.g. "VmRSS", "VmHWM"); 0 where it is missing."""
@@ -16,11 +14,11 @@ def status_bytes(field: str) -> int:
 
 
 def reset_peak() -> int:
-    """Hand freed heap memory back (glibc), restart VmHWM from the current resident set; returns that set."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    """Hand freed heap memory back (the library's `release_free_memory`), restart VmHWM from the current resident
+    set; returns that set."""
+    from trl_seal.inner.memory import release_free_memory
+
+    release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")

@@ -195,7 +195,7 @@ TRIM_CHILD = textwrap.dedent("""
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and /proc are Linux's")
 def test_release_free_memory_hands_freed_heap_pages_back():
     """What a phase frees below the top of glibc's heap stays resident until `malloc_trim`: the inner loop's
-    `release_free_memory` (run at the start and end of every adapt call) gives it back."""
+    `release_free_memory` (run at the start and end of every adapt call and between its groups) gives it back."""
     output = subprocess.run([sys.executable, "-c", TRIM_CHILD], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
