@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from trl_seal import InnerJob, LoRAInnerAdapter, TrainingExample
+from trl_seal import InnerJob, LoRAInnerAdapter, PeftLoRAInnerAdapter, TrainingExample
 from trl_seal.inner.config import InnerLoRAConfig
 from trl_seal.inner.memory import CPU_STEP_TOKENS, MemoryEstimate, parse_memory, plan_slots
 
@@ -200,3 +200,19 @@ def test_release_free_memory_hands_freed_heap_pages_back():
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True).stdout
     result = json.loads(output.strip().splitlines()[-1])
     assert result["before"] - result["after"] > 150 * 2**20, result
+
+
+@pytest.mark.parametrize("adapter_class", [LoRAInnerAdapter, PeftLoRAInnerAdapter])
+def test_unload_frees_the_copy_and_the_next_sync_trains_the_same(tiny_model, tokenizer, adapter_class):
+    adapter = adapter_class(r=4, lora_alpha=8, num_epochs=2, learning_rate=1e-2)
+    adapter.sync(tiny_model, tokenizer, version=1)
+    jobs = [words_job(seed, 12) for seed in range(2)]
+    before = [list(r.losses) for r in adapter.adapt(jobs)]
+    syncs = adapter.num_syncs
+    adapter.unload()
+    assert adapter.model is None
+    with pytest.raises(RuntimeError, match="call `sync"):
+        adapter.base_checksum()
+    adapter.sync(tiny_model, tokenizer, version=1)  # the same version still rebuilds: there is no copy to reuse
+    assert adapter.num_syncs == syncs + 1 and adapter.model is not None
+    assert [list(r.losses) for r in adapter.adapt(jobs)] == before, "a rebuilt copy trains exactly like the first"

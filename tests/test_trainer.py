@@ -396,3 +396,35 @@ def test_an_empty_micro_batch_still_takes_part_when_processes_sync(tmp_path, tok
     assert calls == [1] and synced.item() == 0.0
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and not g.any() for g in grads)
+
+
+def test_freeing_the_inner_copy_during_the_update_changes_no_reward(tmp_path, tokenizer):
+    runs = {}
+    for free in (False, True):
+        trainer = make_trainer(tmp_path / str(free), tokenizer, build_tiny_model(tokenizer, seed=0), num_rounds=2,
+                               free_inner_copy_during_update=free)
+        unloads = []
+
+        def counted_unload(trainer=trainer, unload=trainer.inner_adapter.unload, unloads=unloads):
+            unloads.append(trainer.state.global_step)
+            unload()
+
+        trainer.inner_adapter.unload = counted_unload
+        trainer.train()
+        edits = [json.loads(line) for line in open(tmp_path / str(free) / "out" / "self_edits.jsonl")]
+        runs[free] = [(e["self_edit"], e["reward"]) for e in edits]
+        steps = trainer.args.optimizer_steps_per_round
+        assert unloads == ([0, steps] if free else []), "once per round, before its update"
+    assert runs[True] == runs[False]
+
+
+def test_freeing_the_inner_copy_needs_an_adapter_that_can(tmp_path, tokenizer, tiny_model):
+    class Adapter:  # an InnerAdapter without unload()
+        def sync(self, policy, tokenizer, version=None): ...
+        def adapt(self, jobs): ...
+        def base_model(self): ...
+
+    with pytest.raises(ValueError, match="no unload"):
+        SEALTrainer(model=tiny_model, reward_fn=SecretWordReward(), processing_class=tokenizer,
+                    args=seal_args(tmp_path, free_inner_copy_during_update=True), train_dataset=secret_word_dataset(8),
+                    inner_adapter=Adapter())

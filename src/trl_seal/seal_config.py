@@ -79,6 +79,15 @@ class SEALConfig(GRPOConfig):
             "does. SEAL (default) continues from the last round's policy."
         },
     )
+    free_inner_copy_during_update: bool = field(
+        default=False,
+        metadata={
+            "help": "Free the inner adapter's resident copy of the policy once a round's self-edits are scored, so "
+            "that the policy update does not hold it (bf16 SmolLM2-135M: 0.27 GB; a bf16 7B model: 15 GB); the next "
+            "round's sync builds it again (seconds at 135M). Needs an inner adapter with `unload()`, as both LoRA "
+            "adapters have. The CPU demos turn it on to stay under 4 GiB."
+        },
+    )
     seeded_sampling: bool = field(
         default=True,
         metadata={

@@ -121,6 +121,10 @@ class SEALTrainer(GRPOTrainer):
         check_vllm(args)
         self.seal_reward_fn = reward_fn
         self.inner_adapter = inner_adapter if inner_adapter is not None else LoRAInnerAdapter()
+        if args.free_inner_copy_during_update and not callable(getattr(self.inner_adapter, "unload", None)):
+            raise ValueError(f"free_inner_copy_during_update=True, but {type(self.inner_adapter).__name__} has no "
+                             "unload() method to free its copy of the policy: add one (see ResidentPolicyCopy.unload) "
+                             "or set free_inner_copy_during_update=False.")
         self.strategy = strategy if strategy is not None else strategy_from_config(args)
         self._round = 0
         self._ledger: Ledger | None = None
@@ -316,6 +320,8 @@ class SEALTrainer(GRPOTrainer):
             seed = derive_seed(self.args.seed, "update", self._round, self.accelerator.process_index)
             torch.manual_seed(seed % 2**63)
             self._open_round(rewards, weights, scored, elapsed)
+            if self.args.free_inner_copy_during_update:
+                self.inner_adapter.unload()  # the update runs without it; the next round's sync rebuilds it
             if self.strategy.restart_each_round and self._initial_trainable is not None:
                 self._restore_initial_policy()
         return output

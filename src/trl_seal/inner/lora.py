@@ -135,6 +135,10 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         self._optimizer = SlotAdamW(self._store, weight_decay=self.config.weight_decay)
         self._num_slots = num_slots
 
+    def _drop_built_state(self) -> None:
+        self._router = self._layers = self._store = self._optimizer = None
+        self._num_slots, self._slot_of_job, self._head = 0, {}, False
+
     def release(self) -> None:
         """Free the adapter slots, their gradients and AdamW moments (K x 16 bytes per LoRA weight).
 

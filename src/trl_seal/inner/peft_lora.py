@@ -56,6 +56,9 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
         self._optimizer: torch.optim.Optimizer | None = None
 
     # ----------------------------------------------------------------------------------------------- resident copy
+    def _drop_built_state(self) -> None:
+        self._optimizer = None
+
     def _build(self, policy: nn.Module, device: torch.device) -> None:
         from peft import get_peft_model
 

@@ -4,6 +4,7 @@ the policy changed."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections.abc import Hashable
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from ..generation import contiguous_head_input
 from .config import InnerLoRAConfig
+from .memory import release_free_memory
 from .policy_sync import load_merged_weights, plain_named_tensors, weights_checksum
 
 
@@ -59,6 +61,28 @@ class ResidentPolicyCopy:
 
     def _build(self, policy: nn.Module, device: torch.device) -> None:
         raise NotImplementedError
+
+    def unload(self) -> None:
+        """Free the resident copy and everything built on it; the next `sync` builds it again from the policy.
+
+        `SEALTrainer` calls it after each round's inner loops when `SEALConfig.free_inner_copy_during_update` is on,
+        so that the policy update (weights, gradients, optimizer moments, activations) does not run beside a copy that
+        only the next round's sync would overwrite anyway.
+
+        Example:
+        ```python
+        >>> adapter.sync(policy, tokenizer)
+        >>> adapter.unload()  # adapter.model is None until the next sync
+        ```
+        """
+        self._drop_built_state()
+        self.model = None
+        self._version = None
+        gc.collect()  # layers and their slot views reference each other
+        release_free_memory()
+
+    def _drop_built_state(self) -> None:
+        """Drop what subclasses build on the resident copy (optimizers, slot stores, routers)."""
 
     @property
     def max_length(self) -> int:
