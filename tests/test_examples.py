@@ -116,3 +116,20 @@ def test_release_training_state_drops_the_optimizer_moments():
     assert optimizer.state and model.weight.grad is not None
     release_training_state(SimpleNamespace(optimizer=optimizer, model=model, is_deepspeed_enabled=False))
     assert not optimizer.state and model.weight.grad is None, "moments and gradients gone, weights kept"
+
+
+def test_release_policy_weights_frees_the_storage_but_not_the_inner_copy():
+    from types import SimpleNamespace
+
+    import torch
+
+    from trl_seal.scripts.common import release_policy_weights
+
+    policy, resident = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    resident.load_state_dict(policy.state_dict())  # the inner adapter's copy, as `inner.sync` makes it
+    release_policy_weights(SimpleNamespace(model=policy, is_deepspeed_enabled=False))
+    assert policy.weight.is_meta and policy.weight.shape == (4, 4), "storage gone, shapes kept"
+    assert not resident.weight.is_meta and resident(torch.ones(1, 4)).shape == (1, 4)
+    engine = torch.nn.Linear(4, 4)
+    release_policy_weights(SimpleNamespace(model=engine, is_deepspeed_enabled=True))
+    assert not engine.weight.is_meta, "DeepSpeed's engine keeps its partitioned weights"

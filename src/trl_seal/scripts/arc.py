@@ -36,6 +36,7 @@ from trl_seal.scripts.common import (
     make_script_parser,
     parse_script_arguments,
     read_rounds,
+    release_policy_weights,
     release_training_state,
     resume_argument,
     trained_policy,
@@ -125,6 +126,8 @@ def main(script: ARCArguments, inner_args, args, model_args) -> None:
     base_edits = sample_self_edits(base, tokenizer, eval_tasks, k, **sampling)
     seal_edits = sample_self_edits(trained_policy(trainer, model_args), tokenizer, eval_tasks, k, **sampling)
     inner.sync(base, tokenizer)
+    del base  # the conditions train the inner adapter's copy: neither policy is needed beside it
+    release_policy_weights(trainer)
     oracle = dataclasses.replace(ORACLE, learning_rate=script.oracle_learning_rate, num_epochs=script.oracle_epochs)
     sources = {"base self-edits": base_edits, "SEAL self-edits": seal_edits}
     summaries = run_conditions(inner, eval_tasks, reward, ["in_context", "oracle", *sources], sources, oracle)

@@ -24,6 +24,7 @@ from trl import TrlParser
 
 from trl_seal.inner.config import InnerArguments
 from trl_seal.inner.lora import LoRAInnerAdapter
+from trl_seal.inner.memory import release_free_memory
 from trl_seal.knowledge.data import EMBEDDED, load_passages
 from trl_seal.knowledge.evaluate import generate_self_edits, markdown_table, read_self_edit_file, run_conditions
 from trl_seal.knowledge.grading import LLMJudge, answer_contained, exact_match, f1_score
@@ -106,6 +107,8 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
         sources["file"] = read_self_edit_file(args.self_edits_file, passages)
     adapter = LoRAInnerAdapter((inner_args or InnerArguments()).to_config())
     adapter.sync(model, tokenizer)
+    del model  # the conditions train and answer with the adapter's own copy: the loaded model would only add its size
+    release_free_memory()
     start = time.time()
     progress = _progress(passages, conditions, args.k, set(sources))
     summaries = run_conditions(adapter, passages, reward, conditions, sources, progress=progress, paired=paired)

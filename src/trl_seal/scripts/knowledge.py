@@ -38,6 +38,7 @@ from trl_seal.scripts.common import (
     load_policy,
     make_script_parser,
     parse_script_arguments,
+    release_policy_weights,
     release_training_state,
     resume_argument,
     trained_policy,
@@ -84,11 +85,16 @@ class KnowledgeArguments:
     )
 
 
+# The policy update holds the fp32 weights, their gradients and AdamW's two moments (2.2 GB for 135M parameters)
+# beside the activations of a micro-batch (~1.1 GB per 430-token self-edit on SmolLM2-135M, its 30 narrow layers keep
+# many activations per parameter): micro-batches of one self-edit, six to a step (the steps of 3 x 2), with gradient
+# checkpointing (~0.6 GB) and without the inner loop's bf16 copy of the policy (0.27 GB, rebuilt at the next sync),
+# keep that peak under 4 GiB; they cost a few seconds of the demo's ~20 s update.
 CPU_DEMO = dict(
     output_dir="outputs/seal_knowledge", num_rounds=1, contexts_per_round=6, num_generations=3,
-    per_device_train_batch_size=3, gradient_accumulation_steps=2, num_iterations=2, max_completion_length=128,
-    learning_rate=1e-4, bf16=False, temperature=1.0, top_p=0.95, gradient_checkpointing=False, save_strategy="no",
-    logging_steps=1, report_to="none", seed=0,
+    per_device_train_batch_size=1, gradient_accumulation_steps=6, num_iterations=2, max_completion_length=128,
+    learning_rate=1e-4, bf16=False, temperature=1.0, top_p=0.95, gradient_checkpointing=True, save_strategy="no",
+    logging_steps=1, report_to="none", seed=0, free_inner_copy_during_update=True,
 )
 
 
@@ -151,6 +157,8 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     sampling_start = time.time()
     base, sources = held_out_self_edits(trainer, script, args, model_args, tokenizer, held_out)
     inner.sync(base, tokenizer)
+    del base  # the conditions train the inner adapter's copy: neither policy is needed beside it
+    release_policy_weights(trainer)
     conditions_start = time.time()
     bar = tqdm(total=len(held_out) * (1 + 2 * script.eval_self_edits_per_passage), desc="held-out inner loops",
                unit="adapter")
