@@ -87,6 +87,9 @@ def parse_args():
                         help="run arms C and F of the last trial under torch.profiler and print where their time "
                              "went (the joint step's inner/* ranges and the top operators); those trials' times "
                              "then include the profiler's overhead")
+    parser.add_argument("--profile_steps", type=int, default=4,
+                        help="joint steps recorded per profiled arm, after 2 unrecorded ones: a whole arm's trace of "
+                             "small per-segment ops grew past 18 GB and was killed by the OOM killer")
     return parser.parse_args()
 
 
@@ -194,7 +197,27 @@ def real_tokens(tokenizer, item, epochs) -> int:
     return per_epoch * epochs
 
 
-def run_f(adapter, tokenizer, items, k: int, epochs: int) -> dict:
+@contextlib.contextmanager
+def stepping(inner, tick):
+    """Call `tick` after every joint step of `inner` (a LoRAInnerAdapter) in the block; nothing when tick is None."""
+    if tick is None:
+        yield
+        return
+    step = inner._step
+
+    def step_and_tick(*args, **kwargs):
+        finished = step(*args, **kwargs)
+        tick()
+        return finished
+
+    inner._step = step_and_tick
+    try:
+        yield
+    finally:
+        del inner._step  # the class's method again
+
+
+def run_f(adapter, tokenizer, items, k: int, epochs: int, on_step=None) -> dict:
     """Arm F: C's training without LoRA and optimizer. Each self-edit's documents are tokenized as C tokenizes them
     and every epoch is replayed K self-edits at a time, one document each per step (C's batch size 1), packed with
     C's row length; the base model runs forward and backward (into the input embeddings, so every layer computes its
@@ -219,6 +242,8 @@ def run_f(adapter, tokenizer, items, k: int, epochs: int) -> dict:
                 logits = model(inputs_embeds=embeds, position_ids=batch.position_ids, use_cache=False).logits
                 per_slot_losses(logits, batch).sum().backward()
                 steps, tokens = steps + 1, tokens + batch.num_tokens
+                if on_step is not None:
+                    on_step()
         model.eval()
     _sync(str(device.type))
     total = time.perf_counter() - start
@@ -307,11 +332,12 @@ def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c,
         k = arm[1:]
         k = k if k == "auto" else int(k)
         profiling = args.profile and trial == args.trials - 1
-        with profiled(arm, args.device) if profiling else contextlib.nullcontext():
+        with profiled(arm, args.device, args.profile_steps) if profiling else contextlib.nullcontext() as tick:
             if arm.startswith("F"):
-                run = run_f(adapters[k], tokenizer, items, k, args.epochs)
+                run = run_f(adapters[k], tokenizer, items, k, args.epochs, on_step=tick)
             else:
-                run = run_c(adapters[k], rewards_c[k], items)
+                with stepping(adapters[k].adapter, tick):
+                    run = run_c(adapters[k], rewards_c[k], items)
         _sync(args.device)
         times, rewards, count = run["times"], run["rewards"], len(items)
         extra = {key: run[key] for key in ("slots", "packed_fill") if key in run}
@@ -322,14 +348,15 @@ def run_arm(arm, args, model, tokenizer, items, base_cache, adapters, rewards_c,
 
 
 @contextlib.contextmanager
-def profiled(arm: str, device: str, rows: int = 15):
-    """Run the body under torch.profiler; print the `inner/*` ranges of the joint steps (forward, backward, clip,
+def profiled(arm: str, device: str, steps: int, rows: int = 15):
+    """Run the body under torch.profiler, recording `steps` joint steps after two unrecorded ones (the body calls the
+    yielded function after each step); print the `inner/*` ranges of the joint steps (forward, backward, clip,
     optimizer, zero_grad) and the operators with the most self time."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, schedule
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=activities) as profiler:
-        yield
+    with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=steps, repeat=1)) as profiler:
+        yield profiler.step
     events = profiler.key_averages()
     total = sum(event.self_cpu_time_total for event in events)
     print(f"\nprofile of {arm} ({total / 1e6:.2f} s of CPU self time in all):")
