@@ -85,7 +85,7 @@ class SEALConfig(GRPOConfig):
             "help": "Free the inner adapter's resident copy of the policy once a round's self-edits are scored, so "
             "that the policy update does not hold it (bf16 SmolLM2-135M: 0.27 GB; a bf16 7B model: 15 GB); the next "
             "round's sync builds it again (seconds at 135M). Needs an inner adapter with `unload()`, as both LoRA "
-            "adapters have. The CPU demos turn it on to stay under 4 GiB."
+            "adapters have. The CPU knowledge demo turns it on to stay under 4 GiB."
         },
     )
     seeded_sampling: bool = field(
