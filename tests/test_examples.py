@@ -74,7 +74,8 @@ def test_knowledge_training_only_saves_the_policy_for_a_later_evaluation(tmp_pat
         "seal_knowledge.py", "--output_dir", str(out), "--model_name_or_path", str(model_dir), "--use_cpu", "true",
         "--passages", str(tmp_path / "passages.json"), "--num_train_passages", "2", "--num_eval_passages", "0",
         "--contexts_per_round", "2", "--num_generations", "2", "--per_device_train_batch_size", "2",
-        "--num_iterations", "1", "--max_completion_length", "6", "--inner_num_epochs", "1", "--inner_r", "4",
+        "--gradient_accumulation_steps", "1", "--num_iterations", "1", "--max_completion_length", "6",
+        "--inner_num_epochs", "1", "--inner_r", "4",
         "--inner_lora_alpha", "8", "--answer_max_new_tokens", "4", "--inner_dtype", "float32",
     )
     assert not (out / "results.json").exists(), "no held-out table"
