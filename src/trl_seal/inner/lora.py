@@ -109,7 +109,8 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
 
     # ----------------------------------------------------------------------------------------------- resident copy
     def _build(self, policy: nn.Module, device: torch.device) -> None:
-        self.model = self._router = self._layers = self._store = self._optimizer = None  # free the old copy first
+        self.model = None  # free the old copy (and, below, its slots) before allocating the next
+        self._drop_built_state()
         quantization = self.config.quantization
         where = device if quantization is None else torch.device("cpu")
         base = build_resident_copy(policy, self.config.torch_dtype, where)
@@ -117,7 +118,6 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
             base = quantize_copy(base, quantization, device)
         base.requires_grad_(False)
         self.model = base.eval()
-        self._head = False
         self._install_slots(0)  # slots are allocated by each adapt call and released when it ends
 
     def _install_slots(self, num_slots: int) -> None:

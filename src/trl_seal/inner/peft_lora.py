@@ -62,7 +62,8 @@ class PeftLoRAInnerAdapter(ResidentPolicyCopy):
     def _build(self, policy: nn.Module, device: torch.device) -> None:
         from peft import get_peft_model
 
-        self.model = self._optimizer = None  # free the previous copy before allocating the next
+        self.model = None  # free the previous copy before allocating the next
+        self._drop_built_state()
         quantization = self.config.quantization
         where = device if quantization is None else torch.device("cpu")
         base = build_resident_copy(policy, self.config.torch_dtype, where)

@@ -89,7 +89,7 @@ class KnowledgeArguments:
 # beside the activations of a micro-batch (~1.1 GB per 430-token self-edit on SmolLM2-135M, its 30 narrow layers keep
 # many activations per parameter): micro-batches of one self-edit, six to a step (the steps of 3 x 2), with gradient
 # checkpointing (~0.6 GB) and without the inner loop's bf16 copy of the policy (0.27 GB, rebuilt at the next sync),
-# keep that peak under 4 GiB; they cost a few seconds of the demo's ~20 s update.
+# keep that peak under 4 GiB; they cost a few seconds of the demo's ~30 s update (28-30 s measured).
 CPU_DEMO = dict(
     output_dir="outputs/seal_knowledge", num_rounds=1, contexts_per_round=6, num_generations=3,
     per_device_train_batch_size=1, gradient_accumulation_steps=6, num_iterations=2, max_completion_length=128,
