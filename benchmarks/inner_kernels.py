@@ -10,8 +10,12 @@
              one   peft's LoRA layer once on all K self-edits' tokens (one adapter: the arithmetic without routing)
              pad   the landed routed layer: every slot's tokens gathered into a block padded to the longest slot,
                    two bmm, scattered back
-             seg   `MultiLoRALinear` with `SegmentLoRA` (one matmul pair per slot's contiguous tokens)
+             seg0  `SegmentLoRA` as it landed at 0f33577 (casts and scaling per segment)
+             seg   `MultiLoRALinear` with `SegmentLoRA` (one matmul pair per slot's contiguous tokens; casts and
+                   scaling once per layer)
              "LoRA part" = the arm minus base.
+  group      forward + backward of the layers of one decoder layer that read one input (q/k/v, gate/up): as separate
+             `MultiLoRALinear`s vs one `SharedInputGroup` (one `x @ A.T` and one `grad_x` per segment for the group)
 
     python benchmarks/inner_kernels.py --threads 2     # SmolLM2-135M shapes, K=16 self-edits of 20-60 tokens
 """
@@ -48,7 +52,7 @@ def parse_args():
     parser.add_argument("--layers", type=int, default=30, help="decoder layers (store width for the optimizer)")
     parser.add_argument("--dtype", default="bfloat16", help="dtype of the frozen base")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--parts", default="optimizer,lora")
+    parser.add_argument("--parts", default="optimizer,lora,group")
     return parser.parse_args()
 
 
@@ -105,6 +109,46 @@ def landed_routing_indices(owner: torch.Tensor, num_slots: int) -> tuple[torch.T
     return gather, scatter
 
 
+class LandedSegmentLoRA(torch.autograd.Function):
+    """`SegmentLoRA` as it landed at 0f33577: a dtype cast of each segment's input (forward and backward) and of its
+    output gradient, the scaling applied per segment, and `grad_x` assembled from per-segment temporaries."""
+
+    @staticmethod
+    def forward(ctx, x, base_out, lora_A, lora_B, segments, scaling, grad_A, grad_B):
+        compute = lora_A.dtype
+        out = base_out.to(compute, copy=True)
+        inner = x.new_empty((x.shape[0], lora_A.shape[1]), dtype=compute)  # x @ A.T, kept for the backward
+        for start, end, slot in segments:
+            torch.mm(x[start:end].to(compute), lora_A[slot].T, out=inner[start:end])
+            out[start:end].addmm_(inner[start:end], lora_B[slot].T, alpha=scaling)
+        ctx.save_for_backward(x, inner, lora_A, lora_B)
+        ctx.segments, ctx.scaling, ctx.grad_buffers = segments, scaling, (grad_A, grad_B)
+        return out.to(base_out.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, inner, lora_A, lora_B = ctx.saved_tensors
+        needs_x, needs_base, needs_A, needs_B = ctx.needs_input_grad[:4]
+        grad_A, grad_B = ctx.grad_buffers
+        returned_A = returned_B = None
+        if needs_A and grad_A is None:
+            grad_A = returned_A = torch.zeros_like(lora_A)
+        if needs_B and grad_B is None:
+            grad_B = returned_B = torch.zeros_like(lora_B)
+        grad_x = torch.zeros_like(x) if needs_x else None
+        for start, end, slot in ctx.segments:
+            grad = grad_out[start:end].to(lora_A.dtype)
+            if needs_B:
+                grad_B[slot].addmm_(grad.T, inner[start:end], alpha=ctx.scaling)
+            if needs_A or needs_x:
+                grad_inner = torch.mm(grad, lora_B[slot]).mul_(ctx.scaling)
+                if needs_A:
+                    grad_A[slot].addmm_(grad_inner.T, x[start:end].to(lora_A.dtype))
+                if needs_x:
+                    grad_x[start:end] = grad_inner @ lora_A[slot]
+        return grad_x, grad_out if needs_base else None, returned_A, returned_B, None, None, None, None
+
+
 def optimizer_part(args) -> None:
     width = args.layers * sum(args.r * (i + o) * PER_LAYER[name] for name, (i, o) in SHAPES.items())
     print(f"\noptimizer: {args.slots} slots x {width / 1e6:.2f}M float32 LoRA weights "
@@ -157,9 +201,9 @@ def lora_part(args) -> None:
     k, n = args.slots, args.tokens
     print(f"\nLoRA, one joint step per layer shape: K={k} self-edits x {n} tokens, r={args.r}, base {args.dtype}, "
           f"forward+backward (ms; LoRA part = arm - base)")
-    print(f"  {'shape':<9} {'base':>8} {'peft':>8} {'one':>8} {'pad':>8} {'seg':>8}   {'one/base':>8} {'pad/one':>8} "
-          f"{'seg/one':>8} {'seg/peft':>8} (LoRA parts)")
-    totals = dict.fromkeys(("base", "peft", "one", "pad", "seg"), 0.0)
+    print(f"  {'shape':<9} " + " ".join(f"{arm:>8}" for arm in ARMS) + "   " + " ".join(f"{r:>9}" for r in RATIOS)
+          + "  (LoRA parts)")
+    totals = dict.fromkeys(ARMS, 0.0)
     for name, (fan_in, fan_out) in SHAPES.items():
         times = lora_arms(fan_in, fan_out, k, n, args.r, args.alpha, dtype, args.repeats)
         for arm, seconds in times.items():
@@ -168,11 +212,16 @@ def lora_part(args) -> None:
     print(_lora_row("per layer", totals))
 
 
+ARMS = ("base", "peft", "one", "pad", "seg0", "seg")
+RATIOS = ("one/base", "pad/one", "seg0/one", "seg/one", "seg/peft", "seg0/seg")
+
+
 def _lora_row(name, times) -> str:
-    part = {arm: max(times[arm] - times["base"], 1e-9) for arm in ("peft", "one", "pad", "seg")}
-    return (f"  {name:<9} " + " ".join(f"{times[arm] * 1e3:8.2f}" for arm in ("base", "peft", "one", "pad", "seg"))
-            + f"   {part['one'] / times['base']:8.2f} {part['pad'] / part['one']:8.2f} "
-            f"{part['seg'] / part['one']:8.2f} {part['seg'] / part['peft']:8.2f}")
+    part = {arm: max(times[arm] - times["base"], 1e-9) for arm in ARMS[1:]}
+    part["base"] = times["base"]
+    ratios = [part[top] / part[bottom] for top, bottom in (ratio.split("/") for ratio in RATIOS)]
+    return (f"  {name:<9} " + " ".join(f"{times[arm] * 1e3:8.2f}" for arm in ARMS) + "   "
+            + " ".join(f"{ratio:9.2f}" for ratio in ratios))
 
 
 def lora_arms(fan_in, fan_out, k, n, r, alpha, dtype, repeats) -> dict[str, float]:
@@ -225,7 +274,82 @@ def lora_arms(fan_in, fan_out, k, n, r, alpha, dtype, repeats) -> dict[str, floa
         delta = landed_packed_delta(x.to(torch.float32), lora_A, lora_B, gather, scatter)
         (out + (delta * layer.scaling).to(out.dtype)).backward(grad_out)
 
-    arms = {"base": base, "peft": peft, "one": one, "pad": pad, "seg": seg}
+    def seg0():  # the segment kernel as it landed, on the same slots and gradient buffers
+        out = linear(x)
+        flat = LandedSegmentLoRA.apply(x.reshape(-1, fan_in), out.reshape(-1, fan_out), layer.lora_A, layer.lora_B,
+                                       segments, layer.scaling, layer.lora_A.grad, layer.lora_B.grad)
+        flat.view(out.shape).backward(grad_out)
+
+    arms = {"base": base, "peft": peft, "one": one, "pad": pad, "seg0": seg0, "seg": seg}
+    return {arm: best_time(function, repeats) for arm, function in arms.items()}
+
+
+# Members of a shared-input group per decoder layer (SmolLM2-135M): their fan-outs; all read the hidden size (576).
+GROUPS = {"q/k/v": (576, 192, 192), "gate/up": (1536, 1536)}
+
+
+def group_part(args) -> None:
+    """Siblings that read one input (q/k/v, gate/up) computed as separate `MultiLoRALinear`s vs one
+    `SharedInputGroup`: forward of every member on the same tensor, backward of their summed outputs."""
+    dtype = getattr(torch, args.dtype)
+    print(f"\nshared input, one joint step per group: K={args.slots} self-edits x {args.tokens} tokens, r={args.r}, "
+          f"base {args.dtype}, forward+backward (ms; LoRA part = arm - base)")
+    print(f"  {'group':<9} {'base':>8} {'separate':>9} {'grouped':>8}   {'separate/grouped (LoRA parts)':>30}")
+    totals = dict.fromkeys(("base", "separate", "grouped"), 0.0)
+    for name, fan_outs in GROUPS.items():
+        times = group_arms(576, fan_outs, args.slots, args.tokens, args.r, args.alpha, dtype, args.repeats)
+        for arm, seconds in times.items():
+            totals[arm] += seconds
+        print(_group_row(name, times))
+    print(_group_row("per layer", totals))
+
+
+def _group_row(name, times) -> str:
+    ratio = (times["separate"] - times["base"]) / max(times["grouped"] - times["base"], 1e-9)
+    return (f"  {name:<9} {times['base'] * 1e3:8.2f} {times['separate'] * 1e3:9.2f} {times['grouped'] * 1e3:8.2f}   "
+            f"{ratio:30.2f}")
+
+
+class _Siblings(nn.Module):
+    def __init__(self, fan_in, fan_outs, dtype):
+        super().__init__()
+        self.names = ["q_proj", "k_proj", "v_proj"] if len(fan_outs) == 3 else ["gate_proj", "up_proj"]
+        for child, fan_out in zip(self.names, fan_outs, strict=True):
+            setattr(self, child, nn.Linear(fan_in, fan_out, bias=False).to(dtype).requires_grad_(False))
+
+    def forward(self, x):
+        return [getattr(self, child)(x) for child in self.names]
+
+
+def group_arms(fan_in, fan_outs, k, n, r, alpha, dtype, repeats) -> dict[str, float]:
+    from trl_seal.inner.multi_lora import install_multi_lora
+
+    torch.manual_seed(0)
+    lengths = [n // 2 + (n * i) // max(1, k - 1) for i in range(k)]
+    lengths[-1] += k * n - sum(lengths)
+    segments, start = [], 0
+    for i, length in enumerate(lengths):
+        segments.append((start, start + length, i))
+        start += length
+    x = torch.randn(1, k * n, fan_in, dtype=dtype, requires_grad=True)
+    grad_outs = [torch.randn(1, k * n, fan_out, dtype=dtype) for fan_out in fan_outs]
+    plain = _Siblings(fan_in, fan_outs, dtype)
+
+    def base():
+        torch.autograd.backward(plain(x), grad_outs)
+
+    arms = {"base": base}
+    for arm, share in (("separate", False), ("grouped", True)):
+        model = _Siblings(fan_in, fan_outs, dtype)
+        model.load_state_dict(plain.state_dict())
+        router, store = install_multi_lora(model, k, r, alpha, "all-linear", share_inputs=share)
+        store.flat.normal_()
+
+        def run(model=model, router=router):
+            with router.use("tokens", segments=segments):
+                torch.autograd.backward(model(x), grad_outs)
+
+        arms[arm] = run
     return {arm: best_time(function, repeats) for arm, function in arms.items()}
 
 
@@ -239,6 +363,8 @@ def main():
         optimizer_part(args)
     if "lora" in parts:
         lora_part(args)
+    if "group" in parts:
+        group_part(args)
 
 
 if __name__ == "__main__":

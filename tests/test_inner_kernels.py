@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from trl_seal.inner.multi_lora import (
+    GroupSegmentLoRA,
     MultiLoRALinear,
     SegmentLoRA,
     SlotAdamW,
@@ -14,6 +15,8 @@ from trl_seal.inner.multi_lora import (
     SlotStore,
     clip_divisors_per_slot,
     clip_grad_norm_per_slot,
+    install_multi_lora,
+    reset_slot,
 )
 
 
@@ -149,6 +152,97 @@ def test_segment_lora_equals_the_plain_formula_and_writes_gradients_in_place():
     assert lora_A.grad is None and lora_B.grad is None
     torch.testing.assert_close(grad_A, returned[2] + 1)
     torch.testing.assert_close(grad_B, returned[3] + 1)
+
+
+def test_group_segment_lora_gradients_pass_gradcheck():
+    """Two members (ranks 2 and 1) whose A factors lie side by side in one tensor, as the slot store binds them."""
+    x, base_q, _, lora_B = segment_inputs()
+    generator = torch.Generator().manual_seed(1)
+    side_by_side = torch.randn(3, 3, 4, generator=generator, dtype=torch.float64)
+    lora_As = [side_by_side[:, :2].detach().requires_grad_(), side_by_side[:, 2:].detach().requires_grad_()]
+    base_k = torch.randn(9, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    lora_B_k = torch.randn(3, 2, 1, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    def group(x, base_q, base_k, lora_A_q, lora_A_k, lora_B_q, lora_B_k):
+        return GroupSegmentLoRA.apply(x, SEGMENTS, 1.5, [2, 1], side_by_side, None, None, base_q, base_k,
+                                      lora_A_q, lora_A_k, lora_B_q, lora_B_k)
+
+    inputs = (x, base_q, base_k, *lora_As, lora_B, lora_B_k)
+    assert torch.autograd.gradcheck(group, inputs)
+    separate = [SegmentLoRA.apply(x, base, lora_A, B, SEGMENTS, 1.5, None, None)
+                for base, lora_A, B in ((base_q, lora_As[0], lora_B), (base_k, lora_As[1], lora_B_k))]
+    for got, expected in zip(group(*inputs), separate, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return LlamaForCausalLM(config)
+
+
+def run_routed(model, share_inputs: bool):
+    """Logits and every layer's LoRA gradients of one packed training row, then logits of routed generation rows."""
+    router, store = install_multi_lora(model, 3, 4, 8, "all-linear", share_inputs=share_inputs)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for slot in range(3):
+            reset_slot(store.layers, slot, seed=slot)
+        for layer in store.layers:
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=generator))
+    ids = torch.randint(0, 50, (1, 12), generator=generator)
+    with router.use("tokens", segments=[(0, 5, 2), (5, 10, 0), (10, 11, 1)]):  # token 11: filler
+        logits = model(input_ids=ids).logits
+    logits.pow(2).mean().backward()
+    grads = [(layer.lora_A.grad.clone(), layer.lora_B.grad.clone()) for layer in store.layers]
+    with torch.no_grad(), router.use("rows", row_slots=[0, 2]):
+        generated = model(input_ids=torch.randint(0, 50, (2, 4), generator=generator)).logits
+    return store, logits.detach(), grads, generated
+
+
+def test_shared_input_groups_equal_separate_layers_on_a_tiny_llama():
+    store, logits, grads, generated = run_routed(tiny_llama(), share_inputs=True)
+    groups = {layer.group for layer in store.layers if layer.group is not None}
+    assert len(groups) == 4 and all(group.enabled for group in groups)  # q/k/v and gate/up of 2 blocks
+    assert sorted(len(group.members) for group in groups) == [2, 2, 3, 3]
+    _, expected_logits, expected_grads, expected_generated = run_routed(tiny_llama(), share_inputs=False)
+    torch.testing.assert_close(logits, expected_logits)
+    torch.testing.assert_close(generated, expected_generated)
+    for (grad_A, grad_B), (expected_A, expected_B) in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad_A, expected_A)
+        torch.testing.assert_close(grad_B, expected_B)
+
+
+class _SplitInputs(nn.Module):
+    """Names its layers like an attention block's but feeds k and v another tensor than q."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(6, 4), nn.Linear(6, 2), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return torch.cat([self.q_proj(x), self.k_proj(x * 2), self.v_proj(x * 2)], dim=-1)
+
+
+def test_a_group_whose_members_read_different_inputs_turns_itself_off():
+    outputs = []
+    for share_inputs in (True, False):
+        torch.manual_seed(0)
+        model = _SplitInputs()
+        router, store = install_multi_lora(model, 2, 2, 4, "all-linear", share_inputs=share_inputs)
+        with torch.no_grad():  # layer by layer: the two layouts place the layers' factors differently in the store
+            for layer in store.layers:
+                layer.lora_A.normal_()
+                layer.lora_B.normal_()
+        x = torch.randn(1, 5, 6)
+        with router.use("tokens", segments=[(0, 3, 1), (3, 5, 0)]):
+            outputs.append((model(x), model(x)))  # the second call runs with the group off
+        assert all(layer.group is None or not layer.group.enabled for layer in store.layers)
+    for got, expected in zip(outputs[0], outputs[1], strict=True):
+        torch.testing.assert_close(got, expected)
 
 
 class _OneLinear(nn.Module):

@@ -13,6 +13,7 @@ peft adapter reset with the same seed starts.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -75,9 +76,13 @@ class SlotStore:
         self.width = sum(layer.r * (layer.base.in_features + layer.base.out_features) for layer in self.layers)
         self.flat = torch.zeros(num_slots, self.width, device=device)
         self.grad = torch.zeros_like(self.flat)
-        offset = 0
+        offset, bound = 0, set()
         for layer in self.layers:
-            offset = layer.bind(self, offset)
+            if layer in bound:
+                continue
+            members = layer.group.members if layer.group is not None else [layer]
+            offset = _bind_side_by_side(self, members, offset)
+            bound.update(members)
 
     @property
     def num_slots(self) -> int:
@@ -95,21 +100,25 @@ class MultiLoRALinear(nn.Module):
         self.base = base
         self.router = router
         self.r, self.scaling = r, lora_alpha / r
+        self.group: SharedInputGroup | None = None  # set by `install_multi_lora` for q/k/v and gate/up
 
-    def bind(self, store: SlotStore, offset: int) -> int:
-        """Make `lora_A` (slots, r, in) and `lora_B` (slots, out, r) views of the store; returns the next offset."""
+    def bind(self, store: SlotStore, a_offset: int, b_offset: int) -> None:
+        """Make `lora_A` (slots, r, in) and `lora_B` (slots, out, r) views of the store at these offsets."""
         shapes = ((self.r, self.base.in_features), (self.base.out_features, self.r))
-        for name, shape in zip(("lora_A", "lora_B"), shapes, strict=True):
+        for name, shape, offset in zip(("lora_A", "lora_B"), shapes, (a_offset, b_offset), strict=True):
             param = nn.Parameter(store.view(store.flat, offset, shape))
             param.grad = store.view(store.grad, offset, shape)
             setattr(self, name, param)
-            offset += shape[0] * shape[1]
-        return offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
         if self.router.mode == "off":
-            return out
+            return self.base(x)
+        if self.group is not None and self.group.active(self):
+            return self.group.forward(self, x)
+        return self.forward_alone(x)
+
+    def forward_alone(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
         segments = self.router.segments_for(x.shape)
         grads = (self.lora_A.grad, self.lora_B.grad) if torch.is_grad_enabled() else (None, None)
         flat = SegmentLoRA.apply(x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1]), self.lora_A,
@@ -147,11 +156,14 @@ class SegmentLoRA(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, base_out, lora_A, lora_B, segments, scaling, grad_A, grad_B):
+        # Casts and scaling once per layer, not per segment: a joint step has ~15 segments in each of ~200 layers,
+        # and per-segment copies were a third of the LoRA part's operations.
         compute = lora_A.dtype
         out = base_out.to(compute, copy=True)
+        x_compute = x.to(compute)
         inner = x.new_empty((x.shape[0], lora_A.shape[1]), dtype=compute)  # x @ A.T, kept for the backward
         for start, end, slot in segments:
-            torch.mm(x[start:end].to(compute), lora_A[slot].T, out=inner[start:end])
+            torch.mm(x_compute[start:end], lora_A[slot].T, out=inner[start:end])
             out[start:end].addmm_(inner[start:end], lora_B[slot].T, alpha=scaling)
         ctx.save_for_backward(x, inner, lora_A, lora_B)
         ctx.segments, ctx.scaling, ctx.grad_buffers = segments, scaling, (grad_A, grad_B)
@@ -167,27 +179,190 @@ class SegmentLoRA(torch.autograd.Function):
             grad_A = returned_A = torch.zeros_like(lora_A)
         if needs_B and grad_B is None:
             grad_B = returned_B = torch.zeros_like(lora_B)
-        grad_x = torch.zeros_like(x) if needs_x else None
+        compute = lora_A.dtype
+        scaled = grad_out.to(compute, copy=True).mul_(ctx.scaling)  # scaling folded in once, for every product below
+        x_compute = x.to(compute) if needs_A else None
+        grad_inner = scaled.new_empty(inner.shape) if needs_A or needs_x else None
+        grad_x = _zeros_outside(ctx.segments, x.shape, compute, x.device) if needs_x else None
         for start, end, slot in ctx.segments:
-            grad = grad_out[start:end].to(lora_A.dtype)
             if needs_B:
-                grad_B[slot].addmm_(grad.T, inner[start:end], alpha=ctx.scaling)
-            if needs_A or needs_x:
-                grad_inner = torch.mm(grad, lora_B[slot]).mul_(ctx.scaling)
+                grad_B[slot].addmm_(scaled[start:end].T, inner[start:end])
+            if grad_inner is not None:
+                torch.mm(scaled[start:end], lora_B[slot], out=grad_inner[start:end])
                 if needs_A:
-                    grad_A[slot].addmm_(grad_inner.T, x[start:end].to(lora_A.dtype))
+                    grad_A[slot].addmm_(grad_inner[start:end].T, x_compute[start:end])
                 if needs_x:
-                    grad_x[start:end] = grad_inner @ lora_A[slot]
+                    torch.mm(grad_inner[start:end], lora_A[slot], out=grad_x[start:end])
+        grad_x = grad_x.to(x.dtype) if needs_x else None
         return grad_x, grad_out if needs_base else None, returned_A, returned_B, None, None, None, None
 
 
+def _zeros_outside(segments: Sequence[Segment], shape: torch.Size, dtype, device) -> torch.Tensor:
+    """An uninitialised `(tokens, features)` buffer whose rows outside every segment (row-end filler) are zero."""
+    buffer = torch.empty(shape, dtype=dtype, device=device)
+    covered = 0
+    for start, end, _ in sorted(segments):
+        if start > covered:
+            buffer[covered:start].zero_()
+        covered = max(covered, end)
+    if covered < shape[0]:
+        buffer[covered:].zero_()
+    return buffer
+
+
+def _bind_side_by_side(store: SlotStore, members: Sequence[MultiLoRALinear], offset: int) -> int:
+    """Bind the members' A factors next to each other (so a group's A is one `(slots, members * r, in)` view), then
+    their B factors; returns the next offset. A single layer binds as `A` then `B`."""
+    b_offset = offset + sum(m.r * m.base.in_features for m in members)
+    a_offset = offset
+    for member in members:
+        member.bind(store, a_offset, b_offset)
+        a_offset += member.r * member.base.in_features
+        b_offset += member.base.out_features * member.r
+    if members[0].group is not None:
+        members[0].group.bind(store, offset)
+    return b_offset
+
+
+class SharedInputGroup:
+    """Adapted layers that read the same input (q/k/v of an attention block, gate/up of an MLP): the first one called
+    computes every member's output in one `GroupSegmentLoRA` (one `x @ A.T` for all members, one `grad_x`), and the
+    others pick theirs up when the model calls them on the same tensor.
+
+    Whether the model really passes one tensor to all members is checked at every call (`x is` the tensor the group
+    computed on): the first time it does not, the group turns itself off and every member computes alone, so a
+    model that breaks the pattern is slower, never wrong."""
+
+    def __init__(self, members: Sequence[MultiLoRALinear]):
+        self.members = list(members)
+        self.enabled = True
+        self._input: torch.Tensor | None = None
+        self._pending: dict[int, torch.Tensor] = {}  # member index -> its output, not yet picked up
+
+    def bind(self, store: SlotStore, offset: int) -> None:
+        shape = (sum(m.r for m in self.members), self.members[0].base.in_features)
+        self.lora_A, self.grad_A = store.view(store.flat, offset, shape), store.view(store.grad, offset, shape)
+
+    def active(self, member: MultiLoRALinear) -> bool:
+        if not self.enabled:
+            return False
+        if torch.is_grad_enabled() and any(m.lora_B.grad is None or m.lora_A.grad is None for m in self.members):
+            return False  # gradients unbound (cleared by a caller): each member returns its own
+        return True
+
+    def forward(self, member: MultiLoRALinear, x: torch.Tensor) -> torch.Tensor:
+        index = self.members.index(member)
+        if self._input is x and index in self._pending:
+            output = self._pending.pop(index)
+            if not self._pending:
+                self._input = None
+            return output
+        if self._pending:  # a member was called on another tensor: the members do not share their input here
+            self.enabled, self._pending, self._input = False, {}, None
+            return member.forward_alone(x)
+        outputs = self._compute(x)
+        self._pending = {i: out for i, out in enumerate(outputs) if i != index}
+        self._input = x
+        return outputs[index]
+
+    def _compute(self, x: torch.Tensor) -> list[torch.Tensor]:
+        bases = [m.base(x) for m in self.members]
+        segments = self.members[0].router.segments_for(x.shape)
+        ranks = [m.r for m in self.members]
+        grads = [m.lora_B.grad for m in self.members] if torch.is_grad_enabled() else None
+        flat = GroupSegmentLoRA.apply(
+            x.reshape(-1, x.shape[-1]), segments, self.members[0].scaling, ranks, self.lora_A,
+            self.grad_A if grads is not None else None, grads,
+            *(b.reshape(-1, b.shape[-1]) for b in bases), *(m.lora_A for m in self.members),
+            *(m.lora_B for m in self.members),
+        )
+        return [out.view(base.shape) for out, base in zip(flat, bases, strict=True)]
+
+
+class GroupSegmentLoRA(torch.autograd.Function):
+    """`SegmentLoRA` for layers that share an input: `base_m + scaling * x @ A_m[s].T @ B_m[s].T` for every member m,
+    with the members' A factors read as one side-by-side `A[s]` (`SharedInputGroup.bind`), so each segment costs one
+    `x @ A.T` and, in the backward, one `A` gradient and one `grad_x` for the whole group instead of one per member.
+
+    The per-member `lora_A`/`lora_B` parameters are inputs only so that autograd runs the backward; the gradients go
+    straight into the store (`grad_A`, `grad_Bs`), or are returned when those are `None` (no gradient wanted)."""
+
+    @staticmethod
+    def forward(ctx, x, segments, scaling, ranks, lora_A, grad_A, grad_Bs, *tensors):
+        count = len(ranks)
+        bases, lora_Bs = tensors[:count], tensors[2 * count :]
+        compute = lora_A.dtype
+        x_compute = x.to(compute)
+        inner = x.new_empty((x.shape[0], lora_A.shape[1]), dtype=compute)  # x @ A.T of all members side by side
+        outs = [base.to(compute, copy=True) for base in bases]
+        columns = _columns(ranks)
+        for start, end, slot in segments:
+            torch.mm(x_compute[start:end], lora_A[slot].T, out=inner[start:end])
+            for out, lora_B, (left, right) in zip(outs, lora_Bs, columns, strict=True):
+                out[start:end].addmm_(inner[start:end, left:right], lora_B[slot].T, alpha=scaling)
+        ctx.save_for_backward(x, inner, *lora_Bs)
+        ctx.lora_A, ctx.grad_A, ctx.grad_Bs = lora_A, grad_A, grad_Bs
+        ctx.segments, ctx.scaling, ctx.columns = segments, scaling, columns
+        return tuple(out.to(base.dtype) for out, base in zip(outs, bases, strict=True))
+
+    @staticmethod
+    def backward(ctx, *grad_outs):
+        x, inner, *lora_Bs = ctx.saved_tensors
+        lora_A, count, compute = ctx.lora_A, len(ctx.columns), ctx.lora_A.dtype
+        needs_x, needs_bases = ctx.needs_input_grad[0], ctx.needs_input_grad[7 : 7 + count]
+        grad_A, grad_Bs = ctx.grad_A, ctx.grad_Bs
+        returned = grad_A is None
+        if returned:
+            grad_A, grad_Bs = torch.zeros_like(lora_A), [torch.zeros_like(lora_B) for lora_B in lora_Bs]
+        scaled = [grad.to(compute, copy=True).mul_(ctx.scaling) for grad in grad_outs]
+        x_compute = x.to(compute)
+        grad_inner = torch.empty_like(inner)
+        grad_x = _zeros_outside(ctx.segments, x.shape, compute, x.device) if needs_x else None
+        for start, end, slot in ctx.segments:
+            for grad, lora_B, grad_B, (left, right) in zip(scaled, lora_Bs, grad_Bs, ctx.columns, strict=True):
+                grad_B[slot].addmm_(grad[start:end].T, inner[start:end, left:right])
+                torch.mm(grad[start:end], lora_B[slot], out=grad_inner[start:end, left:right])
+            grad_A[slot].addmm_(grad_inner[start:end].T, x_compute[start:end])
+            if needs_x:
+                torch.mm(grad_inner[start:end], lora_A[slot], out=grad_x[start:end])
+        grad_bases = [grad if needs else None for grad, needs in zip(grad_outs, needs_bases, strict=True)]
+        grad_As = [grad_A[:, left:right] for left, right in ctx.columns] if returned else [None] * count
+        grad_Bs = list(grad_Bs) if returned else [None] * count
+        grad_x = grad_x.to(x.dtype) if needs_x else None
+        return grad_x, None, None, None, None, None, None, *grad_bases, *grad_As, *grad_Bs
+
+
+def _columns(ranks: Sequence[int]) -> list[tuple[int, int]]:
+    """Each member's `(first, end)` columns in the side-by-side `x @ A.T`."""
+    ends = list(itertools.accumulate(ranks))
+    return [(end - rank, end) for rank, end in zip(ranks, ends, strict=True)]
+
+
+# Sibling layers that read one input in the architectures transformers ships (Llama, Qwen, Mistral, Gemma, ...).
+SHARED_INPUT_NAMES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"))
+
+
+def _group_shared_inputs(model: nn.Module, layers: dict[str, MultiLoRALinear]) -> None:
+    for name, _ in model.named_modules():
+        for names in SHARED_INPUT_NAMES:
+            members = [layers.get(f"{name}.{child}" if name else child) for child in names]
+            members = [m for m in members if m is not None]
+            if len(members) > 1 and len({(m.base.in_features, m.scaling) for m in members}) == 1:
+                group = SharedInputGroup(members)
+                for member in members:
+                    member.group = group
+
+
 def install_multi_lora(
-    model: nn.Module, num_slots: int, r: int, lora_alpha: float, target_modules: str | Sequence[str]
+    model: nn.Module, num_slots: int, r: int, lora_alpha: float, target_modules: str | Sequence[str],
+    share_inputs: bool = True,
 ) -> tuple[SlotRouter, SlotStore]:
     """Replace every targeted linear layer of `model` by a `MultiLoRALinear` (in place).
 
     `target_modules="all-linear"` targets every linear layer except the output head, as peft does; a list matches
-    module names or their last components."""
+    module names or their last components. With `share_inputs`, targeted siblings that read one input (q/k/v,
+    gate/up: `SHARED_INPUT_NAMES`) compute their LoRA products together (`SharedInputGroup`); the result is the same
+    to rounding, in fewer and larger matrix products."""
     router = SlotRouter()
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     targets = [
@@ -197,15 +372,17 @@ def install_multi_lora(
     ]
     if not targets:
         raise ValueError(f"target_modules={target_modules!r} matches no linear layer of {type(model).__name__}.")
-    layers = []
+    layers = {}
     for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = MultiLoRALinear(getattr(parent, child), r, lora_alpha, router)
         setattr(parent, child, layer)
-        layers.append(layer)
+        layers[name] = layer
+    if share_inputs:
+        _group_shared_inputs(model, layers)
     device = next(model.parameters()).device
-    return router, SlotStore(layers, num_slots, device)
+    return router, SlotStore(list(layers.values()), num_slots, device)
 
 
 def _is_target(name: str, target_modules: str | Sequence[str]) -> bool:
