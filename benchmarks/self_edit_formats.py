@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -43,7 +44,7 @@ from trl_seal import InnerJob, adapted_groups  # noqa: E402
 from trl_seal.knowledge.evaluate import generate_self_edits  # noqa: E402
 from trl_seal.knowledge.prompts import SELF_EDIT_PROMPTS, training_documents  # noqa: E402
 from trl_seal.knowledge.reward import KnowledgeQAReward  # noqa: E402
-from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
+from trl_seal.knowledge.stats import bootstrap_ci, bootstrap_statistic, within_group_slope  # noqa: E402
 from trl_seal.sampling import derive_seed  # noqa: E402
 
 PROTOCOLS = {"title": True, "no_title": False}
@@ -166,6 +167,20 @@ def analyse(records: list[dict], args) -> dict[str, list[dict]]:
     return tables
 
 
+def cost_per_doubling(records, protocol, styles, draws, seed) -> tuple[float, tuple[float, float], int]:
+    """How the styles' paired difference against the passage changes as the optimizer steps double, within a
+    passage: the slope of (style - passage) accuracy on log2(steps) with each passage's means removed, with a 95 %
+    bootstrap CI over passages. Negative: the more lines a self-edit has, the more it costs."""
+    groups = []
+    for record in records:
+        accuracy, reference = record["accuracy"][protocol], record["accuracy"][protocol].get("passage")
+        points = [(math.log2(record["steps"][s]), accuracy[s] - reference) for s in styles
+                  if _defined(accuracy.get(s)) and _defined(reference) and record["steps"].get(s)]
+        if len(points) > 1:
+            groups.append(points)
+    return within_group_slope(groups), bootstrap_statistic(groups, within_group_slope, draws, seed), len(groups)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| condition | passages | accuracy (%) | vs passage (paired) | vs step-matched passage (paired) | "
              "steps | tokens |", "|---|---|---|---|---|---|---|"]
@@ -216,8 +231,11 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
     text = "\n\n".join(f"Questions {'with' if PROTOCOLS[p] else 'without'} the title ({len(records)} passages, "
                        f"{args.epochs} epochs, lr {args.learning_rate}):\n{markdown(rows)}"
                        for p, rows in tables.items())
+    costs = {p: cost_per_doubling(records, p, args.styles, args.draws, args.seed) for p in PROTOCOLS}
+    text += "\n\nWithin a passage, (style - passage) accuracy per doubling of the optimizer steps: " + "; ".join(
+        f"{p}: {interval(value, ci, 100, 1)} points (n={n})" for p, (value, ci, n) in costs.items())
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
-        json.dump({"passages": len(records), "tables": tables}, f, indent=1)
+        json.dump({"passages": len(records), "tables": tables, "cost_per_doubling_of_steps": costs}, f, indent=1)
     with open(os.path.join(args.output_dir, "summary.md"), "w") as f:
         f.write(text + "\n")
     print("\n" + text)

@@ -15,6 +15,7 @@ from trl_seal.knowledge.stats import (
     spearman_brown,
     variance_components,
     within_group_correlation,
+    within_group_slope,
 )
 
 
@@ -35,6 +36,15 @@ def test_within_group_correlation_removes_group_means():
     assert within_group_correlation(groups) == pytest.approx(1.0)
     crossed = [[(0.0, 1.0), (1.0, 0.0)], [(5.0, 6.0), (6.0, 5.0)]]
     assert within_group_correlation(crossed) == pytest.approx(-1.0)
+
+
+def test_within_group_slope_removes_group_means():
+    # y = 2x + a group offset: the offsets (passage difficulty) leave the slope at exactly 2.
+    groups = [[(x, 2 * x + offset) for x in (0.0, 1.0, 3.0)] for offset in (0.0, 5.0, -7.0)]
+    assert within_group_slope(groups) == pytest.approx(2.0)
+    # Across groups the offsets would mislead (a pooled slope of these points is negative); within, it is +1.
+    assert within_group_slope([[(0, 10.0), (1, 11.0)], [(5, 0.0), (6, 1.0)]]) == pytest.approx(1.0)
+    assert math.isnan(within_group_slope([[(1, 2.0)], [(3, 4.0), (3, 5.0)]])), "no group with two distinct x"
 
 
 def test_variance_components_known_answer():
@@ -164,6 +174,8 @@ def test_self_edit_formats_smoke_path_matches_steps(tmp_path, tokenizer, tiny_mo
     assert rows["passage"]["steps"] == 1 and "vs_matched" in rows["implications"] and rows["base"]["passages"] == 2
     record = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
     assert set(record["accuracy"]["title"]) == set(names) and len(record["self_edits"]["implications"]) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["cost_per_doubling_of_steps"]) == {"title", "no_title"}
     bench.run(bench.parse_args(argv), tiny_model, tokenizer, _tiny_passages())
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2, "a restart skips done passages"
 

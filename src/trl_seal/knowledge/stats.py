@@ -74,6 +74,26 @@ def within_group_correlation(groups: Sequence[Sequence[tuple[float, float]]]) ->
     return pearson(xs, ys)
 
 
+def within_group_slope(groups: Sequence[Sequence[tuple[float, float]]]) -> float:
+    """Least-squares slope of `y` on `x` after subtracting each group's means (pooled over groups): how `y` moves with
+    `x` within a passage, passage difficulty removed. NaN where no group has two distinct `x`.
+
+    Example:
+    ```python
+    >>> within_group_slope([[(0, 1.0), (1, 3.0)], [(0, 10.0), (2, 14.0)]])
+    2.0
+    ```
+    """
+    num = den = 0.0
+    for pairs in groups:
+        if len(pairs) < 2:
+            continue
+        mx, my = sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs)
+        num += sum((x - mx) * (y - my) for x, y in pairs)
+        den += sum((x - mx) ** 2 for x, _ in pairs)
+    return num / den if den else NAN
+
+
 def variance_components(groups: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:
     """Nested one-way random-effects ANOVA: items within groups, each item scored `r >= 2` times.
 
