@@ -231,3 +231,22 @@ def test_study_shards_split_the_sample_and_share_one_results_file(tmp_path):
     first.add({"index": 1, "text": "x" * 20000})
     second.add({"index": 2})
     assert [r["index"] for r in study.ResumableStudy(str(tmp_path), {"k": 1}).records] == [1, 2]
+
+
+def test_self_edit_features_recover_known_coefficients_within_passages():
+    from trl_seal.knowledge.data import Question
+
+    bench = _benchmark("self_edit_features")
+    assert bench.faithfulness("The cat sat on Mars", "A cat sat on the mat") == pytest.approx(3 / 4)  # "the" dropped
+    questions = (Question("Where?", ("the mat",)), Question("Who?", ("a dog",)))
+    assert bench.answer_coverage("It sat on the mat.", questions) == pytest.approx(0.5)
+    # outcome = -0.05 * steps + 0.2 * faithful + a passage offset: the fit removes the offsets and finds both.
+    rng = random.Random(0)
+    groups = []
+    for offset in (0.3, -0.4, 0.1, 0.0):
+        rows = []
+        for _ in range(5):
+            features = [rng.uniform(3, 7), rng.uniform(0, 1), rng.uniform(0, 1)]
+            rows.append((features, offset - 0.05 * features[0] + 0.2 * features[1]))
+        groups.append(rows)
+    assert bench.within_passage_fit(groups) == pytest.approx([-0.05, 0.2, 0.0], abs=1e-9)
