@@ -250,3 +250,33 @@ def test_self_edit_features_recover_known_coefficients_within_passages():
             rows.append((features, offset - 0.05 * features[0] + 0.2 * features[1]))
         groups.append(rows)
     assert bench.within_passage_fit(groups) == pytest.approx([-0.05, 0.2, 0.0], abs=1e-9)
+
+
+def test_self_edit_documents_cuts_the_study_self_edits_and_resumes(tmp_path, tokenizer, tiny_model):
+    import json
+
+    formats = _benchmark("self_edit_formats")
+    study_dir = tmp_path / "formats"
+    formats.run(formats.parse_args(["--styles", "implications", "--epochs", "1", "--self_edit_tokens", "6",
+                                    "--answer_tokens", "2", "--dtype", "float32", "--draws", "50",
+                                    "--output_dir", str(study_dir)]), tiny_model, tokenizer, _tiny_passages())
+    bench = _benchmark("self_edit_documents")
+    passages = [passage for _, passage in _tiny_passages()]
+    # the documents of each condition
+    docs = {name: bench.documents(name, "T", "the passage", "1. one\n2. two") for name in bench.CONDITIONS}
+    assert [len(docs[name]) for name in bench.CONDITIONS] == [1, 3, 2, 1, 2]
+    assert docs["appended"][0].completion == "T\nthe passage\n1. one\n2. two"
+    argv = ["--study_results", str(study_dir / "results.jsonl"), "--epochs", "1", "--answer_tokens", "2",
+            "--dtype", "float32", "--draws", "50", "--output_dir", str(tmp_path / "docs")]
+    tables = bench.run(bench.parse_args(argv), tiny_model, tokenizer, passages)
+    rows = {row["condition"]: row for row in tables["title"]}
+    assert rows["appended"]["steps"] == rows["passage"]["steps"] == 1 and rows["passage x2"]["steps"] == 2
+    assert 1 <= rows["one document"]["steps"] <= 2  # 1 where the tiny model wrote an empty self-edit
+    assert rows["lines"]["passages"] == 2 and "vs_matched" in rows["one document"]
+    record = json.loads((tmp_path / "docs" / "results.jsonl").read_text().splitlines()[0])
+    assert set(record["accuracy"]["no_title"]) == set(bench.CONDITIONS)
+    bench.run(bench.parse_args(argv), tiny_model, tokenizer, passages)
+    assert len((tmp_path / "docs" / "results.jsonl").read_text().splitlines()) == 2, "a restart skips done passages"
+    with pytest.raises(ValueError, match="no 'rewrite' self-edit"):
+        other = [*argv[:-1], str(tmp_path / "rewrite"), "--style", "rewrite"]
+        bench.run(bench.parse_args(other), tiny_model, tokenizer, passages)

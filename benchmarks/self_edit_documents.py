@@ -1,0 +1,168 @@
+"""How a self-edit is cut into training documents: per line (the paper's), as one document, or appended to the passage.
+
+The format study (`self_edit_formats.py`) trains the passage plus one document per self-edit line, so a self-edit of
+n lines trains n + 1 optimizer steps per epoch against the passage's 1, and its cost against the passage grows with
+n (docs/results.md §0c). This study holds the self-edit's text fixed (the format study's own, read from its
+results.jsonl, so no generation) and changes only how it is cut, per passage, at the paper's inner settings:
+- `passage`: the passage alone (1 document);
+- `lines`: the passage plus one document per line (the format study's condition, measured again here);
+- `one document`: the passage plus the whole self-edit as one document (2 documents);
+- `appended`: one document, the passage followed by the self-edit (as many steps as `passage`, more tokens);
+- `passage x2`: the passage twice (2 documents: as many steps as `one document`).
+Every adapter answers with and without the title in the question; per condition and protocol: accuracy with a 95 %
+bootstrap CI over passages and paired differences against `passage`. Results are appended per passage to
+results.jsonl (a restart skips done passages); config.json records the settings and seeds.
+
+    python benchmarks/self_edit_documents.py --study_results benchmarks/results/self_edit_formats/results.jsonl \
+        --style implications --output_dir benchmarks/results/self_edit_documents
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from self_edit_formats import PROTOCOLS, markdown, paired  # noqa: E402
+from study import (  # noqa: E402
+    ResumableStudy,
+    add_common_arguments,
+    load_model,
+    make_adapter,
+    mean,
+    questions_of,
+)
+
+from trl_seal import InnerJob, adapted_groups  # noqa: E402
+from trl_seal.knowledge.prompts import training_documents  # noqa: E402
+from trl_seal.knowledge.reward import KnowledgeQAReward  # noqa: E402
+from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
+from trl_seal.sampling import derive_seed  # noqa: E402
+from trl_seal.types import TrainingExample  # noqa: E402
+
+CONDITIONS = ("passage", "lines", "one document", "appended", "passage x2")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, num_passages=30, output_dir="outputs/self_edit_documents")
+    parser.add_argument("--study_results", default="benchmarks/results/self_edit_formats/results.jsonl",
+                        help="The format study's results.jsonl: its passages (in its order) and self-edit texts.")
+    parser.add_argument("--style", default="implications", help="Whose self-edits to cut (a style of that study).")
+    return parser.parse_args(argv)
+
+
+def documents(condition: str, title: str, context: str, self_edit: str) -> list[TrainingExample]:
+    if condition == "passage":
+        return training_documents(title, context, "")
+    if condition == "lines":
+        return training_documents(title, context, self_edit)
+    if condition == "one document":
+        return training_documents(title, context, self_edit, split_lines=False)
+    if condition == "appended":
+        return [TrainingExample(f"{title}\n{context}\n{self_edit.strip()}")]
+    if condition == "passage x2":
+        return training_documents(title, context, "") * 2
+    raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
+
+
+def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed: int) -> dict:
+    """Train the five adapters of one passage in one batched call; accuracy, steps and tokens per condition."""
+    jobs = [InnerJob(documents(name, passage.title, passage.context, self_edit),
+                     seed=derive_seed(seed, "documents", index, name)) for name in CONDITIONS]
+    questions = questions_of(passage)
+    record = {"accuracy": {p: {} for p in PROTOCOLS}, "steps": {}, "tokens": {}, "failures": 0}
+    for group in adapted_groups(adapter, jobs):
+        usable = [slot for slot, member in enumerate(group.members) if member.failure is None]
+        items = [(slot, passage.title, questions) for slot in usable]
+        grades = {p: reward.grade_group(group, items) if items else [] for p, reward in rewards.items()}
+        for slot, member in enumerate(group.members):
+            name = CONDITIONS[member.job_index]
+            record["steps"][name], record["tokens"][name] = member.num_steps, member.num_tokens
+            record["failures"] += member.failure is not None
+            for protocol, graded in grades.items():
+                record["accuracy"][protocol][name] = mean(graded[usable.index(slot)]) if slot in usable else None
+    return record
+
+
+def analyse(records, args) -> dict[str, list[dict]]:
+    tables = {}
+    for protocol in PROTOCOLS:
+        rows = []
+        for name in CONDITIONS:
+            values = [r["accuracy"][protocol][name] for r in records if r["accuracy"][protocol].get(name) is not None]
+            row = {"condition": name, "passages": len(values), "accuracy": mean(values),
+                   "ci95": bootstrap_ci(values, args.draws, args.seed),
+                   "steps": mean([r["steps"].get(name) for r in records]),
+                   "tokens": mean([r["tokens"].get(name) for r in records])}
+            if name != "passage":
+                row["vs_passage"] = paired(records, protocol, name, "passage", args.draws, args.seed)
+            if name == "one document":
+                row["vs_matched"] = paired(records, protocol, name, "passage x2", args.draws, args.seed)
+            rows.append(row)
+        tables[protocol] = rows
+    return tables
+
+
+def study_passages(args, passages) -> list[tuple[int, object, str]]:
+    """`(index, passage, self-edit text)` for the first `num_passages` passages the format study measured."""
+    with open(args.study_results) as handle:
+        records = sorted((json.loads(line) for line in handle if line.strip()), key=lambda r: r["index"])
+    chosen = []
+    for record in records[: args.num_passages]:
+        passage = passages[record["index"]]
+        if passage.passage_id != record["passage_id"]:
+            raise ValueError(f"{args.study_results}: passage {record['index']} of --data {args.data} is not the one "
+                             "the study measured; pass the study's --data.")
+        edits = record["self_edits"].get(args.style)
+        if not edits:
+            raise ValueError(f"{args.study_results}: passage {record['index']} has no {args.style!r} self-edit; "
+                             f"styles there: {sorted(record['self_edits'])}.")
+        chosen.append((record["index"], passage, edits[0]))
+    return chosen
+
+
+def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
+    study = ResumableStudy(args.output_dir, {**vars(args), "seeds": "derive_seed(seed, 'documents', index, name)"})
+    rewards = {p: KnowledgeQAReward(max_new_tokens=args.answer_tokens, question_with_title=with_title)
+               for p, with_title in PROTOCOLS.items()}
+    adapter = make_adapter(args, model, tokenizer)
+    chosen = study_passages(args, passages)
+    mine = chosen[int(args.shard.split("/")[0]) :: int(args.shard.split("/")[1])]
+    for number, (index, passage, self_edit) in enumerate(mine, 1):
+        if index in study.done or args.analyse_only:
+            continue
+        start = time.time()
+        record = {"index": index, "passage_id": passage.passage_id, "title": passage.title,
+                  **measure_passage(adapter, rewards, index, passage, self_edit, args.seed)}
+        record["seconds"] = time.time() - start
+        study.add(record)
+        study.progress(number, len(mine), passage.title,
+                       f"{record['seconds']:.0f} s; with title {record['accuracy']['title']}")
+    records = [r for r in study.records if r["index"] in {index for index, _, _ in chosen}]
+    tables = analyse(records, args)
+    text = "\n\n".join(f"Questions {'with' if PROTOCOLS[p] else 'without'} the title ({len(records)} passages, "
+                       f"{args.style} self-edits, {args.epochs} epochs, lr {args.learning_rate}; 'vs step-matched' "
+                       f"is `one document` against `passage x2`):\n{markdown(rows)}" for p, rows in tables.items())
+    with open(os.path.join(args.output_dir, "summary.md"), "w") as handle:
+        handle.write(text + "\n")
+    print("\n" + text)
+    return tables
+
+
+def main(argv=None):
+    import torch
+
+    from trl_seal.knowledge.data import load_passages
+
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model(args.model)
+    return run(args, model, tokenizer, load_passages(args.data))
+
+
+if __name__ == "__main__":
+    main()
