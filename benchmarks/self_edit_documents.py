@@ -6,8 +6,9 @@ n (docs/results.md §0c). This study holds the self-edit's text fixed (the forma
 results.jsonl, so no generation) and changes only how it is cut, per passage, at the paper's inner settings:
 - `passage`: the passage alone (1 document);
 - `lines`: the passage plus one document per line (the format study's condition, measured again here);
-- `one document`: the passage plus the whole self-edit as one document (2 documents);
+- `one document`: the passage plus the whole self-edit as one document (2 documents; layout `whole`);
 - `appended`: one document, the passage followed by the self-edit (as many steps as `passage`, more tokens);
+(`lines`, `whole` and `appended` are the library's `DOCUMENT_LAYOUTS`, the `self_edit_layout` field of the scripts);
 - `passage x2`: the passage twice (2 documents: as many steps as `one document`).
 Every adapter answers with and without the title in the question; per condition and protocol: accuracy with a 95 %
 bootstrap CI over passages and paired differences against `passage`. Results are appended per passage to
@@ -56,16 +57,12 @@ def parse_args(argv=None):
 
 
 def documents(condition: str, title: str, context: str, self_edit: str) -> list[TrainingExample]:
-    if condition == "passage":
-        return training_documents(title, context, "")
-    if condition == "lines":
-        return training_documents(title, context, self_edit)
-    if condition == "one document":
-        return training_documents(title, context, self_edit, split_lines=False)
-    if condition == "appended":
-        return [TrainingExample(f"{title}\n{context}\n{self_edit.strip()}")]
-    if condition == "passage x2":
-        return training_documents(title, context, "") * 2
+    """The condition's documents: the library's layouts (`DOCUMENT_LAYOUTS`) and the two passage-only controls."""
+    layouts = {"lines": "lines", "one document": "whole", "appended": "appended"}
+    if condition in layouts:
+        return training_documents(title, context, self_edit, layouts[condition])
+    if condition in ("passage", "passage x2"):
+        return training_documents(title, context, "") * (2 if condition == "passage x2" else 1)
     raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
 
 

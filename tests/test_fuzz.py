@@ -92,11 +92,13 @@ def test_arc_training_examples_on_any_task_and_configuration(pairs, groups, loss
 
 
 @FUZZ
-@given(st.text(max_size=40), st.text(max_size=200), st.text(max_size=600) | HOSTILE, st.booleans(), st.booleans())
-def test_knowledge_documents_on_any_text(title, context, self_edit, split_lines, include_passage):
+@given(st.text(max_size=40), st.text(max_size=200), st.text(max_size=600) | HOSTILE,
+       st.sampled_from(["lines", "whole", "appended"]), st.booleans())
+def test_knowledge_documents_on_any_text(title, context, self_edit, layout, include_passage):
     self_edit = completion_text(self_edit)  # what the rewards do first: model output is text, nothing else
-    documents = training_documents(title, context, self_edit, split_lines, include_passage)
-    lines = len(self_edit.splitlines()) if split_lines else 1
+    include_passage = include_passage or layout == "appended"  # appended is the passage plus the self-edit
+    documents = training_documents(title, context, self_edit, layout, include_passage)
+    lines = {"lines": len(self_edit.splitlines()), "whole": 1, "appended": 0}[layout]
     assert len(documents) <= lines + int(include_passage)
     assert all(isinstance(d.completion, str) and d.completion.startswith(f"{title}\n") for d in documents)
     assert all(d.completion[len(title) + 1:].strip() for d in documents[: len(documents) - int(include_passage)])

@@ -26,9 +26,21 @@ def test_training_documents():
     edit = "1. It is old.\n\n- It lies on a river.\n   \n* Founded 1702."
     docs = [d.completion for d in training_documents("Q", "Q is a town.", edit)]
     assert docs == ["Q\nIt is old.", "Q\nIt lies on a river.", "Q\nFounded 1702.", "Q\nQ is a town."]
-    whole = training_documents("Q", "Q is a town.", edit, split_lines=False, include_passage=False)
+    whole = training_documents("Q", "Q is a town.", edit, "whole", include_passage=False)
     assert len(whole) == 1 and whole[0].completion.startswith("Q\n1. It is old.")
     assert all(d.prompt == "" for d in whole)
+    beside = [d.completion for d in training_documents("Q", "Q is a town.", "It is old.\nOn a river.", "whole")]
+    assert beside == ["Q\nIt is old.\nOn a river.", "Q\nQ is a town."]
+    appended = training_documents("Q", "Q is a town.", "  It is old.\nOn a river.\n", "appended")
+    assert [d.completion for d in appended] == ["Q\nQ is a town.\nIt is old.\nOn a river."]
+    assert [d.completion for d in training_documents("Q", "Q is a town.", " \n", "appended")] == ["Q\nQ is a town."]
+
+
+def test_training_documents_reject_unknown_or_impossible_layouts():
+    with pytest.raises(ValueError, match="'paragraphs'.*appended.*lines.*whole"):
+        training_documents("Q", "Q is a town.", "It is old.", "paragraphs")
+    with pytest.raises(ValueError, match="needs include_passage=True"):
+        training_documents("Q", "Q is a town.", "It is old.", "appended", include_passage=False)
 
 
 def test_self_edit_dataset_columns():

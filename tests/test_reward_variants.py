@@ -90,6 +90,24 @@ def test_mode_is_a_deprecated_alias_of_baseline():
             KnowledgeQAReward(**bad)
 
 
+def test_document_layout_decides_what_the_inner_loop_trains(tokenizer):
+    texts = {}
+    for layout in ("lines", "whole", "appended"):
+        adapter = RecordingAdapter(tokenizer)
+        call(KnowledgeQAReward(baseline="none", document_layout=layout), adapter, ["apple\nriver"])
+        texts[layout] = [example.completion for example in adapter.jobs[0].examples]
+    assert texts["lines"] == ["stone\napple", "stone\nriver", "stone\nthe secret is cloud"]
+    assert texts["whole"] == ["stone\napple\nriver", "stone\nthe secret is cloud"]
+    assert texts["appended"] == ["stone\nthe secret is cloud\napple\nriver"], "as many steps as the passage alone"
+    # split_lines: the deprecated alias
+    assert KnowledgeQAReward(split_lines=False).document_layout == "whole"
+    assert KnowledgeQAReward().document_layout == "lines" and KnowledgeQAReward().split_lines
+    with pytest.raises(ValueError, match="disagree"):
+        KnowledgeQAReward(split_lines=True, document_layout="appended")
+    with pytest.raises(ValueError, match="needs include_passage=True"):
+        KnowledgeQAReward(document_layout="appended", include_passage=False)
+
+
 def _manual_logprob(model, tokenizer, prompt: str, continuation: str) -> float:
     head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     tail = tokenizer(continuation, add_special_tokens=False)["input_ids"]
@@ -160,17 +178,20 @@ def test_variant_fields_parse_from_cli_and_yaml(tmp_path):
     reward = knowledge_reward(script)
     assert (reward.score_kind, reward.num_scorings, reward.baseline_kind) == ("loglik", 3, "passage")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("reward_score: loglik\nreward_baseline: none\nquestion_with_title: false\n")
+    recipe.write_text("reward_score: loglik\nreward_baseline: none\nquestion_with_title: false\n"
+                      "self_edit_layout: appended\n")
     script = parse_script_arguments(make_parser(), ["--config", str(recipe)])[0]
     reward = knowledge_reward(script)
     assert (reward.score_kind, reward.baseline_kind, reward.question_with_title) == ("loglik", "none", False)
-    with pytest.raises(SystemExit):
-        parse_script_arguments(make_parser(), ["--reward_baseline", "policy"])
+    assert reward.document_layout == "appended"
+    for bad in (["--reward_baseline", "policy"], ["--self_edit_layout", "paragraphs"]):
+        with pytest.raises(SystemExit):
+            parse_script_arguments(make_parser(), bad)
 
 
 def test_eval_knowledge_question_protocol_flag():
     from trl_seal.scripts.eval_knowledge import make_parser
 
-    args = make_parser().parse_args_and_config(["--question_with_title", "false"])[0]
-    assert args.question_with_title is False
+    args = make_parser().parse_args_and_config(["--question_with_title", "false", "--self_edit_layout", "whole"])[0]
+    assert args.question_with_title is False and args.self_edit_layout == "whole"
     assert make_parser().parse_args_and_config([])[0].question_with_title is True

@@ -96,7 +96,7 @@ def evaluate_passage_only(adapter, passages, reward, progress=None) -> Condition
 
 def evaluate_self_edits(name, adapter, passages, self_edits: Sequence[Sequence[str]], reward, progress=None):
     documents = [
-        [training_documents(p.title, p.context, e, reward.split_lines, reward.include_passage)
+        [training_documents(p.title, p.context, e, reward.document_layout, reward.include_passage)
          for e in edits if e.strip()]
         or [training_documents(p.title, p.context, "")]
         for p, edits in zip(passages, self_edits, strict=True)
@@ -108,10 +108,13 @@ def evaluate_continued_pretraining(adapter, passages, self_edits, reward) -> Con
     """One adapter on the documents of all passages (and their self-edits, if given), then every question."""
     documents = []
     for index, passage in enumerate(passages):
-        for edit in self_edits[index] if self_edits else []:
-            documents += training_documents(passage.title, passage.context, edit, reward.split_lines,
-                                            include_passage=False)
-        documents += training_documents(passage.title, passage.context, "")
+        edits = [edit for edit in (self_edits[index] if self_edits else []) if edit.strip()]
+        appended = reward.document_layout == "appended"  # each edit's document already holds the passage
+        for edit in edits:
+            documents += training_documents(passage.title, passage.context, edit, reward.document_layout,
+                                            include_passage=appended)
+        if not (appended and edits):
+            documents += training_documents(passage.title, passage.context, "")
     scores = [0.0] * len(passages)
     for adapted in adapter.adapt([InnerJob(documents, seed=0)]):
         if adapted.failure is None:

@@ -63,19 +63,34 @@ def self_edit_prompt(passage: Passage, style: str = "implications", template: st
     return template.replace("{title}", passage.title).replace("{context}", passage.context)
 
 
+# How a self-edit becomes training documents (`training_documents`):
+DOCUMENT_LAYOUTS = {
+    "lines": "one document per self-edit line, plus the passage (the paper's)",
+    "whole": "the whole self-edit as one document, plus the passage",
+    "appended": "one document: the passage followed by the self-edit (as many optimizer steps as the passage alone)",
+}
+
+
 def training_documents(
-    title: str, context: str, self_edit: str, split_lines: bool = True, include_passage: bool = True
+    title: str, context: str, self_edit: str, layout: str = "lines", include_passage: bool = True
 ) -> list[TrainingExample]:
-    """Documents the inner loop trains on: each non-empty line of the self-edit (list markers stripped) prefixed by
-    the title, or the whole self-edit as one document; plus the passage itself unless `include_passage=False`.
+    """Documents the inner loop trains on, each prefixed by the title. `layout` (`DOCUMENT_LAYOUTS`): each non-empty
+    line of the self-edit (list markers stripped) as a document, or the whole self-edit as one, each beside the
+    passage itself unless `include_passage=False`; or `"appended"`: the passage and the self-edit in one document.
 
     Example:
     ```python
     >>> [d.completion for d in training_documents("Quellmarsh", "Quellmarsh is a town.", "1. It is small.\\n")]
     ['Quellmarsh\\nIt is small.', 'Quellmarsh\\nQuellmarsh is a town.']
+    >>> [d.completion for d in training_documents("Quellmarsh", "Quellmarsh is a town.", "It is small.", "appended")]
+    ['Quellmarsh\\nQuellmarsh is a town.\\nIt is small.']
     ```
     """
-    if split_lines:
+    check_layout(layout, include_passage)
+    if layout == "appended":
+        return [TrainingExample(f"{title}\n{context}\n{self_edit.strip()}" if self_edit.strip() else
+                                f"{title}\n{context}")]
+    if layout == "lines":
         pieces = [_LIST_MARKER.sub("", line).strip() for line in self_edit.splitlines()]
     else:
         pieces = [self_edit.strip()]
@@ -83,6 +98,16 @@ def training_documents(
     if include_passage:
         documents.append(TrainingExample(f"{title}\n{context}"))
     return documents
+
+
+def check_layout(layout: str, include_passage: bool = True) -> None:
+    """Fail on an unknown layout, or on `"appended"` without the passage (it is the passage plus the self-edit)."""
+    if layout not in DOCUMENT_LAYOUTS:
+        raise ValueError(f"document layout {layout!r}: use one of {sorted(DOCUMENT_LAYOUTS)} "
+                         f"({'; '.join(f'{k}: {v}' for k, v in DOCUMENT_LAYOUTS.items())}).")
+    if layout == "appended" and not include_passage:
+        raise ValueError("document layout 'appended' writes the self-edit after the passage, so it needs "
+                         "include_passage=True; use 'lines' or 'whole' to train on the self-edit alone.")
 
 
 def question_prompt(title: str, question: str, with_title: bool = True) -> str:

@@ -11,7 +11,7 @@ from ..rewards import InnerLoopReward
 from ..sampling import derive_seed
 from ..types import InnerJob, completion_text  # noqa: F401 (completion_text: re-exported for callers)
 from .grading import answer_contained, normalize_answer
-from .prompts import question_prompt, training_documents
+from .prompts import check_layout, question_prompt, training_documents
 
 Grader = Callable[[str, Sequence[str], str], float]
 SCORES = ("accuracy", "loglik")
@@ -51,7 +51,10 @@ class KnowledgeQAReward(InnerLoopReward):
         baseline (`str`, *optional*): `"base"` (default), `"passage"` or `"none"`.
         mode (`str`, *optional*): deprecated alias of `baseline`: `"gain"` is `"base"`, `"accuracy"` is `"none"`.
         question_with_title (`bool`, defaults to `True`): the question prompt names the passage title (the paper's).
-        split_lines (`bool`, defaults to `True`): one training document per self-edit line.
+        document_layout (`str`, defaults to `"lines"`): how a self-edit becomes training documents
+            (`DOCUMENT_LAYOUTS`): `"lines"` (one per line, the paper's), `"whole"` (one document) or `"appended"`
+            (the passage followed by the self-edit, one document: as many inner steps as the passage alone).
+        split_lines (`bool`, *optional*): deprecated alias: `True` is layout `"lines"`, `False` is `"whole"`.
         include_passage (`bool`, defaults to `True`): also train on the passage itself.
         max_new_tokens (`int`, defaults to `64`): answer length (paper: 64).
         eval_batch_size (`int`, defaults to `32`): questions per generate call or forward pass.
@@ -82,7 +85,8 @@ class KnowledgeQAReward(InnerLoopReward):
         baseline: str | None = None,
         mode: str | None = None,
         question_with_title: bool = True,
-        split_lines: bool = True,
+        document_layout: str | None = None,
+        split_lines: bool | None = None,
         include_passage: bool = True,
         max_new_tokens: int = 64,
         eval_batch_size: int = 32,
@@ -100,10 +104,16 @@ class KnowledgeQAReward(InnerLoopReward):
         self.grader, self.score_kind, self.num_scorings = grader, score, num_scorings
         self.baseline_kind = _resolve_baseline(baseline, mode)
         self.question_with_title = question_with_title
-        self.split_lines, self.include_passage = split_lines, include_passage
+        self.document_layout = _resolve_layout(document_layout, split_lines, include_passage)
+        self.include_passage = include_passage
         self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
         self.max_self_edit_chars, self.max_documents = max_self_edit_chars, max_documents
         self._baseline_cache: dict[tuple, list[float]] = {}
+
+    @property
+    def split_lines(self) -> bool:
+        """Deprecated view of `document_layout`: whether each self-edit line is its own document."""
+        return self.document_layout == "lines"
 
     @property
     def mode(self) -> str:
@@ -138,7 +148,7 @@ class KnowledgeQAReward(InnerLoopReward):
             return "empty_self_edit"
         if len(text) > self.max_self_edit_chars:
             return "too_long"
-        documents = training_documents(context["title"], context["context"], text, self.split_lines,
+        documents = training_documents(context["title"], context["context"], text, self.document_layout,
                                        self.include_passage)
         if len(documents) > self.max_documents:
             return "too_many_documents"
@@ -280,6 +290,18 @@ class KnowledgeQAReward(InnerLoopReward):
                 owners += [(item, number)] * len(golds)
                 collect(slot, len(golds))
         return prompts, answers, owners
+
+
+def _resolve_layout(layout: str | None, split_lines: bool | None, include_passage: bool) -> str:
+    if split_lines is not None:
+        implied = "lines" if split_lines else "whole"
+        if layout is not None and layout != implied:
+            raise ValueError(f"split_lines={split_lines} and document_layout={layout!r} disagree: drop split_lines "
+                             "(deprecated).")
+        layout = implied
+    layout = layout or "lines"
+    check_layout(layout, include_passage)
+    return layout
 
 
 def _resolve_baseline(baseline: str | None, mode: str | None) -> str:

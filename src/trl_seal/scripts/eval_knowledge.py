@@ -28,6 +28,7 @@ from trl_seal.inner.memory import release_free_memory
 from trl_seal.knowledge.data import EMBEDDED, load_passages
 from trl_seal.knowledge.evaluate import generate_self_edits, markdown_table, read_self_edit_file, run_conditions
 from trl_seal.knowledge.grading import LLMJudge, answer_contained, exact_match, f1_score
+from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS
 from trl_seal.knowledge.reward import KnowledgeQAReward
 from trl_seal.models import DEFAULT_MODEL, resolve_model
 
@@ -68,6 +69,12 @@ class EvalKnowledgeArguments:
     question_with_title: bool = field(
         default=True, metadata={"help": "Closed-book questions name the passage title (the paper's)."}
     )
+    self_edit_layout: str = field(
+        default="lines",
+        metadata={"help": "How a self-edit becomes inner-loop documents: lines (one per line, beside the passage; the "
+                  "paper's), whole (one document beside the passage) or appended (the passage followed by the "
+                  "self-edit, one document).", "choices": list(DOCUMENT_LAYOUTS)},
+    )
     judge: str | None = field(
         default=None, metadata={"help": "Local model path for a yes/no LLM judge (overrides grader)."}
     )
@@ -97,7 +104,8 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
     path = resolve_model(args.model)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     reward = KnowledgeQAReward(grader=LLMJudge(args.judge) if args.judge else GRADERS[args.grader],
-                               question_with_title=args.question_with_title)
+                               question_with_title=args.question_with_title,
+                               document_layout=args.self_edit_layout)
     sources, paired = {}, []
     if any(c in ("self_edits", "cpt+self_edits") for c in conditions):
         sources = writer_self_edits(args, model, tokenizer, passages)

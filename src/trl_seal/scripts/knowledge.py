@@ -30,7 +30,7 @@ from trl_seal.knowledge.data import load_passages
 from trl_seal.knowledge.evaluate import describe_comparison, generate_self_edits, markdown_table, run_conditions
 from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score
 from trl_seal.knowledge.plot import plot_results, read_self_edit_rows, round_rewards
-from trl_seal.knowledge.prompts import self_edit_dataset
+from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS, self_edit_dataset
 from trl_seal.knowledge.reward import KnowledgeQAReward
 from trl_seal.scripts.common import (
     RoundLog,
@@ -83,6 +83,12 @@ class KnowledgeArguments:
     question_with_title: bool = field(
         default=True, metadata={"help": "Closed-book questions name the passage title (the paper's)."}
     )
+    self_edit_layout: str = field(
+        default="lines",
+        metadata={"help": "How a self-edit becomes inner-loop documents: lines (one per line, beside the passage; the "
+                  "paper's), whole (one document beside the passage) or appended (the passage followed by the "
+                  "self-edit, one document).", "choices": list(DOCUMENT_LAYOUTS)},
+    )
 
 
 # The policy update holds the fp32 weights, their gradients and AdamW's two moments (2.2 GB for 135M parameters)
@@ -108,7 +114,7 @@ def knowledge_reward(script: KnowledgeArguments) -> KnowledgeQAReward:
     return KnowledgeQAReward(
         grader=GRADERS[script.grader], score=script.reward_score, num_scorings=script.reward_num_scorings,
         baseline=script.reward_baseline, question_with_title=script.question_with_title,
-        max_new_tokens=script.answer_max_new_tokens,
+        document_layout=script.self_edit_layout, max_new_tokens=script.answer_max_new_tokens,
     )
 
 
