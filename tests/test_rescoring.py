@@ -133,7 +133,8 @@ def write_run(tmp_path, tiny_model, tokenizer, rows) -> tuple:
     (run_dir / "self_edits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run_dir / "seal_config.json").write_text(json.dumps({"seed": 0}))
     reward = {"score_kind": "accuracy", "baseline_kind": "base", "num_scorings": 1, "max_new_tokens": 2,
-              "question_with_title": True, "grader": "trl_seal.knowledge.grading.answer_contained"}
+              "question_with_title": True, "grader": "trl_seal.knowledge.grading.answer_contained",
+              "document_layout": "appended"}
     inner = {"r": 4, "lora_alpha": 8, "num_epochs": 1, "learning_rate": 0.01, "max_adapters": 8}
     (run_dir / "seal_ledger" / "config.json").write_text(json.dumps({"model": str(model_dir), "reward": reward,
                                                                       "inner_adapter": inner}))
@@ -153,7 +154,7 @@ def test_run_settings_are_the_defaults_and_flags_override_them(tmp_path, tiny_mo
     run_dir, _ = write_run(tmp_path, tiny_model, tokenizer, run_rows(chat=False))
     args, inner = make_parser().parse_args_and_config(["--run_dir", str(run_dir), "--inner_r", "2"])
     assert (inner.inner_num_epochs, inner.inner_r, inner.inner_lora_alpha) == (1, 2, 8)
-    assert (args.answer_max_new_tokens, args.model) == (2, str(tmp_path / "model"))
+    assert (args.answer_max_new_tokens, args.model, args.self_edit_layout) == (2, str(tmp_path / "model"), "appended")
     recipe = tmp_path / "rescore.yaml"
     recipe.write_text(f"run_dir: {run_dir}\ninner_num_epochs: 2\ninner_r: 16\n")
     _, inner = make_parser().parse_args_and_config(["--config", str(recipe), "--inner_r", "2"])

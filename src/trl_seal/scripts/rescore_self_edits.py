@@ -23,6 +23,7 @@ from trl import TrlParser
 from trl_seal.inner.config import INNER_PREFIX, InnerArguments
 from trl_seal.knowledge import rescoring
 from trl_seal.knowledge.plot import read_self_edit_rows
+from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS
 from trl_seal.ledger import LEDGER_FOLDER, append_jsonl, read_complete_lines, write_json_atomically
 from trl_seal.scripts.knowledge import GRADERS, KnowledgeArguments, knowledge_reward
 
@@ -56,6 +57,10 @@ class RescoreArguments:
         default=1, metadata={"help": "Inner loops behind one reward (one fresh scoring); default: the run's."}
     )
     question_with_title: bool = field(default=True, metadata={"help": "Default: the run's."})
+    self_edit_layout: str = field(
+        default="lines",
+        metadata={"help": "lines, whole or appended; default: the run's.", "choices": list(DOCUMENT_LAYOUTS)},
+    )
     answer_max_new_tokens: int = field(default=64, metadata={"help": "Default: the run's."})
     bootstrap_draws: int = field(default=2000, metadata={"help": "Bootstrap resamples of contexts for the CIs."})
     output_dir: str | None = field(default=None, metadata={"help": "Output folder; default <run_dir>/rescored."})
@@ -92,7 +97,8 @@ def run_settings(run_dir: str) -> dict:
     ledger = _read_json(os.path.join(run_dir, LEDGER_FOLDER, "config.json"))
     reward = ledger.get("reward") or {}
     names = {"score_kind": "reward_score", "baseline_kind": "reward_baseline", "num_scorings": "reward_num_scorings",
-             "question_with_title": "question_with_title", "max_new_tokens": "answer_max_new_tokens"}
+             "question_with_title": "question_with_title", "max_new_tokens": "answer_max_new_tokens",
+             "document_layout": "self_edit_layout"}
     values.update({ours: reward[theirs] for theirs, ours in names.items() if theirs in reward})
     graders = {f"{f.__module__}.{f.__qualname__}": name for name, f in GRADERS.items()}
     if reward.get("grader") in graders:
