@@ -294,16 +294,23 @@ class GroupSegmentLoRA(torch.autograd.Function):
         compute = lora_A.dtype
         x_compute = x.to(compute)
         inner = x.new_empty((x.shape[0], lora_A.shape[1]), dtype=compute)  # x @ A.T of all members side by side
-        outs = [base.to(compute, copy=True) for base in bases]
-        columns = _columns(ranks)
         for start, end, slot in segments:
             torch.mm(x_compute[start:end], lora_A[slot].T, out=inner[start:end])
-            for out, lora_B, (left, right) in zip(outs, lora_Bs, columns, strict=True):
+        del x_compute
+        columns = _columns(ranks)
+        # One member's float32 output at a time (as separate layers hold them): on a long prefill two gate/up
+        # outputs in float32 at once would be hundreds of MB.
+        outs = []
+        for base, lora_B, (left, right) in zip(bases, lora_Bs, columns, strict=True):
+            out = base.to(compute, copy=True)
+            for start, end, slot in segments:
                 out[start:end].addmm_(inner[start:end, left:right], lora_B[slot].T, alpha=scaling)
+            outs.append(out.to(base.dtype))
+            del out
         ctx.save_for_backward(x, inner, *lora_Bs)
         ctx.lora_A, ctx.grad_A, ctx.grad_Bs = lora_A, grad_A, grad_Bs
         ctx.segments, ctx.scaling, ctx.columns = segments, scaling, columns
-        return tuple(out.to(base.dtype) for out, base in zip(outs, bases, strict=True))
+        return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grad_outs):
@@ -314,14 +321,16 @@ class GroupSegmentLoRA(torch.autograd.Function):
         returned = grad_A is None
         if returned:
             grad_A, grad_Bs = torch.zeros_like(lora_A), [torch.zeros_like(lora_B) for lora_B in lora_Bs]
-        scaled = [grad.to(compute, copy=True).mul_(ctx.scaling) for grad in grad_outs]
-        x_compute = x.to(compute)
         grad_inner = torch.empty_like(inner)
+        for grad_out, lora_B, grad_B, (left, right) in zip(grad_outs, lora_Bs, grad_Bs, ctx.columns, strict=True):
+            scaled = grad_out.to(compute, copy=True).mul_(ctx.scaling)  # one member's float32 gradient at a time
+            for start, end, slot in ctx.segments:
+                grad_B[slot].addmm_(scaled[start:end].T, inner[start:end, left:right])
+                torch.mm(scaled[start:end], lora_B[slot], out=grad_inner[start:end, left:right])
+            del scaled
+        x_compute = x.to(compute)
         grad_x = _zeros_outside(ctx.segments, x.shape, compute, x.device) if needs_x else None
         for start, end, slot in ctx.segments:
-            for grad, lora_B, grad_B, (left, right) in zip(scaled, lora_Bs, grad_Bs, ctx.columns, strict=True):
-                grad_B[slot].addmm_(grad[start:end].T, inner[start:end, left:right])
-                torch.mm(grad[start:end], lora_B[slot], out=grad_inner[start:end, left:right])
             grad_A[slot].addmm_(grad_inner[start:end].T, x_compute[start:end])
             if needs_x:
                 torch.mm(grad_inner[start:end], lora_A[slot], out=grad_x[start:end])
