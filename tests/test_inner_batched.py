@@ -60,6 +60,9 @@ def test_batched_training_equals_training_each_alone(tiny_model, tokenizer, batc
             seen.add(member.job_index)
     assert seen == set(range(len(JOBS)))
     assert adapter.last_run["slots"] == 2
+    # q/k/v and gate/up trained as shared-input groups the whole time: this test holds them to peft's results
+    groups = {layer.group for layer in adapter._layers if layer.group is not None}
+    assert len(groups) == 2 * len(tiny_model.model.layers) and all(group.enabled for group in groups)
 
 
 def test_trainable_slots_change_and_base_stays_identical(tiny_model, tokenizer):
