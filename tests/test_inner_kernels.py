@@ -216,6 +216,22 @@ def test_shared_input_groups_equal_separate_layers_on_a_tiny_llama():
         torch.testing.assert_close(grad_B, expected_B)
 
 
+def test_a_forward_cut_short_does_not_turn_a_group_off():
+    """An out-of-memory step is retried in halves: outputs left for members never called are dropped with the
+    router's context, so the retried forward still computes the group together."""
+    model = tiny_llama()
+    router, store = install_multi_lora(model, 2, 2, 4, "all-linear")
+    attention = model.model.layers[0].self_attn
+    x = torch.randn(1, 3, 16)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with router.use("tokens", segments=[(0, 3, 1)]):
+            attention.q_proj(x)  # k and v never called: the step fails here
+            raise RuntimeError("CPU out of memory (simulated)")
+    with router.use("tokens", segments=[(0, 3, 1)]):
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert all(group.enabled for group in router.groups) and len(router.groups) == 4
+
+
 class _SplitInputs(nn.Module):
     """Names its layers like an attention block's but feeds k and v another tensor than q."""
 

@@ -36,6 +36,7 @@ class SlotRouter:
         self.row_slots: list[int] | None = None
         self.segments: list[Segment] | None = None
         self.plans: dict = {}
+        self.groups: list[SharedInputGroup] = []  # set by `install_multi_lora`
 
     @contextlib.contextmanager
     def use(self, mode: str, **state) -> Iterator[None]:
@@ -43,10 +44,18 @@ class SlotRouter:
         self.mode, self.plans = mode, {}
         for name, value in state.items():
             setattr(self, name, value)
+        self._forget_pending()
         try:
             yield
         finally:
             vars(self).update(saved)
+            self._forget_pending()
+
+    def _forget_pending(self) -> None:
+        # A forward cut short (an out-of-memory step that is retried in halves) leaves outputs a group computed for
+        # members never called; the next forward must not read that as "the members do not share their input".
+        for group in self.groups:
+            group.forget_pending()
 
     def segments_for(self, shape: torch.Size) -> list[Segment]:
         """The segments of an input of `shape` (..., features) flattened to tokens: given in `tokens` mode, derived
@@ -239,6 +248,9 @@ class SharedInputGroup:
         self._input: torch.Tensor | None = None
         self._pending: dict[int, torch.Tensor] = {}  # member index -> its output, not yet picked up
 
+    def forget_pending(self) -> None:
+        self._pending, self._input = {}, None
+
     def bind(self, store: SlotStore, offset: int) -> None:
         shape = (sum(m.r for m in self.members), self.members[0].base.in_features)
         self.lora_A, self.grad_A = store.view(store.flat, offset, shape), store.view(store.grad, offset, shape)
@@ -358,6 +370,7 @@ def _group_shared_inputs(model: nn.Module, layers: dict[str, MultiLoRALinear]) -
             members = [m for m in members if m is not None]
             if len(members) > 1 and len({(m.base.in_features, m.scaling) for m in members}) == 1:
                 group = SharedInputGroup(members)
+                members[0].router.groups.append(group)
                 for member in members:
                     member.group = group
 
