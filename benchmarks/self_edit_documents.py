@@ -35,6 +35,7 @@ from study import (  # noqa: E402
     make_adapter,
     mean,
     questions_of,
+    shard,
 )
 
 from trl_seal import InnerJob, adapted_groups  # noqa: E402
@@ -128,7 +129,7 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
                for p, with_title in PROTOCOLS.items()}
     adapter = make_adapter(args, model, tokenizer)
     chosen = study_passages(args, passages)
-    mine = chosen[int(args.shard.split("/")[0]) :: int(args.shard.split("/")[1])]
+    mine = shard(chosen, args.shard)
     for number, (index, passage, self_edit) in enumerate(mine, 1):
         if index in study.done or args.analyse_only:
             continue
