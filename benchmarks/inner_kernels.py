@@ -14,6 +14,7 @@
              seg   `MultiLoRALinear` with `SegmentLoRA` (one matmul pair per slot's contiguous tokens; casts and
                    scaling once per layer)
              "LoRA part" = the arm minus base.
+  threads    one segment's LoRA products on 1 thread and on 2, by the segment's rows (`--parts threads`)
   group      forward + backward of the layers of one decoder layer that read one input (q/k/v, gate/up): as separate
              `MultiLoRALinear`s vs one `SharedInputGroup` (one `x @ A.T` and one `grad_x` per segment for the group)
 
@@ -353,6 +354,32 @@ def group_arms(fan_in, fan_outs, k, n, r, alpha, dtype, repeats) -> dict[str, fl
     return {arm: best_time(function, repeats) for arm, function in arms.items()}
 
 
+def threads_part(args) -> None:
+    """One segment's LoRA products (SmolLM2-135M q/k/v shapes: the grouped `x @ A.T` and one member's B product
+    forward; one member's `grad @ B` and A-gradient backward) on 1 thread and on 2, by the segment's rows."""
+    print("\nthreads: one segment's LoRA products, float32, r=32, best of --repeats (us)")
+    print(f"  {'rows':>6} {'fwd 1t':>8} {'fwd 2t':>8} {'bwd 1t':>8} {'bwd 2t':>8}")
+    before = torch.get_num_threads()
+    for rows in (16, 40, 100, 200, 400, 1000):
+        x, lora_A, inner = torch.randn(rows, 576), torch.randn(96, 576), torch.randn(rows, 96)
+        lora_B, out, grad = torch.randn(1536, 32), torch.randn(rows, 1536), torch.randn(rows, 1536)
+
+        def forward(x=x, lora_A=lora_A, inner=inner, lora_B=lora_B, out=out):
+            torch.mm(x, lora_A.T)
+            out.addmm_(inner[:, :32], lora_B.T)
+
+        def backward(x=x, lora_A=lora_A, inner=inner, lora_B=lora_B, grad=grad):
+            torch.mm(grad, lora_B)
+            lora_A[:32].addmm_(inner[:, :32].T, x)
+
+        times = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            times += [best_time(forward, args.repeats), best_time(backward, args.repeats)]
+        print(f"  {rows:>6} " + " ".join(f"{t * 1e6:8.0f}" for t in (times[0], times[2], times[1], times[3])))
+    torch.set_num_threads(before)
+
+
 def main():
     args = parse_args()
     if args.threads:
@@ -365,6 +392,8 @@ def main():
         lora_part(args)
     if "group" in parts:
         group_part(args)
+    if "threads" in parts:
+        threads_part(args)
 
 
 if __name__ == "__main__":
