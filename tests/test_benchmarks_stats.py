@@ -280,3 +280,24 @@ def test_self_edit_documents_cuts_the_study_self_edits_and_resumes(tmp_path, tok
     with pytest.raises(ValueError, match="no 'rewrite' self-edit"):
         other = [*argv[:-1], str(tmp_path / "rewrite"), "--style", "rewrite"]
         bench.run(bench.parse_args(other), tiny_model, tokenizer, passages)
+
+
+def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
+    import json
+
+    bench = _benchmark("rest_em_lengths")
+    assert bench.length("1. Stone is grey.\n\n- It is old.\n") == (2, 8)
+    # one context: the reward falls 0.1 per doubling of documents and the short self-edit is kept; an invalid row is skipped
+    rows = [{"round": 0, "context": 0, "self_edit": [{"role": "assistant", "content": "\n".join(["a b"] * n)}],
+             "reward": 0.4 - 0.1 * i, "kept": i == 0, "reason": None} for i, n in enumerate((1, 2, 4))]
+    rows.append({"round": 0, "context": 0, "self_edit": "", "reward": None, "kept": False, "reason": "empty"})
+    with open(tmp_path / "self_edits.jsonl", "w") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    results = {"self_edits": {"untrained": [["a\nb\nc"], ["a\nb"]], "round 1": [["a"], ["a b"]]}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    bench.main(["--run_dir", str(tmp_path), "--eval_results", str(tmp_path / "results.json"), "--draws", "50"])
+    out = capsys.readouterr().out
+    assert "| 1 | 3 | +30.0 | 2.3 / 1.0 / 3.0 | 4.7 / 2.0 / 6.0 | -10.0 [-10.0, -10.0] |" in out
+    assert "| round 1 | 2 | 1.0 [1.0, 1.0] | -1.5 [-2.0, -1.0] | 1.5 [1.0, 2.0] | -1.0 [-2.0, 0.0] |" in out
+    with pytest.raises(FileNotFoundError, match="self_edits.jsonl"):
+        bench.main(["--run_dir", str(tmp_path / "missing")])

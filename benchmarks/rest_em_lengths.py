@@ -1,0 +1,124 @@
+"""Did ReST-EM change what the policy writes, or only how much? Self-edit length per round and per writer.
+
+The format study (docs/results.md 0c) found that on SmolLM2-135M a self-edit's cost against the passage alone grows
+with its length (about 4 points per doubling of its optimizer steps). With a reward of accuracy gain, ReST-EM can then
+climb by writing less. This script reads what a run already wrote and measures that, with no model:
+
+- from a training run's `self_edits.jsonl`, per round: the mean reward, the mean number of documents (non-empty lines
+  with list markers stripped, as `training_documents(layout="lines")` cuts them) and of words, kept against discarded
+  self-edits, and the within-context slope of the reward on log2(documents), with a 95 % bootstrap CI over contexts;
+- from `trl-seal eval-knowledge`'s `results.json`, per writer of self-edits (untrained, round 1, round 2 ...): the
+  mean documents and words on the held-out passages, each paired against the first writer with a bootstrap CI.
+
+    python benchmarks/rest_em_lengths.py --run_dir outputs/seal_squad --eval_results outputs/seal_squad/eval/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study import interval  # noqa: E402
+
+from trl_seal.knowledge.evaluate import bootstrap_ci  # noqa: E402
+from trl_seal.knowledge.prompts import training_documents  # noqa: E402
+from trl_seal.knowledge.stats import bootstrap_statistic, within_group_slope  # noqa: E402
+from trl_seal.types import completion_text  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run_dir", default=None, help="A training run's output folder (reads self_edits.jsonl).")
+    parser.add_argument("--eval_results", default=None, help="An eval-knowledge results.json with its self_edits.")
+    parser.add_argument("--draws", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.run_dir is None and args.eval_results is None:
+        parser.error("give --run_dir, --eval_results or both")
+    return args
+
+
+def length(text: str) -> tuple[int, int]:
+    """(documents, words) of one self-edit: its documents as the `lines` layout cuts them, without the passage."""
+    return len(training_documents("", "", text, "lines", include_passage=False)), len(text.split())
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def read_rows(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "self_edits.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: --run_dir must be a trl-seal training run's output folder")
+    with open(path) as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [row for row in rows if row.get("reason") is None and row.get("reward") is not None]
+
+
+def round_report(rows: list[dict], args) -> list[str]:
+    lines = ["| round | self-edits | mean reward | documents: all / kept / discarded | words: all / kept / discarded "
+             "| reward per doubling of documents [95 % CI] |", "|---|---|---|---|---|---|"]
+    for round_index in sorted({row["round"] for row in rows}):
+        members = [row for row in rows if row["round"] == round_index]
+        sizes = [length(completion_text(row["self_edit"])) for row in members]
+        kept = [row["kept"] for row in members]
+
+        def split(position):
+            values = [size[position] for size in sizes]
+            return " / ".join(f"{mean(v):.1f}" for v in (values, [x for x, k in zip(values, kept) if k],
+                                                           [x for x, k in zip(values, kept) if not k]))
+
+        contexts = {}
+        for row, (documents, _) in zip(members, sizes):
+            contexts.setdefault(row["context"], []).append((math.log2(max(documents, 1)), row["reward"]))
+        groups = [group for group in contexts.values() if len(group) > 1]
+        slope_ci = bootstrap_statistic(groups, within_group_slope, args.draws, args.seed)
+        lines.append(f"| {round_index + 1} | {len(members)} | {100 * mean(r['reward'] for r in members):+.1f} "
+                     f"| {split(0)} | {split(1)} | {interval(within_group_slope(groups), slope_ci, 100, 1)} |")
+    return lines
+
+
+def writer_report(results: dict, args) -> list[str]:
+    writers = results.get("self_edits") or {}
+    if not writers:
+        raise ValueError("the eval results hold no self_edits: run trl-seal eval-knowledge with --self_edit_model")
+    names = list(writers)
+    per_passage = {name: [[length(text) for text in edits] for edits in writers[name]] for name in names}
+    lines = [f"| writer | passages | documents | vs {names[0]} (paired) | words | vs {names[0]} (paired) |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        cells = []
+        for position in (0, 1):
+            values = [mean(size[position] for size in sizes) for sizes in per_passage[name]]
+            cells.append(interval(mean(values), bootstrap_ci(values, args.draws, args.seed), 1, 1))
+            if name == names[0]:
+                cells.append("")
+                continue
+            reference = [mean(size[position] for size in sizes) for sizes in per_passage[names[0]]]
+            diffs = [a - b for a, b in zip(values, reference, strict=True)]
+            cells.append(interval(mean(diffs), bootstrap_ci(diffs, args.draws, args.seed), 1, 1))
+        lines.append(f"| {name} | {len(per_passage[name])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.run_dir is not None:
+        rows = read_rows(args.run_dir)
+        print(f"\nTraining run {args.run_dir}: {len(rows)} scored self-edits; reward in points")
+        print("\n".join(round_report(rows, args)))
+    if args.eval_results is not None:
+        with open(args.eval_results) as handle:
+            results = json.load(handle)
+        print(f"\nHeld-out self-edits in {args.eval_results}: mean per passage, 95 % bootstrap CIs over passages")
+        print("\n".join(writer_report(results, args)))
+
+
+if __name__ == "__main__":
+    main()
