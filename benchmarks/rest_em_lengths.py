@@ -10,7 +10,8 @@ climb by writing less. This script reads what a run already wrote and measures t
 - from `trl-seal eval-knowledge`'s `results.json`, per writer of self-edits (untrained, round 1, round 2 ...): the
   mean documents and words on the held-out passages, each paired against the first writer with a bootstrap CI.
 
-    python benchmarks/rest_em_lengths.py --run_dir outputs/seal_squad --eval_results outputs/seal_squad/eval/results.json
+    python benchmarks/rest_em_lengths.py --run_dir outputs/seal_squad \
+        --eval_results outputs/seal_squad/eval/results.json
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def read_rows(run_dir: str) -> list[dict]:
     return [row for row in rows if row.get("reason") is None and row.get("reward") is not None]
 
 
+def all_kept_discarded(sizes: list[tuple[int, int]], kept: list[bool], position: int) -> str:
+    values = [size[position] for size in sizes]
+    kept_values = [value for value, is_kept in zip(values, kept) if is_kept]
+    discarded = [value for value, is_kept in zip(values, kept) if not is_kept]
+    return " / ".join(f"{mean(group):.1f}" for group in (values, kept_values, discarded))
+
+
 def round_report(rows: list[dict], args) -> list[str]:
     lines = ["| round | self-edits | mean reward | documents: all / kept / discarded | words: all / kept / discarded "
              "| reward per doubling of documents [95 % CI] |", "|---|---|---|---|---|---|"]
@@ -69,18 +77,15 @@ def round_report(rows: list[dict], args) -> list[str]:
         sizes = [length(completion_text(row["self_edit"])) for row in members]
         kept = [row["kept"] for row in members]
 
-        def split(position):
-            values = [size[position] for size in sizes]
-            return " / ".join(f"{mean(v):.1f}" for v in (values, [x for x, k in zip(values, kept) if k],
-                                                           [x for x, k in zip(values, kept) if not k]))
-
         contexts = {}
         for row, (documents, _) in zip(members, sizes):
             contexts.setdefault(row["context"], []).append((math.log2(max(documents, 1)), row["reward"]))
         groups = [group for group in contexts.values() if len(group) > 1]
         slope_ci = bootstrap_statistic(groups, within_group_slope, args.draws, args.seed)
+        documents, words = (all_kept_discarded(sizes, kept, position) for position in (0, 1))
+        slope = interval(within_group_slope(groups), slope_ci, 100, 1)
         lines.append(f"| {round_index + 1} | {len(members)} | {100 * mean(r['reward'] for r in members):+.1f} "
-                     f"| {split(0)} | {split(1)} | {interval(within_group_slope(groups), slope_ci, 100, 1)} |")
+                     f"| {documents} | {words} | {slope} |")
     return lines
 
 

@@ -287,7 +287,7 @@ def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
 
     bench = _benchmark("rest_em_lengths")
     assert bench.length("1. Stone is grey.\n\n- It is old.\n") == (2, 8)
-    # one context: the reward falls 0.1 per doubling of documents and the short self-edit is kept; an invalid row is skipped
+    # one context: the reward falls 0.1 per doubling of documents, the short self-edit is kept, the invalid one skipped
     rows = [{"round": 0, "context": 0, "self_edit": [{"role": "assistant", "content": "\n".join(["a b"] * n)}],
              "reward": 0.4 - 0.1 * i, "kept": i == 0, "reason": None} for i, n in enumerate((1, 2, 4))]
     rows.append({"round": 0, "context": 0, "self_edit": "", "reward": None, "kept": False, "reason": "empty"})
