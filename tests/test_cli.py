@@ -181,6 +181,30 @@ def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, 
               "--self_edit_model", "model,model", "--output_dir", str(tmp_path / "out2")])
 
 
+def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny_model, capsys):
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    passages = [{"title": "stone", "context": f"the secret is apple {i}", "questions": [
+        {"question": "the secret", "answer": "apple"}]} for i in range(3)]
+    (tmp_path / "p.json").write_text(json.dumps(passages))
+    argv = ["eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
+            "--conditions", "passage,self_edits", "--max_new_tokens", "4", "--inner_r", "4", "--inner_lora_alpha", "8",
+            "--inner_num_epochs", "1", "--passages_per_chunk", "2", "--output_dir", str(tmp_path / "out")]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (tmp_path / "out" / "scores.jsonl").read_text().count("\n") == 1 + 2 * 3, "header + 2 conditions x 3"
+    capsys.readouterr()
+    assert main(argv) == 0  # everything is read back: nothing is sampled or trained
+    printed = capsys.readouterr()
+    assert "resuming from" in printed.out and "writing self-edits" not in printed.err
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert again["summaries"] == first["summaries"] and again["self_edits"] == first["self_edits"]
+    with pytest.raises(ValueError, match="differ in: args"):
+        main([*argv, "--k", "2"])
+    assert main([*argv, "--k", "2", "--resume", "false"]) == 0
+
+
 def test_split_passages_writes_disjoint_seeded_samples(tmp_path):
     rows = [{"title": f"t{i}", "context": f"c{i}", "questions": [{"question": "q", "answer": "a"}] * 4}
             for i in range(40)]

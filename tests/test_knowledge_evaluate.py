@@ -50,3 +50,53 @@ def test_self_edit_file(tmp_path):
     path.write_text(json.dumps({"self_edit": "x"}))
     with pytest.raises(ValueError, match="line 1"):
         read_self_edit_file(str(path), PASSAGES)
+
+
+def test_a_logged_evaluation_resumes_where_it_was_killed(tmp_path, tokenizer):
+    from trl_seal.knowledge.score_log import ScoreLog
+
+    edits = {"good self-edits": [["apple"], ["apple", "river"], ["apple"], ["river"]]}
+    conditions = ["base", "passage", "good self-edits", "cpt+self_edits"]
+    reward = KnowledgeQAReward(grader=exact_match)
+    plain = run_conditions(FakeAdapter(tokenizer), PASSAGES, reward, conditions, edits)
+
+    class KilledAdapter(FakeAdapter):  # calls: passage x2 chunks, then the self-edits' 2nd chunk (4th call) dies
+        calls = 0
+
+        def adapt(self, jobs):
+            self.calls += 1
+            if self.calls == 4:
+                raise KeyboardInterrupt
+            yield from super().adapt(jobs)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_conditions(KilledAdapter(tokenizer), PASSAGES, reward, conditions, edits,
+                       log=ScoreLog(str(tmp_path), {"seed": 0}), passages_per_chunk=3)
+    log = ScoreLog(str(tmp_path), {"seed": 0})
+    assert len(log) == 1 * 4 + 1 * 4 + 3, "base and passage done, one chunk of 3 self-edit passages"
+    adapter, ticks = FakeAdapter(tokenizer), []
+    resumed = run_conditions(adapter, PASSAGES, reward, conditions, edits, progress=lambda: ticks.append(1),
+                             log=log, passages_per_chunk=3)
+    assert resumed == plain, "the resumed table equals an uninterrupted one, adapters per passage included"
+    assert adapter.base_calls == 0 and len(adapter.jobs) == 1 + 1, "only the last chunk and cpt are trained again"
+    assert len(ticks) == 4 + 4 + 1, "the progress bar counts the adapters read back from the log too"
+    assert resumed == run_conditions(FakeAdapter(tokenizer), PASSAGES, reward, conditions, edits,
+                                     log=ScoreLog(str(tmp_path), {"seed": 0}), passages_per_chunk=3)
+
+
+def test_score_log_refuses_other_settings_and_survives_a_cut_write(tmp_path):
+    from trl_seal.knowledge.score_log import ScoreLog
+
+    log = ScoreLog(str(tmp_path), {"seed": 0, "k": 1})
+    log.record("passage", [("a", 1.0), ("b", 0.0)], {"adapters_per_passage": 1})
+    log.save_self_edits("self_edits", [["x"], ["y"]])
+    with open(log.path, "a") as handle:
+        handle.write('{"condition": "passage", "passage_id": "c", "sco')  # a kill in the middle of a write
+    again = ScoreLog(str(tmp_path), {"seed": 0, "k": 1})
+    assert again.lookup("passage", ["a", "b"]) == [(1.0, {"adapters_per_passage": 1}),
+                                                   (0.0, {"adapters_per_passage": 1})]
+    assert again.lookup("passage", ["a", "c"]) is None and again.self_edits("self_edits") == [["x"], ["y"]]
+    with pytest.raises(ValueError, match=r"differ in: k\)"):
+        ScoreLog(str(tmp_path), {"seed": 0, "k": 2})
+    fresh = ScoreLog(str(tmp_path), {"seed": 0, "k": 2}, resume=False)
+    assert len(fresh) == 0 and fresh.self_edits("self_edits") is None, "resume=False starts over"

@@ -2,7 +2,8 @@
 # SEAL that learns, on a 2-core CPU (see cpu_smollm2_squad.yaml): draw the passages, train two ReST-EM rounds, then
 # evaluate base, passage only and three writers of self-edits (untrained, round 1, round 2) on 100 held-out passages.
 # Safe to re-run after a kill: the draw is deterministic, training resumes from its last round checkpoint and reuses
-# the ledger's scored self-edits, and a finished evaluation is kept.
+# the ledger's scored self-edits, and the evaluation resumes from the chunks of scores it saved (a finished one is
+# kept).
 #   SQUAD=<squad passages json> OUT=<folder> bash recipes/knowledge/cpu_smollm2_squad.sh
 # TRAIN_ARGS / EVAL_ARGS / SPLIT_ARGS add flags to the three commands (a quick check of the whole path:
 #   SPLIT_ARGS="--num_train 2 --num_eval 2" TRAIN_ARGS="--num_train_passages 2 --contexts_per_round 2

@@ -23,6 +23,7 @@ from ..types import InnerJob, TrainingExample, adapted_groups
 from .data import Passage
 from .prompts import self_edit_prompt, training_documents
 from .reward import KnowledgeQAReward, generate_answers, mean
+from .score_log import ScoreLog
 
 
 @dataclass
@@ -254,7 +255,7 @@ def _questions(passage: Passage) -> list[dict]:
 def run_conditions(
     adapter, passages: Sequence[Passage], reward: KnowledgeQAReward, conditions: Sequence[str],
     self_edits: dict[str, Sequence[Sequence[str]]] | None = None, progress: Callable | None = None,
-    paired: Sequence[tuple[str, str]] = (),
+    paired: Sequence[tuple[str, str]] = (), log: ScoreLog | None = None, passages_per_chunk: int = 16,
 ) -> list[dict]:
     """Evaluate `conditions` on `passages` and return one summary per condition (paired diffs vs `passage`).
 
@@ -262,34 +263,74 @@ def run_conditions(
     → the self-edits that model wrote). `cpt+self_edits` uses the first self-edit source. Each `(condition,
     reference)` in `paired` adds the paired difference `condition - reference` to that condition's summary (under
     `paired_key(reference)`), e.g. `[("SEAL self-edits", "base self-edits")]`.
+
+    With a `log` (`ScoreLog`), every condition but the continued-pretraining ones (one adapter over all passages) is
+    evaluated `passages_per_chunk` passages at a time, each chunk's scores are appended to the log as it finishes,
+    and chunks the log already holds are read back instead of trained again: a killed evaluation resumes.
     """
     unknown = [name for pair in paired for name in pair if name not in conditions]
     if unknown:
         raise ValueError(f"paired names {unknown}, which are not among the conditions {list(conditions)}: pair only "
                          "conditions that are evaluated.")
+    if passages_per_chunk < 1:
+        raise ValueError(f"passages_per_chunk={passages_per_chunk}: it must be at least 1.")
     self_edits = dict(self_edits or {})
     results: dict[str, ConditionResult] = {}
     for condition in conditions:
-        if condition == "base":
-            results[condition] = evaluate_base(adapter, passages, reward)
-        elif condition == "passage":
-            results[condition] = evaluate_passage_only(adapter, passages, reward, progress)
-        elif condition == "cpt":
-            results[condition] = evaluate_continued_pretraining(adapter, passages, None, reward)
-        elif condition == "cpt+self_edits":
-            if not self_edits:
-                raise ValueError("cpt+self_edits needs a self-edit source (a model or a file).")
-            first_source = next(iter(self_edits.values()))
-            results[condition] = evaluate_continued_pretraining(adapter, passages, first_source, reward)
-        elif condition in self_edits:
-            results[condition] = evaluate_self_edits(condition, adapter, passages, self_edits[condition], reward,
-                                                     progress)
-        else:
-            raise ValueError(f"Unknown condition {condition!r}: use base, passage, cpt, cpt+self_edits or one of "
-                             f"{list(self_edits)}.")
+        evaluate = _evaluator(condition, adapter, passages, reward, self_edits, progress)
+        whole = condition.startswith("cpt") or log is None
+        chunk = max(1, len(passages)) if whole else passages_per_chunk
+        results[condition] = _logged(condition, passages, evaluate, log, chunk, progress)
     reference = results.get("passage")
     summaries = {name: result.summary(reference) for name, result in results.items()}
     for name, other in paired:
         if name != other:
             summaries[name][paired_key(other)] = results[name].paired_difference(results[other])
     return list(summaries.values())
+
+
+def _evaluator(condition, adapter, passages, reward, self_edits, progress) -> Callable[[range], ConditionResult]:
+    """A function that evaluates `condition` on the passages at some indices."""
+    if condition == "base":
+        return lambda at: evaluate_base(adapter, [passages[i] for i in at], reward)
+    if condition == "passage":
+        return lambda at: evaluate_passage_only(adapter, [passages[i] for i in at], reward, progress)
+    if condition == "cpt":
+        return lambda at: evaluate_continued_pretraining(adapter, [passages[i] for i in at], None, reward)
+    if condition == "cpt+self_edits":
+        if not self_edits:
+            raise ValueError("cpt+self_edits needs a self-edit source (a model or a file).")
+        first = next(iter(self_edits.values()))
+        return lambda at: evaluate_continued_pretraining(adapter, [passages[i] for i in at], [first[i] for i in at],
+                                                         reward)
+    if condition in self_edits:
+        edits = self_edits[condition]
+        return lambda at: evaluate_self_edits(condition, adapter, [passages[i] for i in at], [edits[i] for i in at],
+                                              reward, progress)
+    raise ValueError(f"Unknown condition {condition!r}: use base, passage, cpt, cpt+self_edits or one of "
+                     f"{list(self_edits)}.")
+
+
+def _logged(condition, passages, evaluate, log, chunk_size, progress) -> ConditionResult:
+    """`evaluate` chunk by chunk, through the log when there is one. A chunk's `extra` (adapters per passage,
+    documents) is stored with each of its passages, so its mean over passages equals the uninterrupted run's."""
+    scores, extras = [], []
+    for start in range(0, len(passages), chunk_size):
+        at = range(start, min(start + chunk_size, len(passages)))
+        ids = [passages[i].passage_id for i in at]
+        found = log.lookup(condition, ids) if log is not None else None
+        if found is None:
+            result = evaluate(at)
+            found = [(score, result.extra) for score in result.per_passage]
+            if log is not None:
+                log.record(condition, [(i, score) for i, (score, _) in zip(ids, found, strict=True)], result.extra)
+        elif progress is not None:
+            for _ in range(round(found[0][1].get("adapters_per_passage", 0) * len(at))):
+                progress()
+        scores += [score for score, _ in found]
+        extras += [extra for _, extra in found]
+    merged = {}
+    for key in dict.fromkeys(key for extra in extras for key in extra):
+        values = [extra.get(key, 0) for extra in extras]
+        merged[key] = values[0] if len(set(values)) == 1 else mean(values)
+    return ConditionResult(condition, scores, merged)

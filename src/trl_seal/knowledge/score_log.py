@@ -1,0 +1,115 @@
+"""What an evaluation has already measured, on disk, so that a killed `trl-seal eval-knowledge` resumes.
+
+A held-out table at the paper's inner settings trains hundreds of adapters (100 passages x 4 conditions is ~2.5 h
+on a 2-core CPU). `ScoreLog` appends each finished chunk of passages to a JSONL file, one record per (condition,
+passage), and keeps the sampled self-edits of every writer beside it. The file's first line is a fingerprint of the
+settings; a run with other settings refuses the folder instead of mixing two evaluations in one table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+SCORES_FILE = "scores.jsonl"
+SELF_EDITS_FILE = "self_edits.json"
+
+
+class ScoreLog:
+    """Per-passage scores of an evaluation, appended chunk by chunk to `<folder>/scores.jsonl`.
+
+    Args:
+        folder (`str`): Where the log lives (the evaluation's output folder).
+        fingerprint (`dict`): JSON-able settings the scores depend on (model, passages, inner loop, seed ...).
+        resume (`bool`, defaults to `True`): Reuse what a run with the same fingerprint left; `False` starts over.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> log = ScoreLog(folder, {"seed": 0})
+    >>> log.record("passage", [("p1", 0.5), ("p2", 0.0)], {"adapters_per_passage": 1.0})
+    >>> ScoreLog(folder, {"seed": 0}).lookup("passage", ["p1", "p2"])
+    [(0.5, {'adapters_per_passage': 1.0}), (0.0, {'adapters_per_passage': 1.0})]
+    ```
+    """
+
+    def __init__(self, folder: str, fingerprint: dict, resume: bool = True):
+        self.folder = folder
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it will read back (tuples become lists)
+        self.path = os.path.join(folder, SCORES_FILE)
+        self.scores: dict[tuple[str, str], tuple[float, dict]] = {}
+        os.makedirs(folder, exist_ok=True)
+        if resume and os.path.exists(self.path):
+            self._load()
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        for name in (SCORES_FILE, SELF_EDITS_FILE):
+            if os.path.exists(os.path.join(self.folder, name)):
+                os.remove(os.path.join(self.folder, name))
+        with open(self.path, "w") as handle:
+            handle.write(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+
+    def _load(self) -> None:
+        with open(self.path) as handle:
+            lines = handle.read().splitlines()
+        head = json.loads(lines[0]) if lines else {}
+        if head.get("fingerprint") != self.fingerprint:
+            changed = sorted(key for key in set(self.fingerprint) | set(head.get("fingerprint") or {})
+                             if self.fingerprint.get(key) != (head.get("fingerprint") or {}).get(key))
+            raise ValueError(
+                f"{self.path} holds scores of an evaluation with other settings (they differ in: "
+                f"{', '.join(changed) or 'the whole header'}). Pass another --output_dir, set --resume false to start "
+                "over in this one, or rerun with the settings it was written with."
+            )
+        for number, line in enumerate(lines[1:], 2):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):  # a write cut short by a kill: that chunk is simply measured again
+                    break
+                raise ValueError(f"{self.path}, line {number}: not JSON. Delete the file to start over.") from None
+            self.scores[(row["condition"], row["passage_id"])] = (row["score"], row["extra"])
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def lookup(self, condition: str, passage_ids: Sequence[str]) -> list[tuple[float, dict]] | None:
+        """`(score, extra)` of every passage, or None unless all of them were recorded for `condition`."""
+        found = [self.scores.get((condition, passage_id)) for passage_id in passage_ids]
+        return None if any(item is None for item in found) else found
+
+    def record(self, condition: str, rows: Sequence[tuple[str, float]], extra: dict | None = None) -> None:
+        """Append the `(passage_id, score)` rows of one finished chunk in a single write, each with the chunk's
+        `extra` (e.g. adapters per passage)."""
+        extra = dict(extra or {})
+        text = "".join(json.dumps({"condition": condition, "passage_id": passage_id, "score": score, "extra": extra})
+                       + "\n" for passage_id, score in rows)
+        with open(self.path, "a") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for passage_id, score in rows:
+            self.scores[(condition, passage_id)] = (score, extra)
+
+    def self_edits(self, writer: str) -> list[list[str]] | None:
+        """The self-edits `writer` wrote in an earlier run with these settings, or None."""
+        return self._read_self_edits().get(writer)
+
+    def save_self_edits(self, writer: str, self_edits: list[list[str]]) -> None:
+        saved = self._read_self_edits()
+        saved[writer] = self_edits
+        temporary = os.path.join(self.folder, SELF_EDITS_FILE + ".tmp")
+        with open(temporary, "w") as handle:
+            json.dump(saved, handle)
+        os.replace(temporary, os.path.join(self.folder, SELF_EDITS_FILE))  # never a half-written file
+
+    def _read_self_edits(self) -> dict[str, list[list[str]]]:
+        path = os.path.join(self.folder, SELF_EDITS_FILE)
+        if not os.path.exists(path):
+            return {}
+        with open(path) as handle:
+            return json.load(handle)
