@@ -428,3 +428,22 @@ def test_freeing_the_inner_copy_needs_an_adapter_that_can(tmp_path, tokenizer, t
         SEALTrainer(model=tiny_model, reward_fn=SecretWordReward(), processing_class=tokenizer,
                     args=seal_args(tmp_path, free_inner_copy_during_update=True), train_dataset=secret_word_dataset(8),
                     inner_adapter=Adapter())
+
+
+def test_seeded_sampling_in_chunks_writes_the_same_self_edits(tmp_path, tokenizer, tiny_model):
+    """Rows are generated `generation_chunk_size` at a time in order of prompt length, each from its own seed: the
+    chunking changes padding only, so in fp32 the self-edits are the ones of a single call, in the callers' order."""
+    trainer = make_trainer(tmp_path, tokenizer, tiny_model, max_completion_length=6)
+    prompts = [tokenizer(text)["input_ids"] for text in ("a b c d e", "a", "b c", "c d e f g h i", "d e", "f")]
+    calls = []
+    sample = trainer._sample
+    trainer._sample = lambda model, ids, seeds: calls.append(len(ids)) or sample(model, ids, seeds)
+    whole, _ = trainer._generate_seeded(prompts)  # CPU default: 32 rows per call, so one call here
+    trainer.args.generation_chunk_size = 4
+    chunked, _ = trainer._generate_seeded(prompts)
+    trainer.args.generation_chunk_size = 1  # each row alone: row i must come back at position i
+    alone, _ = trainer._generate_seeded(prompts)
+    assert calls == [6, 4, 2] + [1] * 6
+    assert chunked == whole == alone and len({tuple(c) for c in whole}) > 1
+    with pytest.raises(ValueError, match="generation_chunk_size=0"):
+        seal_args(tmp_path, generation_chunk_size=0)

@@ -44,7 +44,7 @@ from .resume import (
     write_seal_state,
 )
 from .sampling import SeededSampler, derive_seed, greedy_twin
-from .seal_config import SEALConfig
+from .seal_config import CPU_GENERATION_CHUNK, SEALConfig
 from .strategies.policy_gradient import PolicyGradient
 from .strategies.rest_em import RestEM
 from .types import InnerAdapter, OuterStrategy, RewardFn, completion_text
@@ -254,17 +254,13 @@ class SEALTrainer(GRPOTrainer):
         return self._generate_seeded(prompt_ids)
 
     def _generate_seeded(self, prompt_ids: list[list[int]]) -> tuple[list[list[int]], None]:
-        """TRL's transformers generation path, with each row sampled from its own seeded stream (see `sampling.py`)."""
-        device = self.accelerator.device
-        prompts = [torch.tensor(ids) for ids in prompt_ids]
-        inputs = {
-            "input_ids": pad(prompts, self._tokenizer.pad_token_id, padding_side="left",
-                             pad_to_multiple_of=self.pad_to_multiple_of),
-            "attention_mask": pad([torch.ones_like(p) for p in prompts], 0, padding_side="left",
-                                  pad_to_multiple_of=self.pad_to_multiple_of),
-        }
-        inputs = {key: value.to(device) for key, value in inputs.items()}
-        sampler = SeededSampler(self._self_edit_seeds("sample", len(prompt_ids)), self.generation_config)
+        """TRL's transformers generation path, with each row sampled from its own seeded stream (see `sampling.py`),
+        `generation_chunk_size` rows per `generate` call in order of prompt length."""
+        seeds = self._self_edit_seeds("sample", len(prompt_ids))
+        chunk = self.args.generation_chunk_size or (
+            CPU_GENERATION_CHUNK if self.accelerator.device.type == "cpu" else len(prompt_ids))
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        result: list[list[int]] = [[] for _ in prompt_ids]
         with (
             unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
@@ -274,16 +270,31 @@ class SEALTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            output = unwrapped_model.generate(
-                **inputs, generation_config=greedy_twin(self.generation_config),
-                logits_processor=LogitsProcessorList([sampler]),
-            )
+            for start in range(0, len(order), chunk):  # every process has as many rows, so as many calls
+                rows = order[start : start + chunk]
+                completions = self._sample(unwrapped_model, [prompt_ids[i] for i in rows], [seeds[i] for i in rows])
+                for row, completion in zip(rows, completions, strict=True):
+                    result[row] = completion
+        return result, None
+
+    def _sample(self, model, prompt_ids: list[list[int]], seeds: list[int]) -> list[list[int]]:
+        """One `generate` call over left-padded prompts, each row drawn from `seeds[row]`, cut after its first EOS."""
+        prompts = [torch.tensor(ids) for ids in prompt_ids]
+        inputs = {
+            "input_ids": pad(prompts, self._tokenizer.pad_token_id, padding_side="left",
+                             pad_to_multiple_of=self.pad_to_multiple_of),
+            "attention_mask": pad([torch.ones_like(p) for p in prompts], 0, padding_side="left",
+                                  pad_to_multiple_of=self.pad_to_multiple_of),
+        }
+        inputs = {key: value.to(self.accelerator.device) for key, value in inputs.items()}
+        output = model.generate(**inputs, generation_config=greedy_twin(self.generation_config),
+                                logits_processor=LogitsProcessorList([SeededSampler(seeds, self.generation_config)]))
         completions = output[:, inputs["input_ids"].shape[1]:].cpu()
         eos, result = set(self.eos_token_ids), []
         for row in completions.tolist():  # keep up to the first EOS, as TRL does
             end = next((i for i, token in enumerate(row) if token in eos), len(row) - 1)
             result.append(row[: end + 1])
-        return result, None
+        return result
 
     def _policy_version(self) -> tuple[int, int]:
         return (self.state.global_step, self._restarts)
