@@ -435,9 +435,13 @@ def test_seeded_sampling_in_chunks_writes_the_same_self_edits(tmp_path, tokenize
     chunking changes padding only, so in fp32 the self-edits are the ones of a single call, in the callers' order."""
     trainer = make_trainer(tmp_path, tokenizer, tiny_model, max_completion_length=6)
     prompts = [tokenizer(text)["input_ids"] for text in ("a b c d e", "a", "b c", "c d e f g h i", "d e", "f")]
-    calls = []
-    sample = trainer._sample
-    trainer._sample = lambda model, ids, seeds: calls.append(len(ids)) or sample(model, ids, seeds)
+    calls, generate = [], trainer.model.generate
+
+    def counted(input_ids, **kwargs):
+        calls.append(len(input_ids))
+        return generate(input_ids=input_ids, **kwargs)
+
+    trainer.model.generate = counted
     whole, _ = trainer._generate_seeded(prompts)  # CPU default: 32 rows per call, so one call here
     trainer.args.generation_chunk_size = 4
     chunked, _ = trainer._generate_seeded(prompts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
     TemperatureLogitsWarper,
@@ -104,3 +104,43 @@ def greedy_twin(config: GenerationConfig) -> GenerationConfig:
     for name in SAMPLING_FIELDS:
         setattr(twin, name, None)
     return twin
+
+
+def sample_seeded(
+    model, prompt_ids: list[list[int]], seeds: list[int], generation_config: GenerationConfig, pad_token_id: int,
+    eos_token_ids, chunk_size: int | None = None, pad_to_multiple_of: int | None = None,
+) -> list[list[int]]:
+    """Sample one completion per prompt, row `i` from its own stream seeded by `seeds[i]` (`SeededSampler`),
+    `chunk_size` rows per `generate` call (None: all at once) in order of prompt length, so that each call pads
+    little. Each completion is cut after its first EOS token. Rows draw the same noise in any chunk, so the chunking
+    changes the completions only through rounding.
+
+    Example:
+    ```python
+    >>> config = GenerationConfig(max_new_tokens=16, temperature=1.0, top_p=0.95)
+    >>> ids = [tokenizer("a b c")["input_ids"], tokenizer("d")["input_ids"]]
+    >>> sample_seeded(model, ids, [11, 12], config, tokenizer.pad_token_id, [tokenizer.eos_token_id], chunk_size=1)
+    ```
+    """
+    from trl.trainer.utils import pad
+
+    if len(seeds) != len(prompt_ids):
+        raise ValueError(f"sample_seeded got {len(seeds)} seeds for {len(prompt_ids)} prompts; give one per prompt.")
+    chunk = chunk_size or max(1, len(prompt_ids))
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    device = next(model.parameters()).device
+    eos, result = set(eos_token_ids), [[] for _ in prompt_ids]
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        prompts = [torch.tensor(prompt_ids[i]) for i in rows]
+        padding = {"padding_side": "left", "pad_to_multiple_of": pad_to_multiple_of}
+        input_ids = pad(prompts, pad_token_id, **padding)
+        mask = pad([torch.ones_like(p) for p in prompts], 0, **padding)
+        sampler = SeededSampler([seeds[i] for i in rows], generation_config)
+        output = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                generation_config=greedy_twin(generation_config),
+                                logits_processor=LogitsProcessorList([sampler]))
+        for row, tokens in zip(rows, output[:, input_ids.shape[1]:].cpu().tolist(), strict=True):
+            end = next((i for i, token in enumerate(tokens) if token in eos), len(tokens) - 1)
+            result[row] = tokens[: end + 1]  # up to the first EOS, as TRL keeps it
+    return result

@@ -26,10 +26,8 @@ from typing import Any
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import gather, gather_object
-from transformers import LogitsProcessorList
 from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
-from trl.trainer.utils import pad
 
 from .generation import contiguous_head_input
 from .inner.lora import LoRAInnerAdapter
@@ -43,7 +41,7 @@ from .resume import (
     scalar_settings,
     write_seal_state,
 )
-from .sampling import SeededSampler, derive_seed, greedy_twin
+from .sampling import derive_seed, sample_seeded
 from .seal_config import CPU_GENERATION_CHUNK, SEALConfig
 from .strategies.policy_gradient import PolicyGradient
 from .strategies.rest_em import RestEM
@@ -257,10 +255,9 @@ class SEALTrainer(GRPOTrainer):
         """TRL's transformers generation path, with each row sampled from its own seeded stream (see `sampling.py`),
         `generation_chunk_size` rows per `generate` call in order of prompt length."""
         seeds = self._self_edit_seeds("sample", len(prompt_ids))
+        # every process has as many rows, so all make as many `generate` calls (DeepSpeed ZeRO-3 needs that)
         chunk = self.args.generation_chunk_size or (
-            CPU_GENERATION_CHUNK if self.accelerator.device.type == "cpu" else len(prompt_ids))
-        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        result: list[list[int]] = [[] for _ in prompt_ids]
+            CPU_GENERATION_CHUNK if self.accelerator.device.type == "cpu" else None)
         with (
             unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
@@ -270,31 +267,12 @@ class SEALTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            for start in range(0, len(order), chunk):  # every process has as many rows, so as many calls
-                rows = order[start : start + chunk]
-                completions = self._sample(unwrapped_model, [prompt_ids[i] for i in rows], [seeds[i] for i in rows])
-                for row, completion in zip(rows, completions, strict=True):
-                    result[row] = completion
-        return result, None
+            completions = self._sample(unwrapped_model, prompt_ids, seeds, chunk)
+        return completions, None
 
-    def _sample(self, model, prompt_ids: list[list[int]], seeds: list[int]) -> list[list[int]]:
-        """One `generate` call over left-padded prompts, each row drawn from `seeds[row]`, cut after its first EOS."""
-        prompts = [torch.tensor(ids) for ids in prompt_ids]
-        inputs = {
-            "input_ids": pad(prompts, self._tokenizer.pad_token_id, padding_side="left",
-                             pad_to_multiple_of=self.pad_to_multiple_of),
-            "attention_mask": pad([torch.ones_like(p) for p in prompts], 0, padding_side="left",
-                                  pad_to_multiple_of=self.pad_to_multiple_of),
-        }
-        inputs = {key: value.to(self.accelerator.device) for key, value in inputs.items()}
-        output = model.generate(**inputs, generation_config=greedy_twin(self.generation_config),
-                                logits_processor=LogitsProcessorList([SeededSampler(seeds, self.generation_config)]))
-        completions = output[:, inputs["input_ids"].shape[1]:].cpu()
-        eos, result = set(self.eos_token_ids), []
-        for row in completions.tolist():  # keep up to the first EOS, as TRL does
-            end = next((i for i, token in enumerate(row) if token in eos), len(row) - 1)
-            result.append(row[: end + 1])
-        return result
+    def _sample(self, model, prompt_ids: list[list[int]], seeds: list[int], chunk: int | None) -> list[list[int]]:
+        return sample_seeded(model, prompt_ids, seeds, self.generation_config, self._tokenizer.pad_token_id,
+                             self.eos_token_ids, chunk, self.pad_to_multiple_of)
 
     def _policy_version(self) -> tuple[int, int]:
         return (self.state.global_step, self._restarts)
