@@ -131,13 +131,19 @@ def test_eval_command_reads_a_recipe(tmp_path, monkeypatch):
     assert (inner.r, inner.num_epochs, inner.lora_alpha) == (8, 5, 64), "the same for the inner_* fields"
 
 
-def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
+def _model_and_passages(tmp_path, tiny_model, tokenizer, count: int, questions: int = 1):
+    """The tiny model saved as a folder, and `count` one-title passages in tmp_path/p.json."""
     model_dir = tmp_path / "tiny"
     tiny_model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    passages = [{"title": "stone", "context": f"the secret is apple {i}", "questions": [
-        {"question": "the secret", "answer": "apple"}, {"question": "secret :", "answer": "apple"}]} for i in range(3)]
+    asked = [{"question": "the secret", "answer": "apple"}, {"question": "secret :", "answer": "apple"}][:questions]
+    passages = [{"title": "stone", "context": f"the secret is apple {i}", "questions": asked} for i in range(count)]
     (tmp_path / "p.json").write_text(json.dumps(passages))
+    return model_dir
+
+
+def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
+    model_dir = _model_and_passages(tmp_path, tiny_model, tokenizer, 3, questions=2)
     edit = json.dumps({"title": "stone", "self_edit": "apple apple"})
     (tmp_path / "e.jsonl").write_text("\n".join([edit, edit]))
     code = main([
@@ -157,12 +163,7 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
 
 
 def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, tokenizer, tiny_model):
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    passages = [{"title": "stone", "context": f"the secret is apple {i}", "questions": [
-        {"question": "the secret", "answer": "apple"}]} for i in range(2)]
-    (tmp_path / "p.json").write_text(json.dumps(passages))
+    model_dir = _model_and_passages(tmp_path, tiny_model, tokenizer, 2)
     code = main([
         "eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
         "--conditions", "passage,self_edits", "--self_edit_model", f"model,{model_dir}", "--max_new_tokens", "4",
@@ -182,12 +183,7 @@ def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, 
 
 
 def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny_model, capsys):
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    passages = [{"title": "stone", "context": f"the secret is apple {i}", "questions": [
-        {"question": "the secret", "answer": "apple"}]} for i in range(3)]
-    (tmp_path / "p.json").write_text(json.dumps(passages))
+    model_dir = _model_and_passages(tmp_path, tiny_model, tokenizer, 3)
     argv = ["eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
             "--conditions", "passage,self_edits", "--max_new_tokens", "4", "--inner_r", "4", "--inner_lora_alpha", "8",
             "--inner_num_epochs", "1", "--passages_per_chunk", "2", "--output_dir", str(tmp_path / "out")]
