@@ -74,11 +74,12 @@ def test_eval_recipe_keys_are_fields(path):
 
 def test_squad_recipe_trains_and_evaluates_disjoint_passages():
     """The driver draws training passages below index 1000 and evaluation passages after the studies' 100; the
-    training recipe checkpoints every round and resumes."""
+    training recipe gives every passage one round, checkpoints every round and resumes."""
     driver = (ROOT / "recipes" / "knowledge" / "cpu_smollm2_squad.sh").read_text()
     assert "--train_range 0:1000" in driver and "--eval_range 1000:" in driver and "--eval_skip 100" in driver
     train = yaml.safe_load((ROOT / "recipes" / "knowledge" / "cpu_smollm2_squad.yaml").read_text())
     assert train["num_rounds"] == 2 and train["num_train_passages"] >= 40 and train["num_generations"] == 5
+    assert train["num_rounds"] * train["contexts_per_round"] == train["num_train_passages"], "each passage once"
     assert train["save_steps"] == 0 and train["resume_from_checkpoint"] == "true"
 
 
