@@ -108,12 +108,13 @@ def greedy_twin(config: GenerationConfig) -> GenerationConfig:
 
 def sample_seeded(
     model, prompt_ids: list[list[int]], seeds: list[int], generation_config: GenerationConfig, pad_token_id: int,
-    eos_token_ids, chunk_size: int | None = None, pad_to_multiple_of: int | None = None,
+    eos_token_ids, chunk_size: int | None = None, pad_to_multiple_of: int | None = None, device=None,
 ) -> list[list[int]]:
     """Sample one completion per prompt, row `i` from its own stream seeded by `seeds[i]` (`SeededSampler`),
     `chunk_size` rows per `generate` call (None: all at once) in order of prompt length, so that each call pads
     little. Each completion is cut after its first EOS token. Rows draw the same noise in any chunk, so the chunking
-    changes the completions only through rounding.
+    changes the completions only through rounding. Inputs go to `device` (default: that of the model's first
+    parameter; pass the accelerator's where parameters may be offloaded).
 
     Example:
     ```python
@@ -128,7 +129,7 @@ def sample_seeded(
         raise ValueError(f"sample_seeded got {len(seeds)} seeds for {len(prompt_ids)} prompts; give one per prompt.")
     chunk = chunk_size or max(1, len(prompt_ids))
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-    device = next(model.parameters()).device
+    device = device if device is not None else next(model.parameters()).device
     eos, result = set(eos_token_ids), [[] for _ in prompt_ids]
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
