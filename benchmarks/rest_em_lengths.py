@@ -23,7 +23,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study import interval  # noqa: E402
+from study import interval, mean  # noqa: E402
 
 from trl_seal.knowledge.evaluate import bootstrap_ci  # noqa: E402
 from trl_seal.knowledge.prompts import training_documents  # noqa: E402
@@ -46,11 +46,6 @@ def parse_args(argv=None):
 def length(text: str) -> tuple[int, int]:
     """(documents, words) of one self-edit: its documents as the `lines` layout cuts them, without the passage."""
     return len(training_documents("", "", text, "lines", include_passage=False)), len(text.split())
-
-
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else math.nan
 
 
 def read_rows(run_dir: str) -> list[dict]:

@@ -131,10 +131,10 @@ def sample_seeded(
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     device = device if device is not None else next(model.parameters()).device
     eos, result = set(eos_token_ids), [[] for _ in prompt_ids]
+    padding = {"padding_side": "left", "pad_to_multiple_of": pad_to_multiple_of}
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
         prompts = [torch.tensor(prompt_ids[i]) for i in rows]
-        padding = {"padding_side": "left", "pad_to_multiple_of": pad_to_multiple_of}
         input_ids = pad(prompts, pad_token_id, **padding)
         mask = pad([torch.ones_like(p) for p in prompts], 0, **padding)
         sampler = SeededSampler([seeds[i] for i in rows], generation_config)

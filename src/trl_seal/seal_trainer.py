@@ -267,12 +267,10 @@ class SEALTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            completions = self._sample(unwrapped_model, prompt_ids, seeds, chunk)
+            completions = sample_seeded(unwrapped_model, prompt_ids, seeds, self.generation_config,
+                                        self._tokenizer.pad_token_id, self.eos_token_ids, chunk,
+                                        self.pad_to_multiple_of, self.accelerator.device)
         return completions, None
-
-    def _sample(self, model, prompt_ids: list[list[int]], seeds: list[int], chunk: int | None) -> list[list[int]]:
-        return sample_seeded(model, prompt_ids, seeds, self.generation_config, self._tokenizer.pad_token_id,
-                             self.eos_token_ids, chunk, self.pad_to_multiple_of, self.accelerator.device)
 
     def _policy_version(self) -> tuple[int, int]:
         return (self.state.global_step, self._restarts)
