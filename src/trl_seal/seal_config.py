@@ -104,8 +104,8 @@ class SEALConfig(GRPOConfig):
             "help": "Self-edits per `generate` call of the seeded sampler, rows sorted by prompt length so that each "
             "call pads little. None: on an accelerator all of a process's self-edits of a round at once (as TRL "
             f"does); on a CPU {CPU_GENERATION_CHUNK}, to bound the KV cache, which grows with the batch (sampling "
-            "200 self-edits of SmolLM2-135M in one call, `top` showed 9.5 GiB RSS). Every self-edit draws from its own "
-            "seeded stream, so the chunking changes the self-edits only through rounding."
+            "200 self-edits of SmolLM2-135M in one call, `top` showed 9.5 GiB RSS). Every self-edit draws from its "
+            "own seeded stream, so the chunking changes the self-edits only through rounding."
         },
     )
     scoring_chunk_size: int | None = field(
