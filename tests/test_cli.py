@@ -190,7 +190,8 @@ def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny
     assert main(argv) == 0
     first = json.loads((tmp_path / "out" / "results.json").read_text())
     assert (tmp_path / "out" / "scores.jsonl").read_text().count("\n") == 1 + 2 * 3, "header + 2 conditions x 3"
-    capsys.readouterr()
+    assert "Interim: the first 2 of 3 passages" in capsys.readouterr().out, "the table after the first chunk"
+    assert not (tmp_path / "out" / "results_interim.md").exists(), "results.md replaces the interim table"
     assert main(argv) == 0  # everything is read back: nothing is sampled or trained
     printed = capsys.readouterr()
     assert "resuming from" in printed.out and "writing self-edits" not in printed.err

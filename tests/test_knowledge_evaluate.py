@@ -100,3 +100,21 @@ def test_score_log_refuses_other_settings_and_survives_a_cut_write(tmp_path):
         ScoreLog(str(tmp_path), {"seed": 0, "k": 2})
     fresh = ScoreLog(str(tmp_path), {"seed": 0, "k": 2}, resume=False)
     assert len(fresh) == 0 and fresh.self_edits("self_edits") is None, "resume=False starts over"
+
+
+def test_a_chunked_evaluation_reports_every_condition_per_chunk(tmp_path, tokenizer):
+    from trl_seal.knowledge.score_log import ScoreLog
+
+    edits = {"good self-edits": [["apple"], ["apple", "river"], ["apple"], ["river"]]}
+    conditions = ["base", "passage", "good self-edits", "cpt"]
+    reward, interim = KnowledgeQAReward(grader=exact_match), []
+    final = run_conditions(FakeAdapter(tokenizer), PASSAGES, reward, conditions, edits,
+                           paired=[("good self-edits", "passage"), ("cpt", "base")],
+                           log=ScoreLog(str(tmp_path), {"seed": 0}), passages_per_chunk=3,
+                           on_chunk=lambda summaries, done: interim.append((done, summaries)))
+    assert [done for done, _ in interim] == [3], "one interim table, after the first of two chunks"
+    by_name = {s["condition"]: s for s in interim[0][1]}
+    assert set(by_name) == {"base", "passage", "good self-edits"}, "continued pretraining runs once, at the end"
+    assert by_name["good self-edits"]["passages"] == 3
+    assert by_name["good self-edits"]["paired_diff_vs_passage"]["mean"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert {s["condition"]: s["passages"] for s in final} == dict.fromkeys(conditions, 4)

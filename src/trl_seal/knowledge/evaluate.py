@@ -256,6 +256,7 @@ def run_conditions(
     adapter, passages: Sequence[Passage], reward: KnowledgeQAReward, conditions: Sequence[str],
     self_edits: dict[str, Sequence[Sequence[str]]] | None = None, progress: Callable | None = None,
     paired: Sequence[tuple[str, str]] = (), log: ScoreLog | None = None, passages_per_chunk: int = 16,
+    on_chunk: Callable[[list[dict], int], None] | None = None,
 ) -> list[dict]:
     """Evaluate `conditions` on `passages` and return one summary per condition (paired diffs vs `passage`).
 
@@ -264,9 +265,11 @@ def run_conditions(
     reference)` in `paired` adds the paired difference `condition - reference` to that condition's summary (under
     `paired_key(reference)`), e.g. `[("SEAL self-edits", "base self-edits")]`.
 
-    With a `log` (`ScoreLog`), every condition but the continued-pretraining ones (one adapter over all passages) is
-    evaluated `passages_per_chunk` passages at a time, each chunk's scores are appended to the log as it finishes,
-    and chunks the log already holds are read back instead of trained again: a killed evaluation resumes.
+    With a `log` (`ScoreLog`), the passages are evaluated `passages_per_chunk` at a time, every condition on one chunk
+    before the next chunk (the continued-pretraining ones, one adapter over all passages, come last). Each chunk's
+    scores are appended to the log as it finishes, and chunks the log already holds are read back instead of trained
+    again: a killed evaluation resumes. After every chunk but the last, `on_chunk(summaries, passages_done)` gets the
+    paired table of the passages done so far, so a long evaluation shows its interim result.
     """
     unknown = [name for pair in paired for name in pair if name not in conditions]
     if unknown:
@@ -275,12 +278,27 @@ def run_conditions(
     if passages_per_chunk < 1:
         raise ValueError(f"passages_per_chunk={passages_per_chunk}: it must be at least 1.")
     self_edits = dict(self_edits or {})
-    results: dict[str, ConditionResult] = {}
+    evaluators = {c: _evaluator(c, adapter, passages, reward, self_edits, progress) for c in conditions}
+    chunked = [c for c in conditions if not c.startswith("cpt")]
+    chunk_size = passages_per_chunk if log is not None else max(1, len(passages))
+    parts: dict[str, list] = {c: [] for c in conditions}
+    for start in range(0, len(passages), chunk_size) if chunked else ():
+        at = range(start, min(start + chunk_size, len(passages)))
+        for condition in chunked:
+            parts[condition] += _logged_chunk(condition, passages, at, evaluators[condition], log, progress)
+        if on_chunk is not None and at.stop < len(passages):
+            done = [(c, parts[c]) for c in chunked]
+            on_chunk(_summaries(done, [p for p in paired if set(p) <= set(chunked)]), at.stop)
     for condition in conditions:
-        evaluate = _evaluator(condition, adapter, passages, reward, self_edits, progress)
-        whole = condition.startswith("cpt") or log is None
-        chunk = max(1, len(passages)) if whole else passages_per_chunk
-        results[condition] = _logged(condition, passages, evaluate, log, chunk, progress)
+        if condition not in chunked:
+            result = evaluators[condition](range(len(passages)))
+            parts[condition] = [(score, result.extra) for score in result.per_passage]
+    return _summaries([(c, parts[c]) for c in conditions], paired)
+
+
+def _summaries(parts: Sequence[tuple[str, list]], paired: Sequence[tuple[str, str]]) -> list[dict]:
+    """One summary per condition from its `(score, extra)` per passage, with the paired differences asked for."""
+    results = {name: _merged(name, found) for name, found in parts}
     reference = results.get("passage")
     summaries = {name: result.summary(reference) for name, result in results.items()}
     for name, other in paired:
@@ -311,26 +329,29 @@ def _evaluator(condition, adapter, passages, reward, self_edits, progress) -> Ca
                      f"{list(self_edits)}.")
 
 
-def _logged(condition, passages, evaluate, log, chunk_size, progress) -> ConditionResult:
-    """`evaluate` chunk by chunk, through the log when there is one. A chunk's `extra` (adapters per passage,
-    documents) is stored with each of its passages, so its mean over passages equals the uninterrupted run's."""
-    scores, extras = [], []
-    for start in range(0, len(passages), chunk_size):
-        at = range(start, min(start + chunk_size, len(passages)))
-        ids = [passages[i].passage_id for i in at]
-        found = log.lookup(condition, ids) if log is not None else None
-        if found is None:
-            result = evaluate(at)
-            found = [(score, result.extra) for score in result.per_passage]
-            if log is not None:
-                log.record(condition, [(i, score) for i, (score, _) in zip(ids, found, strict=True)], result.extra)
-        elif progress is not None:
-            for _ in range(round(found[0][1].get("adapters_per_passage", 0) * len(at))):
-                progress()
-        scores += [score for score, _ in found]
-        extras += [extra for _, extra in found]
+def _logged_chunk(condition, passages, at: range, evaluate, log, progress) -> list[tuple[float, dict]]:
+    """`(score, extra)` of the passages at `at`: read from the log when it holds them all, else evaluated (and
+    recorded). A chunk's `extra` (adapters per passage, documents) is stored with each of its passages, so its mean
+    over passages equals the uninterrupted run's."""
+    ids = [passages[i].passage_id for i in at]
+    found = log.lookup(condition, ids) if log is not None else None
+    if found is None:
+        result = evaluate(at)
+        found = [(score, result.extra) for score in result.per_passage]
+        if log is not None:
+            log.record(condition, [(i, score) for i, (score, _) in zip(ids, found, strict=True)], result.extra)
+    elif progress is not None:
+        for _ in range(round(found[0][1].get("adapters_per_passage", 0) * len(at))):
+            progress()
+    return found
+
+
+def _merged(condition: str, found: Sequence[tuple[float, dict]]) -> ConditionResult:
+    """A condition's result from its `(score, extra)` per passage: an `extra` that differs between chunks is
+    averaged over passages."""
+    extras = [extra for _, extra in found]
     merged = {}
     for key in dict.fromkeys(key for extra in extras for key in extra):
         values = [extra.get(key, 0) for extra in extras]
         merged[key] = values[0] if len(set(values)) == 1 else mean(values)
-    return ConditionResult(condition, scores, merged)
+    return ConditionResult(condition, [score for score, _ in found], merged)

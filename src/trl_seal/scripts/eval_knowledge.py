@@ -38,6 +38,7 @@ GRADERS = {"contained": answer_contained, "exact": exact_match, "f1": f1_score}
 CONDITIONS = ("base", "passage", "self_edits", "file", "cpt", "cpt+self_edits")
 # `trl-seal knowledge` trains on the first num_train_passages passages (this is its default): evaluation starts after.
 DEMO_TRAIN_PASSAGES = 6
+INTERIM_FILE = "results_interim.md"
 
 
 @dataclass
@@ -140,18 +141,32 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
     release_free_memory()
     start = time.time()
     progress = _progress(passages, conditions, args.k, set(sources))
-    summaries = run_conditions(adapter, passages, reward, conditions, sources, progress=progress, paired=paired,
-                               log=log, passages_per_chunk=args.passages_per_chunk)
     references = (*(["passage"] if "passage" in conditions else []), *dict.fromkeys(ref for _, ref in paired))
+    interim = os.path.join(args.output_dir, INTERIM_FILE)
+    summaries = run_conditions(adapter, passages, reward, conditions, sources, progress=progress, paired=paired,
+                               log=log, passages_per_chunk=args.passages_per_chunk,
+                               on_chunk=lambda done, n: _write_interim(interim, done, n, len(passages), references))
     table = markdown_table(summaries, references=references)
     print(table)
     os.makedirs(args.output_dir, exist_ok=True)
+    if os.path.exists(interim):
+        os.remove(interim)  # results.md replaces it
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump({"args": asdict(args), "inner_config": asdict(adapter.config), "seconds": time.time() - start,
                    "summaries": summaries, "self_edits": sources}, f, indent=1)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(table + "\n")
     return 0
+
+
+def _write_interim(path: str, summaries: list[dict], done: int, total: int, references) -> None:
+    """The table of the passages evaluated so far, every condition on the same ones, to watch a long run."""
+    text = (f"Interim: the first {done} of {total} passages, every condition on the same ones (the evaluation is "
+            "still running; results.md replaces this file when it ends).\n\n"
+            + markdown_table(summaries, references=references) + "\n")
+    with open(path, "w") as handle:
+        handle.write(text)
+    print(text, flush=True)
 
 
 def select_passages(args: EvalKnowledgeArguments) -> list:
