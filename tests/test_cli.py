@@ -164,6 +164,8 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
 
 def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, tokenizer, tiny_model):
     model_dir = _model_and_passages(tmp_path, tiny_model, tokenizer, 2)
+    rows = [{"round": r, "context": c, "reward": 0.1 * r} for r in (0, 1) for c in (0, 1)]  # as a SEAL run logs
+    (model_dir / "self_edits.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     code = main([
         "eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
         "--conditions", "passage,self_edits", "--self_edit_model", f"model,{model_dir}", "--max_new_tokens", "4",
@@ -177,6 +179,10 @@ def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, 
         "the same weights with the same seed write the same self-edits")
     assert "paired_diff_vs_self_edits (model)" in result["summaries"][2], "each writer is paired with the first"
     assert "paired diff vs self_edits (model) (95 % CI)" in (tmp_path / "out" / "results.md").read_text()
+    assert result["headline"].startswith(f"On 2 held-out passages, the self-edits written by {model_dir} gave")
+    assert "points vs the self-edits written by model (" in result["headline"]
+    assert "points vs training on the passage alone" in result["headline"]
+    assert [r["round"] for r in result["round_rewards"]] == [1, 2], "the last writer's rounds, from its run folder"
     with pytest.raises(ValueError, match="twice"):
         main(["eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
               "--self_edit_model", "model,model", "--output_dir", str(tmp_path / "out2")])
@@ -192,6 +198,9 @@ def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny
     assert (tmp_path / "out" / "scores.jsonl").read_text().count("\n") == 1 + 2 * 3, "header + 2 conditions x 3"
     assert "Interim: the first 2 of 3 passages" in capsys.readouterr().out, "the table after the first chunk"
     assert not (tmp_path / "out" / "results_interim.md").exists(), "results.md replaces the interim table"
+    assert (tmp_path / "out" / "results.png").read_bytes().startswith(b"\x89PNG")
+    assert first["headline"].startswith("On 3 held-out passages, the self-edits gave")
+    assert first["headline"] in (tmp_path / "out" / "results.md").read_text()
     assert main(argv) == 0  # everything is read back: nothing is sampled or trained
     printed = capsys.readouterr()
     assert "resuming from" in printed.out and "writing self-edits" not in printed.err

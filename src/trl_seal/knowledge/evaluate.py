@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -198,6 +199,8 @@ CONDITION_PHRASES = {
     "passage": "training on the passage alone",
     "base self-edits": "the base model's own self-edits",
     "SEAL self-edits": "the SEAL model's self-edits",
+    "self_edits": "the self-edits",
+    "file": "the self-edits of the file",
 }
 
 
@@ -227,12 +230,21 @@ def describe_comparison(summaries: Sequence[dict], condition: str = "SEAL self-e
     target = by_name[condition]
     clauses = [_comparison_clause(target[paired_key(r)], by_name[r], target["passages"])
                for r in references if r in by_name and paired_key(r) in target]
-    head = (f"On {target['passages']} held-out passages, {CONDITION_PHRASES.get(condition, condition)} gave "
+    head = (f"On {target['passages']} held-out passages, {condition_phrase(condition)} gave "
             f"{100 * target['accuracy']:.1f} % accuracy")
     if not clauses:
         low, high = target["ci95"]
         return f"{head} (95 % CI [{100 * low:.1f}, {100 * high:.1f}]); no paired comparison was made."
     return f"{head}: {' and '.join(clauses)}."
+
+
+def condition_phrase(condition: str) -> str:
+    """A condition's name in a sentence: `self_edits (<writer>)`, as `eval-knowledge` names a writer's condition,
+    reads "the self-edits written by <writer>"."""
+    if condition in CONDITION_PHRASES:
+        return CONDITION_PHRASES[condition]
+    writer = re.fullmatch(r"self_edits \((.+)\)", condition)
+    return f"the self-edits written by {writer.group(1)}" if writer else condition
 
 
 def _comparison_clause(paired: dict, reference: dict, passages: int) -> str:
@@ -243,7 +255,7 @@ def _comparison_clause(paired: dict, reference: dict, passages: int) -> str:
         verdict = "below 0: a loss on these passages"
     else:
         verdict = f"includes 0: no difference can be claimed on {passages} passages"
-    name = CONDITION_PHRASES.get(reference["condition"], reference["condition"])
+    name = condition_phrase(reference["condition"])
     return (f"{100 * paired['mean']:+.1f} points vs {name} ({100 * reference['accuracy']:.1f} %; paired 95 % CI "
             f"[{100 * low:+.1f}, {100 * high:+.1f}], {verdict})")
 

@@ -27,8 +27,15 @@ from trl_seal.inner.config import InnerArguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.inner.memory import release_free_memory
 from trl_seal.knowledge.data import EMBEDDED, load_passages
-from trl_seal.knowledge.evaluate import generate_self_edits, markdown_table, read_self_edit_file, run_conditions
+from trl_seal.knowledge.evaluate import (
+    describe_comparison,
+    generate_self_edits,
+    markdown_table,
+    read_self_edit_file,
+    run_conditions,
+)
 from trl_seal.knowledge.grading import LLMJudge, answer_contained, exact_match, f1_score
+from trl_seal.knowledge.plot import plot_results, read_self_edit_rows, round_rewards
 from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS
 from trl_seal.knowledge.reward import KnowledgeQAReward
 from trl_seal.knowledge.score_log import ScoreLog
@@ -141,29 +148,56 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
     release_free_memory()
     start = time.time()
     progress = _progress(passages, conditions, args.k, set(sources))
-    references = (*(["passage"] if "passage" in conditions else []), *dict.fromkeys(ref for _, ref in paired))
     interim = os.path.join(args.output_dir, INTERIM_FILE)
     summaries = run_conditions(adapter, passages, reward, conditions, sources, progress=progress, paired=paired,
                                log=log, passages_per_chunk=args.passages_per_chunk,
-                               on_chunk=lambda done, n: _write_interim(interim, done, n, len(passages), references))
-    table = markdown_table(summaries, references=references)
-    print(table)
+                               on_chunk=lambda done, n: _write_interim(interim, done, n, len(passages), paired))
+    table, sentences = report(summaries, paired)
+    print(f"{table}\n\n{sentences}")
     os.makedirs(args.output_dir, exist_ok=True)
     if os.path.exists(interim):
         os.remove(interim)  # results.md replaces it
+    figure, rounds = write_figure(args, summaries)
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump({"args": asdict(args), "inner_config": asdict(adapter.config), "seconds": time.time() - start,
-                   "summaries": summaries, "self_edits": sources}, f, indent=1)
+                   "summaries": summaries, "headline": sentences, "round_rewards": rounds, "self_edits": sources},
+                  f, indent=1)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(f"{table}\n\n{sentences}\n\n![held-out accuracy per condition](" + os.path.basename(figure) + ")\n")
     return 0
 
 
-def _write_interim(path: str, summaries: list[dict], done: int, total: int, references) -> None:
+def report(summaries: list[dict], paired: list[tuple[str, str]]) -> tuple[str, str]:
+    """The Markdown table (paired columns vs passage and every reference writer) and one sentence per writer that is
+    compared with another: what its paired CIs allow one to claim."""
+    names = {s["condition"] for s in summaries}
+    references = (*(["passage"] if "passage" in names else []), *dict.fromkeys(ref for _, ref in paired))
+    against = ["passage"] if "passage" in names else []
+    sentences = [describe_comparison(summaries, name, (reference, *against)) for name, reference in paired]
+    if not sentences:  # one writer: what its self-edits add to the passage
+        sentences = [describe_comparison(summaries, s["condition"], against) for s in summaries
+                     if s["condition"].startswith("self_edits") or s["condition"] == "file"]
+    return markdown_table(summaries, references=references), " ".join(sentences)
+
+
+def write_figure(args: EvalKnowledgeArguments, summaries: list[dict]) -> tuple[str, list[dict]]:
+    """results.png: accuracy per condition with 95 % CIs and, when the last writer is a `trl-seal knowledge` output
+    folder (it holds `self_edits.jsonl`), the reward of its sampled self-edits per ReST-EM round. Returns the PNG's
+    path and those rounds."""
+    writers = [w.strip() for w in (args.self_edit_model or "").split(",") if w.strip()]
+    runs = [w for w in writers if os.path.isfile(os.path.join(w, "self_edits.jsonl"))]
+    rounds = round_rewards(read_self_edit_rows(runs[-1])) if runs else []
+    label = f"reward logged in {runs[-1]}/self_edits.jsonl" if runs else "reward"
+    path = plot_results(os.path.join(args.output_dir, "results.png"), summaries, rounds, label,
+                        title="held-out knowledge incorporation (trl-seal eval-knowledge)")
+    return path, rounds
+
+
+def _write_interim(path: str, summaries: list[dict], done: int, total: int, paired) -> None:
     """The table of the passages evaluated so far, every condition on the same ones, to watch a long run."""
+    table, sentences = report(summaries, paired)
     text = (f"Interim: the first {done} of {total} passages, every condition on the same ones (the evaluation is "
-            "still running; results.md replaces this file when it ends).\n\n"
-            + markdown_table(summaries, references=references) + "\n")
+            f"still running; results.md replaces this file when it ends).\n\n{table}\n\n{sentences}\n")
     with open(path, "w") as handle:
         handle.write(text)
     print(text, flush=True)
