@@ -7,8 +7,9 @@ climb by writing less. This script reads what a run already wrote and measures t
 - from a training run's `self_edits.jsonl`, per round: the mean reward, the mean number of documents (non-empty lines
   with list markers stripped, as `training_documents(layout="lines")` cuts them) and of words, kept against discarded
   self-edits, and the within-context slope of the reward on log2(documents), with a 95 % bootstrap CI over contexts;
-- from `trl-seal eval-knowledge`'s `results.json`, per writer of self-edits (untrained, round 1, round 2 ...): the
-  mean documents and words on the held-out passages, each paired against the first writer with a bootstrap CI.
+- from `trl-seal eval-knowledge`'s `results.json` (or its `self_edits.json`, written before the table), per writer
+  of self-edits (untrained, round 1, round 2 ...): the mean documents and words on the held-out passages, each paired
+  against the first writer with a bootstrap CI.
 
     python benchmarks/rest_em_lengths.py --run_dir outputs/seal_squad \
         --eval_results outputs/seal_squad/eval/results.json
@@ -34,7 +35,9 @@ from trl_seal.types import completion_text  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", default=None, help="A training run's output folder (reads self_edits.jsonl).")
-    parser.add_argument("--eval_results", default=None, help="An eval-knowledge results.json with its self_edits.")
+    parser.add_argument("--eval_results", default=None,
+                        help="An eval-knowledge results.json with its self_edits, or the self_edits.json it writes "
+                        "into its output folder as soon as the writers are done (read before the table ends).")
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -116,6 +119,8 @@ def main(argv=None) -> None:
     if args.eval_results is not None:
         with open(args.eval_results) as handle:
             results = json.load(handle)
+        if os.path.basename(args.eval_results) == "self_edits.json":  # the ScoreLog's file: {writer: self-edits}
+            results = {"self_edits": results}
         print(f"\nHeld-out self-edits in {args.eval_results}: mean per passage, 95 % bootstrap CIs over passages")
         print("\n".join(writer_report(results, args)))
 

@@ -299,5 +299,8 @@ def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| 1 | 3 | +30.0 | 2.3 / 1.0 / 3.0 | 4.7 / 2.0 / 6.0 | -10.0 [-10.0, -10.0] |" in out
     assert "| round 1 | 2 | 1.0 [1.0, 1.0] | -1.5 [-2.0, -1.0] | 1.5 [1.0, 2.0] | -1.0 [-2.0, 0.0] |" in out
+    (tmp_path / "self_edits.json").write_text(json.dumps(results["self_edits"]))  # eval-knowledge's, mid-run
+    bench.main(["--eval_results", str(tmp_path / "self_edits.json"), "--draws", "50"])
+    assert "| round 1 | 2 | 1.0 [1.0, 1.0] | -1.5 [-2.0, -1.0] |" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="self_edits.jsonl"):
         bench.main(["--run_dir", str(tmp_path / "missing")])
