@@ -11,7 +11,12 @@ cannot masquerade as a feature's effect), gives each feature's coefficient with 
 and the one-feature slopes beside them. Exploratory: the features were chosen after seeing the interim table, and a
 feature that helps here is a hypothesis for the reward or the prompt, not a finding.
 
+With `--run_dir`, the same features for the self-edits a ReST-EM run sampled (its `self_edits.jsonl`), with
+`log2_documents` (the lines it trains on) in place of steps and the self-edit's reward as the outcome, grouped by
+(round, context): does the training reward follow what a self-edit carries, or only how long it is?
+
     python benchmarks/self_edit_features.py --results benchmarks/results/self_edit_formats/results.jsonl
+    python benchmarks/self_edit_features.py --run_dir outputs/seal_squad      # passages: <run_dir>/split/train.json
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rest_em_lengths import completion_text, length, read_rows  # noqa: E402
 from study import interval  # noqa: E402
 
 from trl_seal.knowledge.data import load_passages  # noqa: E402
@@ -38,7 +44,10 @@ PROTOCOLS = ("title", "no_title")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="benchmarks/results/self_edit_formats/results.jsonl")
-    parser.add_argument("--data", default=None, help="The passages file (default: the study's config.json `data`).")
+    parser.add_argument("--data", default=None, help="The passages file (default: the study's config.json `data`, "
+                        "or <run_dir>/split/train.json).")
+    parser.add_argument("--run_dir", default=None, help="A training run's output folder: read its self_edits.jsonl "
+                        "instead of --results.")
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -90,10 +99,28 @@ def within_passage_fit(groups) -> list[float]:
     return np.linalg.lstsq(design, target, rcond=None)[0].tolist()
 
 
-def report(groups, args) -> list[str]:
+def run_groups(rows, passages) -> list[list[tuple[list[float], float]]]:
+    """Per (round, context) of a training run: `(features, reward)` of each scored self-edit. A row's passage is the
+    one whose text its prompt holds."""
+    groups: dict[tuple[int, int], list] = {}
+    for row in rows:
+        prompt = completion_text(row["prompt"])
+        passage = next((p for p in passages if p.context in prompt), None)
+        if passage is None:
+            raise ValueError(f"round {row['round']}, context {row['context']}: none of the --data passages is in its "
+                             "prompt; pass the passages file the run trained on.")
+        text = completion_text(row["self_edit"])
+        features = [math.log2(max(length(text)[0], 1)), faithfulness(text, passage.context),
+                    answer_coverage(text, passage.questions)]
+        if not any(math.isnan(value) for value in features):
+            groups.setdefault((row["round"], row["context"]), []).append((features, row["reward"]))
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def report(groups, args, names=FEATURES) -> list[str]:
     fit = within_passage_fit(groups)
     lines = ["| feature | mean | joint coefficient [95 % CI] | one-feature slope [95 % CI] |", "|---|---|---|---|"]
-    for position, name in enumerate(FEATURES):
+    for position, name in enumerate(names):
         joint_ci = bootstrap_statistic(groups, lambda gs, p=position: within_passage_fit(gs)[p], args.draws, args.seed)
         alone = [[(f[position], y) for f, y in rows] for rows in groups]
         slope_ci = bootstrap_statistic(alone, within_group_slope, args.draws, args.seed)
@@ -105,6 +132,15 @@ def report(groups, args) -> list[str]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.run_dir is not None:
+        passages = load_passages(args.data or os.path.join(args.run_dir, "split", "train.json"))
+        for round_index in sorted({row["round"] for row in read_rows(args.run_dir)}):
+            rows = [row for row in read_rows(args.run_dir) if row["round"] == round_index]
+            groups = run_groups(rows, passages)
+            print(f"\nRound {round_index + 1} of {args.run_dir}: {len(groups)} contexts, "
+                  f"{sum(len(g) for g in groups)} self-edits; outcome = reward, points per unit")
+            print("\n".join(report(groups, args, ("log2_documents", *FEATURES[1:]))))
+        return
     with open(args.results) as handle:
         records = [json.loads(line) for line in handle if line.strip()]
     data = args.data

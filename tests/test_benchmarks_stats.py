@@ -252,6 +252,31 @@ def test_self_edit_features_recover_known_coefficients_within_passages():
     assert bench.within_passage_fit(groups) == pytest.approx([-0.05, 0.2, 0.0], abs=1e-9)
 
 
+def test_self_edit_features_read_a_training_run(tmp_path, capsys):
+    import json
+
+    bench = _benchmark("self_edit_features")
+    passages = [{"title": f"T{i}", "context": f"stone {i} lies by the river",
+                 "questions": [{"question": "where?", "answer": "the river"}]} for i in range(2)]
+    (tmp_path / "train.json").write_text(json.dumps(passages))
+    rows = []
+    for context in range(2):  # within each context, carrying the answer earns +0.3, each doubling of lines -0.1
+        for lines, carries in ((1, False), (2, True), (4, False), (2, False)):
+            filler = "the stone lies" if lines == 4 else "a grey stone"  # faithfulness varies on its own
+            text = "\n".join(["by the river" if carries and i == 0 else filler for i in range(lines)])
+            rows.append({"round": 0, "context": context, "reason": None, "kept": False,
+                         "prompt": [{"role": "user", "content": f"Passage: stone {context} lies by the river"}],
+                         "self_edit": [{"role": "assistant", "content": text}],
+                         "reward": 0.5 * context - 0.1 * math.log2(lines) + 0.3 * carries})
+    (tmp_path / "self_edits.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    groups = bench.run_groups(bench.read_rows(str(tmp_path)), bench.load_passages(str(tmp_path / "train.json")))
+    assert [len(group) for group in groups] == [4, 4]
+    coefficients = bench.within_passage_fit(groups)
+    assert coefficients[0] == pytest.approx(-0.1, abs=1e-9) and coefficients[2] == pytest.approx(0.3, abs=1e-9)
+    bench.main(["--run_dir", str(tmp_path), "--data", str(tmp_path / "train.json"), "--draws", "20"])
+    assert "Round 1 of" in capsys.readouterr().out
+
+
 def test_self_edit_documents_cuts_the_study_self_edits_and_resumes(tmp_path, tokenizer, tiny_model):
     import json
 
