@@ -8,8 +8,9 @@ climb by writing less. This script reads what a run already wrote and measures t
   with list markers stripped, as `training_documents(layout="lines")` cuts them) and of words, kept against discarded
   self-edits, and the within-context slope of the reward on log2(documents), with a 95 % bootstrap CI over contexts;
 - from `trl-seal eval-knowledge`'s `results.json` (or its `self_edits.json`, written before the table), per writer
-  of self-edits (untrained, round 1, round 2 ...): the mean documents and words on the held-out passages, each paired
-  against the first writer with a bootstrap CI.
+  of self-edits (untrained, round 1, round 2 ...): the mean documents and words on the held-out passages, and the
+  share of the passage's questions whose answer a self-edit states and of its words found in the passage (the two
+  features of `self_edit_features.py`), each paired against the first writer with a bootstrap CI.
 
     python benchmarks/rest_em_lengths.py --run_dir outputs/seal_squad \
         --eval_results outputs/seal_squad/eval/results.json
@@ -24,8 +25,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study import interval, mean  # noqa: E402
+from study import answer_coverage, faithfulness, interval, mean  # noqa: E402
 
+from trl_seal.knowledge.data import load_passages  # noqa: E402
 from trl_seal.knowledge.evaluate import bootstrap_ci  # noqa: E402
 from trl_seal.knowledge.prompts import training_documents  # noqa: E402
 from trl_seal.knowledge.stats import bootstrap_statistic, within_group_slope  # noqa: E402
@@ -38,6 +40,9 @@ def parse_args(argv=None):
     parser.add_argument("--eval_results", default=None,
                         help="An eval-knowledge results.json with its self_edits, or the self_edits.json it writes "
                         "into its output folder as soon as the writers are done (read before the table ends).")
+    parser.add_argument("--eval_passages", default=None,
+                        help="The held-out passages file, for answer coverage and faithfulness (default: the file the "
+                        "evaluation read, from its results.json or scores.jsonl).")
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -87,27 +92,56 @@ def round_report(rows: list[dict], args) -> list[str]:
     return lines
 
 
-def writer_report(results: dict, args) -> list[str]:
+def writer_report(results: dict, args, passages=None) -> list[str]:
+    """Per writer: mean documents and words per self-edit on the held-out passages and, given the passages, the
+    share of their questions it answers and of its words found in the passage; each paired against the first
+    writer."""
     writers = results.get("self_edits") or {}
     if not writers:
         raise ValueError("the eval results hold no self_edits: run trl-seal eval-knowledge with --self_edit_model")
+    metrics = {"documents": lambda text, _: length(text)[0], "words": lambda text, _: length(text)[1]}
+    if passages is not None:
+        metrics["answers covered"] = lambda text, passage: answer_coverage(text, passage.questions)
+        metrics["faithful"] = lambda text, passage: faithfulness(text, passage.context)
     names = list(writers)
-    per_passage = {name: [[length(text) for text in edits] for edits in writers[name]] for name in names}
-    lines = [f"| writer | passages | documents | vs {names[0]} (paired) | words | vs {names[0]} (paired) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| writer | passages |" + "".join(f" {m} | vs {names[0]} (paired) |" for m in metrics),
+             "|---|---|" + "---|---|" * len(metrics)]
+    reference = None
     for name in names:
+        edits = writers[name]
+        if passages is not None and len(edits) != len(passages):
+            raise ValueError(f"writer {name!r} has self-edits for {len(edits)} passages, the passages file "
+                             f"{len(passages)}: pass the file the evaluation read (--eval_passages).")
+        values = {m: [mean(f(text, passages[i] if passages else None) for text in texts)
+                      for i, texts in enumerate(edits)] for m, f in metrics.items()}
+        reference = reference or values
         cells = []
-        for position in (0, 1):
-            values = [mean(size[position] for size in sizes) for sizes in per_passage[name]]
-            cells.append(interval(mean(values), bootstrap_ci(values, args.draws, args.seed), 1, 1))
-            if name == names[0]:
-                cells.append("")
-                continue
-            reference = [mean(size[position] for size in sizes) for sizes in per_passage[names[0]]]
-            diffs = [a - b for a, b in zip(values, reference, strict=True)]
-            cells.append(interval(mean(diffs), bootstrap_ci(diffs, args.draws, args.seed), 1, 1))
-        lines.append(f"| {name} | {len(per_passage[name])} | " + " | ".join(cells) + " |")
+        for metric, per_passage in values.items():
+            scale = 100 if metric in ("answers covered", "faithful") else 1
+            cells.append(interval(mean(per_passage), bootstrap_ci(per_passage, args.draws, args.seed), scale, 1))
+            diffs = [a - b for a, b in zip(per_passage, reference[metric], strict=True)]
+            cells.append("" if name == names[0] else
+                         interval(mean(diffs), bootstrap_ci(diffs, args.draws, args.seed), scale, 1))
+        lines.append(f"| {name} | {len(edits)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def eval_passages(args, results: dict) -> list | None:
+    """The held-out passages, in the evaluation's order: --eval_passages, else the file the evaluation read (its
+    results.json args, or the fingerprint heading its scores.jsonl); None when neither names one."""
+    path = args.eval_passages
+    if path is None:
+        settings = results.get("args")
+        scores = os.path.join(os.path.dirname(args.eval_results), "scores.jsonl")
+        if settings is None and os.path.exists(scores):
+            with open(scores) as handle:
+                settings = json.loads(handle.readline())["fingerprint"]["args"]
+        path = (settings or {}).get("passages")
+        if path is not None and (settings.get("offset") or settings.get("num_passages")):
+            passages = load_passages(path)
+            offset = settings.get("offset") or 0
+            return passages[offset: offset + (settings.get("num_passages") or len(passages))]
+    return load_passages(path) if path is not None else None
 
 
 def main(argv=None) -> None:
@@ -121,8 +155,10 @@ def main(argv=None) -> None:
             results = json.load(handle)
         if os.path.basename(args.eval_results) == "self_edits.json":  # the ScoreLog's file: {writer: self-edits}
             results = {"self_edits": results}
-        print(f"\nHeld-out self-edits in {args.eval_results}: mean per passage, 95 % bootstrap CIs over passages")
-        print("\n".join(writer_report(results, args)))
+        passages = eval_passages(args, results)
+        print(f"\nHeld-out self-edits in {args.eval_results}: mean per passage, 95 % bootstrap CIs over passages"
+              + ("" if passages is None else "; answers covered and faithful in %"))
+        print("\n".join(writer_report(results, args, passages)))
 
 
 if __name__ == "__main__":

@@ -31,10 +31,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rest_em_lengths import completion_text, length, read_rows  # noqa: E402
-from study import interval  # noqa: E402
+from study import answer_coverage, faithfulness, interval  # noqa: E402
 
 from trl_seal.knowledge.data import load_passages  # noqa: E402
-from trl_seal.knowledge.grading import answer_contained, normalize_answer  # noqa: E402
 from trl_seal.knowledge.stats import bootstrap_statistic, within_group_slope  # noqa: E402
 
 FEATURES = ("log2_steps", "faithful", "answers")
@@ -51,16 +50,6 @@ def parse_args(argv=None):
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def faithfulness(text: str, passage: str) -> float:
-    words = normalize_answer(text).split()
-    known = set(normalize_answer(passage).split())
-    return sum(word in known for word in words) / len(words) if words else math.nan
-
-
-def answer_coverage(text: str, questions) -> float:
-    return sum(answer_contained(text, q.answers) for q in questions) / len(questions) if questions else math.nan
 
 
 def passage_groups(records, passages_by_id, protocol) -> list[list[tuple[list[float], float]]]:

@@ -151,3 +151,19 @@ def interval(value: float, ci: tuple[float, float], scale: float = 1.0, digits: 
         return "n/a"
     low, high = ci
     return f"{scale * value:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+def faithfulness(text: str, passage: str) -> float:
+    """The share of a self-edit's words (SQuAD-normalised) that occur in the passage: low where the model invents."""
+    from trl_seal.knowledge.grading import normalize_answer
+
+    words = normalize_answer(text).split()
+    known = set(normalize_answer(passage).split())
+    return sum(word in known for word in words) / len(words) if words else math.nan
+
+
+def answer_coverage(text: str, questions) -> float:
+    """The share of the passage's questions whose gold answer the self-edit contains."""
+    from trl_seal.knowledge.grading import answer_contained
+
+    return sum(answer_contained(text, q.answers) for q in questions) / len(questions) if questions else math.nan

@@ -318,14 +318,21 @@ def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
     rows.append({"round": 0, "context": 0, "self_edit": "", "reward": None, "kept": False, "reason": "empty"})
     with open(tmp_path / "self_edits.jsonl", "w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
-    results = {"self_edits": {"untrained": [["a\nb\nc"], ["a\nb"]], "round 1": [["a"], ["a b"]]}}
+    results = {"self_edits": {"untrained": [["x\ny\nz"], ["x\ny"]], "round 1": [["x"], ["x y"]]}}
     (tmp_path / "results.json").write_text(json.dumps(results))
     bench.main(["--run_dir", str(tmp_path), "--eval_results", str(tmp_path / "results.json"), "--draws", "50"])
     out = capsys.readouterr().out
     assert "| 1 | 3 | +30.0 | 2.3 / 1.0 / 3.0 | 4.7 / 2.0 / 6.0 | -10.0 [-10.0, -10.0] |" in out
     assert "| round 1 | 2 | 1.0 [1.0, 1.0] | -1.5 [-2.0, -1.0] | 1.5 [1.0, 2.0] | -1.0 [-2.0, 0.0] |" in out
     (tmp_path / "self_edits.json").write_text(json.dumps(results["self_edits"]))  # eval-knowledge's, mid-run
+    held_out = [{"title": "T", "context": f"x y z {i}", "questions": [{"question": "q", "answer": "x y"}]}
+                for i in range(2)]
+    (tmp_path / "eval.json").write_text(json.dumps(held_out))
+    header = {"fingerprint": {"args": {"passages": str(tmp_path / "eval.json"), "offset": 0}}}
+    (tmp_path / "scores.jsonl").write_text(json.dumps(header) + "\n")
     bench.main(["--eval_results", str(tmp_path / "self_edits.json"), "--draws", "50"])
-    assert "| round 1 | 2 | 1.0 [1.0, 1.0] | -1.5 [-2.0, -1.0] |" in capsys.readouterr().out
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("| round 1 |"))
+    assert line.startswith("| round 1 | 2 | 1.0 [1.0, 1.0] | -1.5 [-2.0, -1.0] |")
+    assert "| 50.0 [0.0, 100.0] | -50.0 [-100.0, 0.0] | 100.0 [100.0, 100.0] |" in line, "answers covered, faithful"
     with pytest.raises(FileNotFoundError, match="self_edits.jsonl"):
         bench.main(["--run_dir", str(tmp_path / "missing")])
