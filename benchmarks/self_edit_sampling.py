@@ -7,6 +7,11 @@ by side in one process after a short warm-up, and prints the wall time, the peak
 before the arm (VmHWM, restarted before each arm) and how many self-edits match the first arm's token for token.
 
     OMP_NUM_THREADS=2 python benchmarks/self_edit_sampling.py --rows 200 --chunks all,32 --max_new_tokens 256
+
+`--writer_passages N` times instead what `trl-seal eval-knowledge` does when it writes one self-edit for each of N
+passages: `generate_self_edits` one passage per call (its default) against `--self_edit_rows_per_call` 32 and 16.
+
+    OMP_NUM_THREADS=2 python benchmarks/self_edit_sampling.py --writer_passages 48 --max_new_tokens 256
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--chunks", default="all,32", help="Comma list of rows per generate call; 'all' = one call.")
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS).")
+    parser.add_argument("--writer_passages", type=int, default=0,
+                        help="Time eval-knowledge's writing (one self-edit per passage) on this many passages.")
     return parser.parse_args(argv)
 
 
@@ -60,6 +67,28 @@ def run_arm(model, tokenizer, prompts, seeds, config, chunk):
     return out, time.perf_counter() - start, status_bytes("VmHWM") - before
 
 
+def writer_arms(model, tokenizer, passages, max_new_tokens: int) -> None:
+    """eval-knowledge's writing, one self-edit per passage: one passage per call against seeded rows per call."""
+    from trl_seal.knowledge.evaluate import generate_self_edits
+
+    generate_self_edits(model, tokenizer, passages[:2], 1, max_new_tokens=4, rows_per_call=2)  # warm-up
+    arms = []
+    for rows in (None, 32, 16):
+        before, start = reset_peak(), time.perf_counter()
+        with torch.no_grad():
+            edits = generate_self_edits(model, tokenizer, passages, 1, max_new_tokens=max_new_tokens,
+                                        rows_per_call=rows)
+        seconds, peak = time.perf_counter() - start, status_bytes("VmHWM") - before
+        words = sum(len(edit.split()) for pair in edits for edit in pair)
+        arms.append(("one passage" if rows is None else f"{rows} rows", seconds, peak, words))
+    print(f"{len(passages)} passages, one self-edit each, {max_new_tokens} new tokens at most, "
+          f"{torch.get_num_threads()} threads")
+    print("| per call | seconds | vs one passage per call | peak RSS above the start (GiB) | words written |")
+    print("|---|---|---|---|---|")
+    for name, seconds, peak, words in arms:
+        print(f"| {name} | {seconds:.1f} | {arms[0][1] / seconds:.2f}x | {peak / 2**30:.2f} | {words} |")
+
+
 def main(argv=None) -> None:
     from transformers import GenerationConfig
 
@@ -67,6 +96,9 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
+    if args.writer_passages:
+        passages = load_passages(args.passages)[: args.writer_passages]
+        return writer_arms(model, tokenizer, passages, args.max_new_tokens)
     prompts = prompt_ids(tokenizer, load_passages(args.passages), args.rows, args.generations)
     seeds = [derive_seed(0, "sample", 0, i) for i in range(len(prompts))]
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=0.95,

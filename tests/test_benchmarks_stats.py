@@ -336,3 +336,12 @@ def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
     assert "| 50.0 [0.0, 100.0] | -50.0 [-100.0, 0.0] | 100.0 [100.0, 100.0] |" in line, "answers covered, faithful"
     with pytest.raises(FileNotFoundError, match="self_edits.jsonl"):
         bench.main(["--run_dir", str(tmp_path / "missing")])
+
+
+def test_self_edit_sampling_times_the_eval_writer(tokenizer, tiny_model, capsys):
+    bench = _benchmark("self_edit_sampling")
+    passages = [passage for _, passage in _tiny_passages()]
+    bench.writer_arms(tiny_model, tokenizer, passages, max_new_tokens=4)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "x |" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| one passage", "| 32 rows", "| 16 rows"]
+    assert rows[0].split(" | ")[2] == "1.00x"

@@ -170,6 +170,7 @@ def test_eval_knowledge_compares_several_writers_on_the_same_passages(tmp_path, 
         "eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"),
         "--conditions", "passage,self_edits", "--self_edit_model", f"model,{model_dir}", "--max_new_tokens", "4",
         "--inner_r", "4", "--inner_lora_alpha", "8", "--inner_num_epochs", "1", "--output_dir", str(tmp_path / "out"),
+        "--self_edit_rows_per_call", "2",
     ])
     assert code == 0
     result = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -208,6 +209,10 @@ def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny
     assert again["summaries"] == first["summaries"] and again["self_edits"] == first["self_edits"]
     with pytest.raises(ValueError, match="differ in: args"):
         main([*argv, "--k", "2"])
+    with pytest.raises(ValueError, match="differ in: args"):  # a field added later counts once it is set
+        main([*argv, "--self_edit_rows_per_call", "4"])
+    header = json.loads((tmp_path / "out" / "scores.jsonl").read_text().splitlines()[0])
+    assert "self_edit_rows_per_call" not in header["fingerprint"]["args"], "at its default, as logs before it"
     assert main([*argv, "--k", "2", "--resume", "false"]) == 0
 
 

@@ -118,3 +118,21 @@ def test_a_chunked_evaluation_reports_every_condition_per_chunk(tmp_path, tokeni
     assert by_name["good self-edits"]["passages"] == 3
     assert by_name["good self-edits"]["paired_diff_vs_passage"]["mean"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert {s["condition"]: s["passages"] for s in final} == dict.fromkeys(conditions, 4)
+
+
+def test_seeded_self_edits_do_not_depend_on_the_batch_or_the_other_passages(tokenizer, tiny_model):
+    from trl_seal.knowledge.evaluate import generate_self_edits
+
+    passages = load_passages([{"title": f"T{i}", "context": f"stone {i} " * (1 + 3 * i),
+                               "questions": [{"question": "q", "answer": "a"}]} for i in range(3)])
+    write = lambda rows, ps=passages, seed=0: generate_self_edits(  # noqa: E731
+        tiny_model, tokenizer, ps, k=2, max_new_tokens=6, seed=seed, rows_per_call=rows)
+    one_row = write(1)
+    assert [len(edits) for edits in one_row] == [2, 2, 2]
+    assert write(4) == one_row, "the rows per call change nothing"
+    assert write(4, passages[1:]) == one_row[1:], "a passage's self-edits do not depend on the others"
+    assert write(4, seed=1) != one_row
+    legacy = generate_self_edits(tiny_model, tokenizer, passages, k=2, max_new_tokens=6, seed=0)
+    assert legacy == generate_self_edits(tiny_model, tokenizer, passages, k=2, max_new_tokens=6, seed=0)
+    with pytest.raises(ValueError, match="rows_per_call=0"):
+        write(0)

@@ -126,29 +126,68 @@ def evaluate_continued_pretraining(adapter, passages, self_edits, reward) -> Con
 
 def generate_self_edits(model, tokenizer, passages, k: int, style: str = "implications", max_new_tokens: int = 256,
                         temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
-                        passages_per_batch: int = 1) -> list[list[str]]:
+                        rows_per_call: int | None = None) -> list[list[str]]:
     """k sampled self-edits per passage from `model` (the paper samples at temperature 1.0, top_p 0.95).
 
-    `passages_per_batch` passages (k rows each) share one `generate` call: fewer, fuller calls, but other random
-    draws than one passage at a time (the default), so a given seed gives other self-edits.
+    By default one passage (k rows) per `generate` call, all drawn from one torch stream seeded by `seed`: the
+    self-edits depend on the order and number of the passages (the tables in docs/ were written this way). With
+    `rows_per_call`, the self-edit `j` of a passage draws from its own stream seeded by (`seed`, passage id, `j`)
+    (`trl_seal.sampling.sample_seeded`) and `rows_per_call` rows of similar length share a call: a passage gets the
+    same self-edits in any batch and in any subset of passages, in fewer, fuller calls.
+
+    Example:
+    ```python
+    >>> edits = generate_self_edits(model, tokenizer, passages, k=2, rows_per_call=32)
+    >>> len(edits) == len(passages) and all(len(e) == 2 for e in edits)
+    True
+    ```
     """
+    if rows_per_call is not None and rows_per_call < 1:
+        raise ValueError(f"rows_per_call={rows_per_call}: it must be at least 1 (or None: one passage per call).")
+    prompts = [self_edit_prompt(p, style) for p in passages]
+    if rows_per_call is not None:
+        return _seeded_self_edits(model, tokenizer, passages, prompts, k, max_new_tokens, temperature, top_p, seed,
+                                  rows_per_call)
     import torch
     from tqdm.auto import tqdm
 
-    if passages_per_batch < 1:
-        raise ValueError(f"passages_per_batch={passages_per_batch}: it must be at least 1 (1 = one passage per call).")
-    prompts = [self_edit_prompt(p, style) for p in passages]
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
     torch.manual_seed(seed)
     out = []
     with tqdm(total=len(prompts), desc="writing self-edits", unit="passage") as bar:
-        for start in range(0, len(prompts), passages_per_batch):
-            chunk = prompts[start : start + passages_per_batch]
-            rows = [prompt for prompt in chunk for _ in range(k)]
-            edits = generate_answers(model, tokenizer, rows, max_new_tokens, batch_size=len(rows), sampling=sampling)
-            out += [edits[i * k : (i + 1) * k] for i in range(len(chunk))]
-            bar.update(len(chunk))
+        for prompt in prompts:
+            out.append(generate_answers(model, tokenizer, [prompt] * k, max_new_tokens, batch_size=k,
+                                        sampling=sampling))
+            bar.update(1)
     return out
+
+
+def _seeded_self_edits(model, tokenizer, passages, prompts, k, max_new_tokens, temperature, top_p, seed,
+                       rows_per_call) -> list[list[str]]:
+    """`generate_self_edits` with one seeded stream per (passage, self-edit), `rows_per_call` rows per call."""
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    from ..generation import chat_text
+    from ..sampling import derive_seed, sample_seeded
+
+    eos = model.generation_config.eos_token_id
+    eos = [tokenizer.eos_token_id] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
+                              pad_token_id=pad, eos_token_id=eos)
+    ids = tokenizer([chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts],
+                    add_special_tokens=False)["input_ids"]
+    rows = sorted(((i, j) for i in range(len(passages)) for j in range(k)), key=lambda row: len(ids[row[0]]))
+    texts = {}
+    with tqdm(total=len(rows), desc="writing self-edits", unit="self-edit") as bar:
+        for start in range(0, len(rows), rows_per_call):  # rows of similar length share a call: little padding
+            chunk = rows[start : start + rows_per_call]
+            seeds = [derive_seed(seed, "self-edit", passages[i].passage_id, j) for i, j in chunk]
+            completions = sample_seeded(model, [ids[i] for i, _ in chunk], seeds, config, pad, eos)
+            texts.update(zip(chunk, tokenizer.batch_decode(completions, skip_special_tokens=True), strict=True))
+            bar.update(len(chunk))
+    return [[texts[(i, j)].strip() for j in range(k)] for i in range(len(passages))]
 
 
 def read_self_edit_file(path: str, passages: Sequence[Passage]) -> list[list[str]]:

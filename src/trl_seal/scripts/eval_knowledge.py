@@ -75,6 +75,13 @@ class EvalKnowledgeArguments:
     k: int = field(default=1, metadata={"help": "Self-edits per passage (paper: 5)."})
     style: str = field(default="implications", metadata={"help": "implications, implications-long, rewrite, self-qa."})
     max_new_tokens: int = field(default=256, metadata={"help": "Self-edit length in tokens."})
+    self_edit_rows_per_call: int | None = field(
+        default=None,
+        metadata={"help": "Write self-edits this many rows per generate call, each self-edit from its own stream "
+                  "seeded by (seed, passage, index): the same self-edits at any value and for any subset of "
+                  "passages, and fewer, fuller calls. Default: one passage per call from one stream (the tables "
+                  "in docs/ were written so)."},
+    )
     grader: str = field(default="contained", metadata={"help": "Answer grader.", "choices": list(GRADERS)})
     question_with_title: bool = field(
         default=True, metadata={"help": "Closed-book questions name the passage title (the paper's)."}
@@ -219,10 +226,16 @@ def select_passages(args: EvalKnowledgeArguments) -> list:
     return passages[offset : offset + wanted]
 
 
+# Fields added after logs were written, with the default that reproduces those runs: left out of the fingerprint at
+# that default, so a log written before the field existed still resumes.
+ADDED_LATER = {"self_edit_rows_per_call": None}
+
+
 def fingerprint(args: EvalKnowledgeArguments, inner_config, passages) -> dict:
     """What the scores depend on: every argument but where they go and whether to resume, the inner loop's config
     and the passages themselves."""
-    settings = {k: v for k, v in asdict(args).items() if k not in ("output_dir", "resume")}
+    settings = {k: v for k, v in asdict(args).items()
+                if k not in ("output_dir", "resume") and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     inner = json.loads(json.dumps(asdict(inner_config), default=str))
     return {"args": settings, "inner_config": inner, "passages": [p.passage_id for p in passages]}
 
@@ -244,7 +257,7 @@ def writer_self_edits(args: EvalKnowledgeArguments, model, tokenizer, passages,
             continue
         author = model if writer == "model" else AutoModelForCausalLM.from_pretrained(resolve_model(writer))
         sources[name] = generate_self_edits(author, tokenizer, passages, args.k, args.style, args.max_new_tokens,
-                                           seed=args.seed)
+                                           seed=args.seed, rows_per_call=args.self_edit_rows_per_call)
         del author  # one writer in memory at a time (besides --model)
         if log is not None:
             log.save_self_edits(name, sources[name])
