@@ -102,3 +102,12 @@ def test_importing_the_package_does_not_import_matplotlib():
     code = "import sys, trl_seal.knowledge.plot, trl_seal.scripts.knowledge; print('matplotlib' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_long_condition_names_are_wrapped_at_slashes():
+    from trl_seal.knowledge.plot import _tick_label
+
+    label = _tick_label("self_edits (outputs/seal_squad/checkpoint-8)")
+    assert all(len(line) <= 17 for line in label.splitlines()) and label.count("\n") >= 2
+    assert label.replace("\n", "").replace(" ", "") == "self_edits(outputs/seal_squad/checkpoint-8)"
+    assert _tick_label("passage") == "passage"

@@ -95,7 +95,7 @@ def plot_results(path: str, summaries: Sequence[dict], rounds: Sequence[dict], r
 
 
 def _accuracy_panel(axes, summaries: Sequence[dict]) -> None:
-    names = [s["condition"] for s in summaries]
+    names = [_tick_label(s["condition"]) for s in summaries]
     values = [100 * s["accuracy"] for s in summaries]
     lows = [max(0.0, v - 100 * s["ci95"][0]) for v, s in zip(values, summaries, strict=True)]
     highs = [max(0.0, 100 * s["ci95"][1] - v) for v, s in zip(values, summaries, strict=True)]
@@ -133,3 +133,10 @@ def _reward_panel(axes, rounds: Sequence[dict], reward_label: str) -> None:
     axes.set_xticks(numbers)
     axes.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
     axes.axhline(0.0, color="black", linewidth=0.6)
+
+
+def _tick_label(name: str, width: int = 16) -> str:
+    """A condition name on lines of about `width` characters, paths broken after a slash, so that long names such as
+    `self_edits (outputs/run/checkpoint-8)` do not run into their neighbours."""
+    lines = textwrap.wrap(name.replace("/", "/ "), width, break_long_words=True)
+    return "\n".join(line.replace("/ ", "/") for line in lines)
