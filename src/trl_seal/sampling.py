@@ -12,6 +12,7 @@ exact sample of softmax(scores).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -109,12 +110,14 @@ def greedy_twin(config: GenerationConfig) -> GenerationConfig:
 def sample_seeded(
     model, prompt_ids: list[list[int]], seeds: list[int], generation_config: GenerationConfig, pad_token_id: int,
     eos_token_ids, chunk_size: int | None = None, pad_to_multiple_of: int | None = None, device=None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[list[int]]:
     """Sample one completion per prompt, row `i` from its own stream seeded by `seeds[i]` (`SeededSampler`),
     `chunk_size` rows per `generate` call (None: all at once) in order of prompt length, so that each call pads
     little. Each completion is cut after its first EOS token. Rows draw the same noise in any chunk, so the chunking
     changes the completions only through rounding. Inputs go to `device` (default: that of the model's first
-    parameter; pass the accelerator's where parameters may be offloaded).
+    parameter; pass the accelerator's where parameters may be offloaded). `progress(n)` is called after each call
+    with its number of rows (e.g. a tqdm bar's `update`).
 
     Example:
     ```python
@@ -144,4 +147,6 @@ def sample_seeded(
         for row, tokens in zip(rows, output[:, input_ids.shape[1]:].cpu().tolist(), strict=True):
             end = next((i for i, token in enumerate(tokens) if token in eos), len(tokens) - 1)
             result[row] = tokens[: end + 1]  # up to the first EOS, as TRL keeps it
+        if progress is not None:
+            progress(len(rows))
     return result

@@ -178,16 +178,13 @@ def _seeded_self_edits(model, tokenizer, passages, prompts, k, max_new_tokens, t
                               pad_token_id=pad, eos_token_id=eos)
     ids = tokenizer([chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts],
                     add_special_tokens=False)["input_ids"]
-    rows = sorted(((i, j) for i in range(len(passages)) for j in range(k)), key=lambda row: len(ids[row[0]]))
-    texts = {}
+    rows = [(i, j) for i in range(len(passages)) for j in range(k)]
+    seeds = [derive_seed(seed, "self-edit", passages[i].passage_id, j) for i, j in rows]
     with tqdm(total=len(rows), desc="writing self-edits", unit="self-edit") as bar:
-        for start in range(0, len(rows), rows_per_call):  # rows of similar length share a call: little padding
-            chunk = rows[start : start + rows_per_call]
-            seeds = [derive_seed(seed, "self-edit", passages[i].passage_id, j) for i, j in chunk]
-            completions = sample_seeded(model, [ids[i] for i, _ in chunk], seeds, config, pad, eos)
-            texts.update(zip(chunk, tokenizer.batch_decode(completions, skip_special_tokens=True), strict=True))
-            bar.update(len(chunk))
-    return [[texts[(i, j)].strip() for j in range(k)] for i in range(len(passages))]
+        completions = sample_seeded(model, [ids[i] for i, _ in rows], seeds, config, pad, eos, rows_per_call,
+                                    progress=bar.update)
+    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+    return [[texts[i * k + j].strip() for j in range(k)] for i in range(len(passages))]
 
 
 def read_self_edit_file(path: str, passages: Sequence[Passage]) -> list[list[str]]:
