@@ -105,12 +105,29 @@ def analyse(records, args) -> dict[str, list[dict]]:
     return tables
 
 
+def frozen_indices(args, records: list[dict]) -> list[int]:
+    """The passages this run measures: those `config.json` froze when it started, then (to reach `num_passages`) the
+    format study's other measured passages by index. The format study keeps adding passages, so without freezing,
+    "its first N" would shift under a run that resumes."""
+    frozen = []
+    config_path = os.path.join(args.output_dir, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as handle:
+            frozen = json.load(handle).get("study_indices") or []
+    others = sorted(record["index"] for record in records if record["index"] not in frozen)
+    return [*frozen, *others][: args.num_passages]
+
+
 def study_passages(args, passages) -> list[tuple[int, object, str]]:
-    """`(index, passage, self-edit text)` for the first `num_passages` passages the format study measured."""
+    """`(index, passage, self-edit text)` for the passages of `frozen_indices`, with the format study's self-edit."""
     with open(args.study_results) as handle:
-        records = sorted((json.loads(line) for line in handle if line.strip()), key=lambda r: r["index"])
+        by_index = {record["index"]: record for record in map(json.loads, filter(str.strip, handle))}
     chosen = []
-    for record in records[: args.num_passages]:
+    for index in frozen_indices(args, list(by_index.values())):
+        if index not in by_index:
+            raise ValueError(f"{args.study_results} has no record of passage {index}, which {args.output_dir} "
+                             "froze when it started: pass the format study's results file.")
+        record = by_index[index]
         passage = passages[record["index"]]
         if passage.passage_id != record["passage_id"]:
             raise ValueError(f"{args.study_results}: passage {record['index']} of --data {args.data} is not the one "
@@ -124,11 +141,12 @@ def study_passages(args, passages) -> list[tuple[int, object, str]]:
 
 
 def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
+    chosen = study_passages(args, passages)
+    args.study_indices = [index for index, _, _ in chosen]  # frozen in config.json for every restart and shard
     study = ResumableStudy(args.output_dir, {**vars(args), "seeds": "derive_seed(seed, 'documents', index, name)"})
     rewards = {p: KnowledgeQAReward(max_new_tokens=args.answer_tokens, question_with_title=with_title)
                for p, with_title in PROTOCOLS.items()}
     adapter = make_adapter(args, model, tokenizer)
-    chosen = study_passages(args, passages)
     mine = shard(chosen, args.shard)
     for number, (index, passage, self_edit) in enumerate(mine, 1):
         if index in study.done or args.analyse_only:

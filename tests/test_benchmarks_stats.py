@@ -305,6 +305,14 @@ def test_self_edit_documents_cuts_the_study_self_edits_and_resumes(tmp_path, tok
     with pytest.raises(ValueError, match="no 'rewrite' self-edit"):
         other = [*argv[:-1], str(tmp_path / "rewrite"), "--style", "rewrite"]
         bench.run(bench.parse_args(other), tiny_model, tokenizer, passages)
+    # the passages are frozen when a run starts: the format study's later (lower-index) records do not shift them
+    frozen = json.loads((tmp_path / "docs" / "config.json").read_text())["study_indices"]
+    records = [{"index": i} for i in (-1, *frozen)]
+    two, three = [*argv, "--num_passages", "2"], [*argv, "--num_passages", "3"]
+    assert bench.frozen_indices(bench.parse_args(two), records) == frozen
+    assert bench.frozen_indices(bench.parse_args(three), records) == [*frozen, -1], "a larger run extends the frozen"
+    elsewhere = [*argv[:-1], str(tmp_path / "new"), "--num_passages", "2"]
+    assert bench.frozen_indices(bench.parse_args(elsewhere), records) == [-1, frozen[0]], "a new run: first by index"
 
 
 def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
