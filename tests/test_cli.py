@@ -148,7 +148,7 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
     (tmp_path / "e.jsonl").write_text("\n".join([edit, edit]))
     code = main([
         "eval-knowledge", "--model", str(model_dir), "--passages", str(tmp_path / "p.json"), "--num_passages", "3",
-        "--conditions", "base,passage,self_edits,file,cpt", "--k", "2", "--max_new_tokens", "4",
+        "--conditions", "base,passage,self_edits,file,cpt,matched_passage", "--k", "2", "--max_new_tokens", "4",
         "--self_edits_file", str(tmp_path / "e.jsonl"), "--inner_r", "4", "--inner_lora_alpha", "8",
         "--inner_num_epochs", "2",
         "--output_dir", str(tmp_path / "out"),
@@ -156,9 +156,10 @@ def test_eval_knowledge_end_to_end(tmp_path, tokenizer, tiny_model):
     assert code == 0
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     names = [s["condition"] for s in result["summaries"]]
-    assert names == ["base", "passage", "self_edits", "file", "cpt"]
+    assert names == ["base", "passage", "self_edits", "file", "cpt", "matched_passage"]
     assert all(s["passages"] == 3 and 0.0 <= s["accuracy"] <= 1.0 for s in result["summaries"])
-    assert "paired_diff_vs_passage" in result["summaries"][2]
+    assert {"paired_diff_vs_passage", "paired_diff_vs_matched_passage"} <= set(result["summaries"][2])
+    assert "as many steps as the self-edits" in result["headline"]
     assert "| base | 3 |" in (tmp_path / "out" / "results.md").read_text()
 
 

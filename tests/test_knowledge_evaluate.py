@@ -37,6 +37,22 @@ def test_conditions_paired_differences_and_table(tokenizer):
         run_conditions(adapter, PASSAGES, KnowledgeQAReward(), ["gpt"])
 
 
+def test_matched_passage_trains_the_passage_for_as_many_steps_as_each_self_edit(tokenizer):
+    adapter = FakeAdapter(tokenizer)
+    edits = {"writer": [["apple"], ["apple\nriver\nstone", "  "], ["apple"], ["river"]]}
+    summaries = run_conditions(adapter, PASSAGES, KnowledgeQAReward(grader=exact_match),
+                               ["matched_passage", "writer"], edits, paired=[("writer", "matched_passage")])
+    matched_jobs = adapter.jobs[: len(adapter.jobs) // 2]  # the matched condition runs first in each chunk
+    assert [len(job.examples) for job in matched_jobs] == [2, 4, 2, 2], "1 + lines documents; a blank edit skipped"
+    assert all(e.completion == matched_jobs[0].examples[0].completion.replace("stone 0", f"stone {i}")
+               for i, job in zip((0, 1, 2, 3), matched_jobs) for e in job.examples), "the passage alone, repeated"
+    by_name = {s["condition"]: s for s in summaries}
+    assert by_name["matched_passage"]["accuracy"] == 0.0  # the passage never says apple
+    assert by_name["writer"]["paired_diff_vs_matched_passage"]["mean"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="matches the steps of the first self-edit source"):
+        run_conditions(adapter, PASSAGES, KnowledgeQAReward(), ["matched_passage"])
+
+
 def test_self_edit_file(tmp_path):
     path = tmp_path / "edits.jsonl"
     rows = [{"title": f"stone {i}", "self_edit": f"edit {i}"} for i in range(4)]

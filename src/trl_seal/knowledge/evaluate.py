@@ -3,6 +3,8 @@
 Conditions (each gives one accuracy per passage, then the mean with a 95 % bootstrap CI over passages):
 - `base`: the model answers closed-book, no adaptation;
 - `passage`: one adapter trained on the passage alone;
+- `matched_passage`: the passage alone, repeated as many times as each self-edit (of the first source) has documents:
+  a self-edit condition's step-matched control, which tells what the self-edit says from how long it trains;
 - `self_edits`: the model (any model: the base, a SEAL-trained one, a bigger one) writes k self-edits per passage,
   an adapter is trained on each (plus the passage), the passage's score is the mean over its self-edits;
 - `file`: self-edits read from a JSONL file (`{"title", "self_edit"}` per line, several per title allowed);
@@ -26,6 +28,7 @@ from .prompts import self_edit_prompt, training_documents
 from .reward import KnowledgeQAReward, generate_answers, mean
 from .score_log import ScoreLog
 
+MATCHED_PASSAGE = "matched_passage"
 
 @dataclass
 class ConditionResult:
@@ -104,6 +107,24 @@ def evaluate_self_edits(name, adapter, passages, self_edits: Sequence[Sequence[s
         for p, edits in zip(passages, self_edits, strict=True)
     ]
     return evaluate_documents(name, adapter, passages, documents, reward, progress)
+
+
+def evaluate_matched_passage(adapter, passages, self_edits: Sequence[Sequence[str]], reward, progress=None):
+    """The step-matched control of a self-edit condition: for every self-edit, the passage alone repeated as many
+    times as that self-edit has inner documents (so as many optimizer steps at batch 1; a passage is longer than a
+    line, so more tokens). It tells a self-edit's content from its extra steps: on SmolLM2-135M, training on the
+    passage twice cost nothing while the same steps of self-edit text cost 13 points (docs/results.md 0c)."""
+    documents = [
+        [training_documents(p.title, p.context, "") * _document_count(p, e, reward) for e in edits if e.strip()]
+        or [training_documents(p.title, p.context, "")]
+        for p, edits in zip(passages, self_edits, strict=True)
+    ]
+    return evaluate_documents(MATCHED_PASSAGE, adapter, passages, documents, reward, progress)
+
+
+def _document_count(passage: Passage, self_edit: str, reward: KnowledgeQAReward) -> int:
+    return len(training_documents(passage.title, passage.context, self_edit, reward.document_layout,
+                                  reward.include_passage))
 
 
 def evaluate_continued_pretraining(adapter, passages, self_edits, reward) -> ConditionResult:
@@ -233,6 +254,7 @@ def _points(paired: dict | None) -> str:
 CONDITION_PHRASES = {
     "base": "the base model without training",
     "passage": "training on the passage alone",
+    "matched_passage": "training on the passage alone for as many steps as the self-edits",
     "base self-edits": "the base model's own self-edits",
     "SEAL self-edits": "the SEAL model's self-edits",
     "self_edits": "the self-edits",
@@ -369,12 +391,19 @@ def _evaluator(condition, adapter, passages, reward, self_edits, progress) -> Ca
         first = next(iter(self_edits.values()))
         return lambda at: evaluate_continued_pretraining(adapter, [passages[i] for i in at], [first[i] for i in at],
                                                          reward)
+    if condition == MATCHED_PASSAGE:
+        if not self_edits:
+            raise ValueError(f"{MATCHED_PASSAGE} matches the steps of the first self-edit source, and none was given "
+                             "(a model or a file).")
+        first = next(iter(self_edits.values()))
+        return lambda at: evaluate_matched_passage(adapter, [passages[i] for i in at], [first[i] for i in at],
+                                                   reward, progress)
     if condition in self_edits:
         edits = self_edits[condition]
         return lambda at: evaluate_self_edits(condition, adapter, [passages[i] for i in at], [edits[i] for i in at],
                                               reward, progress)
-    raise ValueError(f"Unknown condition {condition!r}: use base, passage, cpt, cpt+self_edits or one of "
-                     f"{list(self_edits)}.")
+    raise ValueError(f"Unknown condition {condition!r}: use base, passage, {MATCHED_PASSAGE}, cpt, cpt+self_edits or "
+                     f"one of {list(self_edits)}.")
 
 
 def _logged_chunk(condition, passages, at: range, evaluate, log, progress) -> list[tuple[float, dict]]:

@@ -28,6 +28,7 @@ from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.inner.memory import release_free_memory
 from trl_seal.knowledge.data import EMBEDDED, load_passages
 from trl_seal.knowledge.evaluate import (
+    MATCHED_PASSAGE,
     describe_comparison,
     generate_self_edits,
     markdown_table,
@@ -42,7 +43,7 @@ from trl_seal.knowledge.score_log import ScoreLog
 from trl_seal.models import DEFAULT_MODEL, resolve_model
 
 GRADERS = {"contained": answer_contained, "exact": exact_match, "f1": f1_score}
-CONDITIONS = ("base", "passage", "self_edits", "file", "cpt", "cpt+self_edits")
+CONDITIONS = ("base", "passage", MATCHED_PASSAGE, "self_edits", "file", "cpt", "cpt+self_edits")
 # `trl-seal knowledge` trains on the first num_train_passages passages (this is its default): evaluation starts after.
 DEMO_TRAIN_PASSAGES = 6
 INTERIM_FILE = "results_interim.md"
@@ -63,7 +64,10 @@ class EvalKnowledgeArguments:
                   f"{DEMO_TRAIN_PASSAGES} (the demo's) for the embedded passages, 0 for --passages."},
     )
     conditions: str = field(
-        default="base,passage,self_edits", metadata={"help": f"Comma list of {', '.join(CONDITIONS)}."}
+        default="base,passage,self_edits",
+        metadata={"help": f"Comma list of {', '.join(CONDITIONS)}. {MATCHED_PASSAGE} is the self-edits' step-matched "
+                  "control: the passage alone, repeated as many times as each self-edit of the first writer has "
+                  "documents (it costs as many inner loops as that writer)."},
     )
     self_edit_model: str | None = field(
         default=None,
@@ -143,12 +147,16 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
     if len(log):
         print(f"eval-knowledge: resuming from {log.path} ({len(log)} scores of an interrupted run)")
     sources, paired = {}, []
-    if any(c in ("self_edits", "cpt+self_edits") for c in conditions):
+    matched_needs_writer = MATCHED_PASSAGE in conditions and not args.self_edits_file
+    if any(c in ("self_edits", "cpt+self_edits") for c in conditions) or matched_needs_writer:
         sources = writer_self_edits(args, model, tokenizer, passages, log)
         paired = [(name, next(iter(sources))) for name in list(sources)[1:]]
         conditions = [name for c in conditions for name in (sources if c == "self_edits" else [c])]
     if args.self_edits_file:
         sources["file"] = read_self_edit_file(args.self_edits_file, passages)
+    first = next(iter(sources), None)
+    if MATCHED_PASSAGE in conditions and first in conditions:
+        paired.append((first, MATCHED_PASSAGE))  # what the first writer's self-edits say, at the same steps
     adapter = LoRAInnerAdapter(inner_config)
     adapter.sync(model, tokenizer)
     del model  # the conditions train and answer with the adapter's own copy: the loaded model would only add its size
@@ -267,7 +275,7 @@ def writer_self_edits(args: EvalKnowledgeArguments, model, tokenizer, passages,
 def _progress(passages, conditions, k, sources=()):
     from tqdm.auto import tqdm
 
-    per_passage = {"passage": 1, **{name: k for name in sources}}
+    per_passage = {"passage": 1, MATCHED_PASSAGE: k, **{name: k for name in sources}}
     adapters = len(passages) * sum(per_passage.get(c, 0) for c in conditions)
     bar = tqdm(total=adapters, desc="inner loops", unit="adapter")
     return lambda: bar.update(1)
