@@ -30,6 +30,7 @@ from .score_log import ScoreLog
 
 MATCHED_PASSAGE = "matched_passage"
 
+
 @dataclass
 class ConditionResult:
     name: str
@@ -100,12 +101,7 @@ def evaluate_passage_only(adapter, passages, reward, progress=None) -> Condition
 
 
 def evaluate_self_edits(name, adapter, passages, self_edits: Sequence[Sequence[str]], reward, progress=None):
-    documents = [
-        [training_documents(p.title, p.context, e, reward.document_layout, reward.include_passage)
-         for e in edits if e.strip()]
-        or [training_documents(p.title, p.context, "")]
-        for p, edits in zip(passages, self_edits, strict=True)
-    ]
+    documents = _per_self_edit(passages, self_edits, lambda p, e: _self_edit_documents(p, e, reward))
     return evaluate_documents(name, adapter, passages, documents, reward, progress)
 
 
@@ -115,17 +111,21 @@ def evaluate_matched_passage(adapter, passages, self_edits: Sequence[Sequence[st
     line, so more tokens). It tells a self-edit's content from its extra steps: on SmolLM2-135M, the passage twice
     taught more than the passage once, and far more than the passage plus the model's own implications at the same
     steps (docs/results.md 0c), so "beats passage only" alone can credit a self-edit with what extra steps did."""
-    documents = [
-        [training_documents(p.title, p.context, "") * _document_count(p, e, reward) for e in edits if e.strip()]
-        or [training_documents(p.title, p.context, "")]
-        for p, edits in zip(passages, self_edits, strict=True)
-    ]
+    documents = _per_self_edit(passages, self_edits, lambda p, e: training_documents(p.title, p.context, "")
+                               * len(_self_edit_documents(p, e, reward)))
     return evaluate_documents(MATCHED_PASSAGE, adapter, passages, documents, reward, progress)
 
 
-def _document_count(passage: Passage, self_edit: str, reward: KnowledgeQAReward) -> int:
-    return len(training_documents(passage.title, passage.context, self_edit, reward.document_layout,
-                                  reward.include_passage))
+def _self_edit_documents(passage: Passage, self_edit: str, reward: KnowledgeQAReward) -> list[TrainingExample]:
+    return training_documents(passage.title, passage.context, self_edit, reward.document_layout,
+                              reward.include_passage)
+
+
+def _per_self_edit(passages, self_edits, documents_of: Callable) -> list[list[list[TrainingExample]]]:
+    """`documents_of(passage, self_edit)` for every non-blank self-edit of a passage; the passage alone where it has
+    none, so every passage gets a score."""
+    return [[documents_of(p, e) for e in edits if e.strip()] or [training_documents(p.title, p.context, "")]
+            for p, edits in zip(passages, self_edits, strict=True)]
 
 
 def evaluate_continued_pretraining(adapter, passages, self_edits, reward) -> ConditionResult:
