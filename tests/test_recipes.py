@@ -83,6 +83,24 @@ def test_squad_recipe_trains_and_evaluates_disjoint_passages():
     assert train["save_steps"] == 0 and train["resume_from_checkpoint"] == "true"
 
 
+def test_appended_squad_recipe_changes_only_layout_and_baseline():
+    """The appended variant is the SQuAD recipe with two keys changed (and its own output folder), and each training
+    yaml's held-out table evaluates the self-edits in the layout they were rewarded in."""
+    folder = ROOT / "recipes" / "knowledge"
+    base, appended = (yaml.safe_load((folder / f"{name}.yaml").read_text())
+                      for name in ("cpu_smollm2_squad", "cpu_smollm2_squad_appended"))
+    changed = {key for key in base.keys() | appended.keys() if base.get(key) != appended.get(key)}
+    assert changed == {"self_edit_layout", "reward_baseline", "output_dir", "passages"}
+    assert (appended["self_edit_layout"], appended["reward_baseline"]) == ("appended", "passage")
+    for name, train in (("cpu_smollm2_squad", base), ("cpu_smollm2_squad_appended", appended)):
+        evaluation = yaml.safe_load((folder / f"{name}_eval.yaml").read_text())
+        assert evaluation["self_edit_layout"] == train["self_edit_layout"]
+        assert evaluation["output_dir"] == f"{train['output_dir']}/eval"
+        assert evaluation["passages"] == train["passages"].replace("train.json", "eval.json")
+    driver = (folder / "cpu_smollm2_squad.sh").read_text()
+    assert '--config "$HERE/$RECIPE.yaml"' in driver and '--config "$HERE/${RECIPE}_eval.yaml"' in driver
+
+
 def test_paper_recipes_hold_the_paper_protocol():
     from trl_seal.arc.data import PAPER_EVAL_TASKS, PAPER_TRAIN_TASKS
 

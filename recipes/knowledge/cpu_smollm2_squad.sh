@@ -5,6 +5,9 @@
 # the ledger's scored self-edits, and the evaluation resumes from the chunks of scores it saved (a finished one is
 # kept).
 #   SQUAD=<squad passages json> OUT=<folder> bash recipes/knowledge/cpu_smollm2_squad.sh
+# RECIPE names the pair of yamls it runs: cpu_smollm2_squad (the paper's layout and reward, the default) or
+# cpu_smollm2_squad_appended (self-edits appended to the passage, reward = gain over the passage alone); each
+# <RECIPE>.yaml has its <RECIPE>_eval.yaml, and OUT defaults to outputs/seal_squad[_appended].
 # TRAIN_ARGS / EVAL_ARGS / SPLIT_ARGS add flags to the three commands (a quick check of the whole path:
 #   SPLIT_ARGS="--num_train 2 --num_eval 2" TRAIN_ARGS="--num_train_passages 2 --contexts_per_round 2
 #   --inner_num_epochs 1 --max_completion_length 32 --gradient_accumulation_steps 5" EVAL_ARGS="--inner_num_epochs 1"
@@ -12,19 +15,20 @@
 #   yaml must change).
 set -euo pipefail
 SQUAD=${SQUAD:-../shared/data/squad/squad_v1.1_dev_passages.json}
-OUT=${OUT:-outputs/seal_squad}
+RECIPE=${RECIPE:-cpu_smollm2_squad}
+OUT=${OUT:-outputs/${RECIPE/cpu_smollm2_/seal_}}
 HERE=$(dirname "$0")
 
 # 40 training passages from indices 0-999; 100 evaluation passages from 1000 on, after the 100 the studies measured
 trl-seal split-passages --passages "$SQUAD" --num_train 40 --train_range 0:1000 --num_eval 100 --eval_range 1000: \
     --eval_skip 100 --output_dir "$OUT/split" ${SPLIT_ARGS:-}
-trl-seal knowledge --config "$HERE/cpu_smollm2_squad.yaml" --passages "$OUT/split/train.json" --output_dir "$OUT" \
+trl-seal knowledge --config "$HERE/$RECIPE.yaml" --passages "$OUT/split/train.json" --output_dir "$OUT" \
     ${TRAIN_ARGS:-}
 
 # the round-1 policy is the first round checkpoint; the final policy is saved in $OUT itself
 ROUND1=$(ls -d "$OUT"/checkpoint-* | sort -t- -k2 -n | head -n 1)
 if [ ! -f "$OUT/eval/results.json" ]; then
-    trl-seal eval-knowledge --config "$HERE/cpu_smollm2_squad_eval.yaml" --passages "$OUT/split/eval.json" \
+    trl-seal eval-knowledge --config "$HERE/${RECIPE}_eval.yaml" --passages "$OUT/split/eval.json" \
         --self_edit_model "model,$ROUND1,$OUT" --output_dir "$OUT/eval" ${EVAL_ARGS:-}
 fi
 cat "$OUT/eval/results.md"
