@@ -14,6 +14,12 @@ Every adapter answers with and without the title in the question; per condition 
 bootstrap CI over passages and paired differences against `passage`. Results are appended per passage to
 results.jsonl (a restart skips done passages); config.json records the settings and seeds.
 
+Two oracle styles bound what any self-edit could add on this learner (`--style oracle-qa` or
+`oracle-answer-sentences`; no model writes them): the passage's graded questions each followed by its first gold
+answer (the self-edit states the test), and the passage's own sentences that hold a gold answer (no new content: an
+extractive writer's best). `--conditions` trains a subset of the cuts; `--passages_as DIR` measures the passages
+another run of this study froze, so the two pair passage by passage.
+
     python benchmarks/self_edit_documents.py --study_results benchmarks/results/self_edit_formats/results.jsonl \
         --style implications --output_dir benchmarks/results/self_edit_documents
 """
@@ -27,6 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from long_self_edits import sentences  # noqa: E402
 from self_edit_formats import PROTOCOLS, markdown, paired  # noqa: E402
 from study import (  # noqa: E402
     ResumableStudy,
@@ -46,6 +53,7 @@ from trl_seal.sampling import derive_seed  # noqa: E402
 from trl_seal.types import TrainingExample  # noqa: E402
 
 CONDITIONS = ("passage", "lines", "one document", "appended", "passage x2")
+ORACLES = ("oracle-qa", "oracle-answer-sentences")
 
 
 def parse_args(argv=None):
@@ -53,8 +61,35 @@ def parse_args(argv=None):
     add_common_arguments(parser, num_passages=30, output_dir="outputs/self_edit_documents")
     parser.add_argument("--study_results", default="benchmarks/results/self_edit_formats/results.jsonl",
                         help="The format study's results.jsonl: its passages (in its order) and self-edit texts.")
-    parser.add_argument("--style", default="implications", help="Whose self-edits to cut (a style of that study).")
-    return parser.parse_args(argv)
+    parser.add_argument("--style", default="implications",
+                        help=f"Whose self-edits to cut: a style of that study, or an oracle ({', '.join(ORACLES)}).")
+    parser.add_argument("--conditions", default=None,
+                        help=f"Comma-separated subset of {', '.join(CONDITIONS)} (default: all; passage always).")
+    parser.add_argument("--passages_as", default=None,
+                        help="Measure the passages the run in this folder froze (its config.json's study_indices).")
+    args = parser.parse_args(argv)
+    if args.conditions is not None:
+        chosen = [name.strip() for name in args.conditions.split(",") if name.strip()]
+        unknown = sorted(set(chosen) - set(CONDITIONS))
+        if unknown or "passage" not in chosen:
+            parser.error(f"--conditions {args.conditions!r}: choose from {', '.join(CONDITIONS)}, passage included "
+                         "(every cut is paired against it).")
+        args.conditions = [name for name in CONDITIONS if name in chosen]
+    return args
+
+
+def conditions_of(args) -> tuple[str, ...]:
+    return tuple(args.conditions or CONDITIONS)
+
+
+def oracle_self_edit(style: str, passage) -> str:
+    """An oracle self-edit built from the passage's gold questions and answers (see the module docstring)."""
+    if style == "oracle-qa":
+        return "\n".join(f"{q.question} {q.answers[0]}" for q in passage.questions if q.answers)
+    if style == "oracle-answer-sentences":
+        answers = [answer.lower() for q in passage.questions for answer in q.answers if answer.strip()]
+        return "\n".join(s for s in sentences(passage.context) if any(a in s.lower() for a in answers))
+    raise ValueError(f"unknown oracle {style!r}; choose from {ORACLES}")
 
 
 def documents(condition: str, title: str, context: str, self_edit: str) -> list[TrainingExample]:
@@ -67,10 +102,11 @@ def documents(condition: str, title: str, context: str, self_edit: str) -> list[
     raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
 
 
-def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed: int) -> dict:
-    """Train the five adapters of one passage in one batched call; accuracy, steps and tokens per condition."""
+def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed: int,
+                    conditions: tuple[str, ...] = CONDITIONS) -> dict:
+    """Train the conditions' adapters of one passage in one batched call; accuracy, steps and tokens per condition."""
     jobs = [InnerJob(documents(name, passage.title, passage.context, self_edit),
-                     seed=derive_seed(seed, "documents", index, name)) for name in CONDITIONS]
+                     seed=derive_seed(seed, "documents", index, name)) for name in conditions]
     questions = questions_of(passage)
     record = {"accuracy": {p: {} for p in PROTOCOLS}, "steps": {}, "tokens": {}, "failures": 0}
     for group in adapted_groups(adapter, jobs):
@@ -78,7 +114,7 @@ def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed:
         items = [(slot, passage.title, questions) for slot in usable]
         grades = {p: reward.grade_group(group, items) if items else [] for p, reward in rewards.items()}
         for slot, member in enumerate(group.members):
-            name = CONDITIONS[member.job_index]
+            name = conditions[member.job_index]
             record["steps"][name], record["tokens"][name] = member.num_steps, member.num_tokens
             record["failures"] += member.failure is not None
             for protocol, graded in grades.items():
@@ -90,7 +126,7 @@ def analyse(records, args) -> dict[str, list[dict]]:
     tables = {}
     for protocol in PROTOCOLS:
         rows = []
-        for name in CONDITIONS:
+        for name in conditions_of(args):
             values = [r["accuracy"][protocol][name] for r in records if r["accuracy"][protocol].get(name) is not None]
             row = {"condition": name, "passages": len(values), "accuracy": mean(values),
                    "ci95": bootstrap_ci(values, args.draws, args.seed),
@@ -98,7 +134,7 @@ def analyse(records, args) -> dict[str, list[dict]]:
                    "tokens": mean([r["tokens"].get(name) for r in records])}
             if name != "passage":
                 row["vs_passage"] = paired(records, protocol, name, "passage", args.draws, args.seed)
-            if name == "one document":
+            if name == "one document" and "passage x2" in conditions_of(args):
                 row["vs_matched"] = paired(records, protocol, name, "passage x2", args.draws, args.seed)
             rows.append(row)
         tables[protocol] = rows
@@ -110,7 +146,9 @@ def frozen_indices(args, records: list[dict]) -> list[int]:
     format study's other measured passages by index. The format study keeps adding passages, so without freezing,
     "its first N" would shift under a run that resumes."""
     frozen = []
-    config_path = os.path.join(args.output_dir, "config.json")
+    config_path = os.path.join(args.passages_as or args.output_dir, "config.json")
+    if args.passages_as and not os.path.exists(config_path):
+        raise ValueError(f"--passages_as {args.passages_as}: no config.json there; pass a folder this study wrote.")
     if os.path.exists(config_path):
         with open(config_path) as handle:
             frozen = json.load(handle).get("study_indices") or []
@@ -132,6 +170,9 @@ def study_passages(args, passages) -> list[tuple[int, object, str]]:
         if passage.passage_id != record["passage_id"]:
             raise ValueError(f"{args.study_results}: passage {record['index']} of --data {args.data} is not the one "
                              "the study measured; pass the study's --data.")
+        if args.style in ORACLES:
+            chosen.append((record["index"], passage, oracle_self_edit(args.style, passage)))
+            continue
         edits = record["self_edits"].get(args.style)
         if not edits:
             raise ValueError(f"{args.study_results}: passage {record['index']} has no {args.style!r} self-edit; "
@@ -153,7 +194,7 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
             continue
         start = time.time()
         record = {"index": index, "passage_id": passage.passage_id, "title": passage.title,
-                  **measure_passage(adapter, rewards, index, passage, self_edit, args.seed)}
+                  **measure_passage(adapter, rewards, index, passage, self_edit, args.seed, conditions_of(args))}
         record["seconds"] = time.time() - start
         study.add(record)
         study.progress(number, len(mine), passage.title,

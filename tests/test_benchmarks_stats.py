@@ -315,6 +315,45 @@ def test_self_edit_documents_cuts_the_study_self_edits_and_resumes(tmp_path, tok
     assert bench.frozen_indices(bench.parse_args(elsewhere), records) == [-1, frozen[0]], "a new run: first by index"
 
 
+def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(tmp_path, tokenizer, tiny_model):
+    """The oracle self-edits are built from the gold questions and answers (no study self-edit is read), a subset of
+    the cuts trains only those adapters, and --passages_as measures the passages another run froze."""
+    import json
+
+    from trl_seal.knowledge.data import Passage, Question
+
+    bench = _benchmark("self_edit_documents")
+    passage = Passage("T", "Ann was born in Oslo. She liked tea! Bob was born in Rome.",
+                      (Question("Where was Ann born?", ("Oslo",)), Question("Who was born in Rome?", ("Bob", "bob"))))
+    assert bench.oracle_self_edit("oracle-qa", passage) == "Where was Ann born? Oslo\nWho was born in Rome? Bob"
+    assert (bench.oracle_self_edit("oracle-answer-sentences", passage)
+            == "Ann was born in Oslo.\nBob was born in Rome."), "only the sentences that hold an answer"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--conditions", "appended"])  # passage is the anchor every cut is paired against
+    formats = _benchmark("self_edit_formats")
+    study_dir = tmp_path / "formats"
+    formats.run(formats.parse_args(["--styles", "implications", "--epochs", "1", "--self_edit_tokens", "2",
+                                    "--answer_tokens", "2", "--dtype", "float32", "--draws", "20",
+                                    "--output_dir", str(study_dir)]), tiny_model, tokenizer, _tiny_passages())
+    common = ["--study_results", str(study_dir / "results.jsonl"), "--epochs", "1", "--answer_tokens", "2",
+              "--dtype", "float32", "--draws", "20", "--num_passages", "1"]
+    passages = [passage for _, passage in _tiny_passages()]
+    first = bench.parse_args([*common, "--output_dir", str(tmp_path / "first"), "--conditions", "passage"])
+    bench.run(first, tiny_model, tokenizer, passages)
+    frozen = json.loads((tmp_path / "first" / "config.json").read_text())["study_indices"]
+    oracle = bench.parse_args([*common, "--output_dir", str(tmp_path / "oracle"), "--style", "oracle-qa",
+                               "--conditions", "appended,passage", "--passages_as", str(tmp_path / "first")])
+    assert oracle.conditions == ["passage", "appended"]
+    tables = bench.run(oracle, tiny_model, tokenizer, passages)
+    assert [row["condition"] for row in tables["title"]] == ["passage", "appended"]
+    record = json.loads((tmp_path / "oracle" / "results.jsonl").read_text())
+    assert record["index"] == frozen[0] and set(record["steps"]) == {"passage", "appended"}
+    assert record["tokens"]["appended"] > record["tokens"]["passage"], "the gold lines were appended"
+    with pytest.raises(ValueError, match="no config.json"):
+        bench.run(bench.parse_args([*common, "--output_dir", str(tmp_path / "x"), "--passages_as", str(tmp_path)]),
+                  tiny_model, tokenizer, passages)
+
+
 def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
     import json
 
