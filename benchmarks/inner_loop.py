@@ -44,7 +44,7 @@ from trl_seal.inner.data import tokenize_examples
 from trl_seal.inner.packing import pack, per_slot_losses
 from trl_seal.knowledge.data import load_passages
 from trl_seal.knowledge.grading import answer_contained
-from trl_seal.knowledge.prompts import question_prompt, training_documents
+from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS, question_prompt, training_documents
 from trl_seal.knowledge.reward import KnowledgeQAReward
 from trl_seal.models import resolve_model
 
@@ -75,6 +75,10 @@ def parse_args():
     parser.add_argument("--r", type=int, default=32)
     parser.add_argument("--alpha", type=int, default=64)
     parser.add_argument("--lines", type=int, default=8, help="self-edit lines (documents besides the passage)")
+    parser.add_argument("--layout", default="lines", choices=list(DOCUMENT_LAYOUTS),
+                        help="how a self-edit becomes documents (the scripts' self_edit_layout): lines (one per "
+                             "line beside the passage, the paper's), whole, or appended (one passage+self-edit "
+                             "document: longer documents, 10x fewer steps, so the CPU plan picks fewer slots)")
     parser.add_argument("--questions", type=int, default=5)
     parser.add_argument("--max_new_tokens", type=int, default=64, help="paper: 64")
     parser.add_argument("--reference_pad_length", type=int, default=2048, help="the reference pads to 2048")
@@ -122,7 +126,7 @@ def workload(args, count: int) -> list[dict]:
         questions = [{"question": q.question, "answers": q.answers} for q in passage.questions[: args.questions]]
         items.append({
             "title": passage.title, "context": passage.context, "self_edit": self_edit, "questions": questions,
-            "documents": training_documents(passage.title, passage.context, self_edit),
+            "documents": training_documents(passage.title, passage.context, self_edit, args.layout),
             "prompts": [question_prompt(passage.title, q["question"]) for q in questions],
         })
     return items
@@ -265,7 +269,7 @@ def main():
                                                   num_epochs=args.epochs, max_adapters=k,
                                                   quantization=args.quantization)) for k in ks}
     rewards_c = {k: KnowledgeQAReward(grader=grader, max_new_tokens=args.max_new_tokens, eval_batch_size=256,
-                                      show_progress=False) for k in ks}
+                                      document_layout=args.layout, show_progress=False) for k in ks}
     for adapter in adapters.values():
         adapter.sync(model, tokenizer)
     names = [arm for arm in ("A", "B") if arm in arms] + [f"{arm}{k}" for arm in ("C", "F") if arm in arms for k in ks
@@ -373,7 +377,7 @@ def report(args, results, model, tokenizer) -> None:
           f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else ''}, {args.threads} threads; "
           f"matmul peak {peak / 1e12:.2f} TFLOP/s")
     print(f"workload: {args.self_edits} self-edits (A, B: the first {args.reference_self_edits}), "
-          f"{args.epochs} epochs, {args.lines} self-edit lines + passage, {args.questions} questions, "
+          f"{args.epochs} epochs, {args.lines} self-edit lines + passage ({args.layout}), {args.questions} questions, "
           f"{args.max_new_tokens} new tokens, r={args.r}; A pads to {args.reference_pad_length}; "
           f"load average before the report {os.getloadavg()[0]:.2f}")
     header = (f"{'arm':>6} {'s/self-edit':>12} {'range':>17} {'train':>7} {'eval':>7} {'other':>7} "

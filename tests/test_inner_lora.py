@@ -238,8 +238,25 @@ def test_config_normalises_what_the_command_line_gives():
     config = InnerLoRAConfig(dtype=torch.bfloat16, max_adapters="8", target_modules=["all-linear"], max_grad_norm=0)
     assert (config.dtype, config.max_adapters, config.target_modules, config.max_grad_norm) == (
         "bfloat16", 8, "all-linear", None)
-    assert config.torch_dtype is torch.bfloat16 and InnerLoRAConfig(dtype="auto").torch_dtype is None
+    assert config.torch_dtype("cpu") is torch.bfloat16 and InnerLoRAConfig(dtype="auto").torch_dtype("cpu") is None
     json.dumps(dataclasses.asdict(config))  # a config is plain data (it goes into results.json and the ledger)
+
+
+def test_fastest_dtype_is_bfloat16_only_where_the_device_computes_it_natively(monkeypatch, tiny_model, tokenizer):
+    from trl_seal.inner import config as config_module
+
+    config = InnerLoRAConfig(dtype="fastest")
+    assert config.dtype == "fastest" and json.dumps(dataclasses.asdict(config))
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(config_module, "native_bfloat16", lambda device, native=native: native)
+        assert config.torch_dtype("cpu") is expected
+        adapter = LoRAInnerAdapter(config)
+        adapter.sync(tiny_model, tokenizer)
+        assert next(adapter.model.parameters()).dtype is expected, "the resident copy is built in that dtype"
+    monkeypatch.undo()
+    assert isinstance(config_module.native_bfloat16("cpu"), bool) and not config_module.native_bfloat16("meta")
+    with pytest.raises(ValueError, match="'fastest'"):
+        InnerLoRAConfig(dtype="fast")
 
 
 @pytest.mark.parametrize("adapter_class", [LoRAInnerAdapter, PeftLoRAInnerAdapter])

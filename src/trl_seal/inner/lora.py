@@ -113,7 +113,7 @@ class LoRAInnerAdapter(ResidentPolicyCopy):
         self._drop_built_state()
         quantization = self.config.quantization
         where = device if quantization is None else torch.device("cpu")
-        base = build_resident_copy(policy, self.config.torch_dtype, where)
+        base = build_resident_copy(policy, self.config.torch_dtype(device), where)
         if quantization is not None:
             base = quantize_copy(base, quantization, device)
         base.requires_grad_(False)

@@ -107,7 +107,8 @@ def use_every_core() -> str:
         return ""
     threads = torch.get_num_threads()
     if omp_threads_set_by_user():
-        return f"CPU: {threads} torch threads per process (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+        return (f"CPU: {threads} torch threads per process (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}); "
+                f"{bfloat16_note()}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # torchrun's count of processes on this machine, else MPI's (the names accelerate reads for its own default).
     names = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
@@ -115,7 +116,16 @@ def use_every_core() -> str:
     threads = max(1, cores // local_processes)
     torch.set_num_threads(threads)
     return (f"CPU: {threads} torch threads per process ({cores} cores, {local_processes} local process(es); "
-            "set OMP_NUM_THREADS to choose)")
+            f"set OMP_NUM_THREADS to choose); {bfloat16_note()}")
+
+
+def bfloat16_note() -> str:
+    """What `inner_dtype: fastest` resolves to on this CPU, so a run's log says which precision its inner loops had."""
+    from trl_seal.inner.config import native_bfloat16
+
+    if native_bfloat16("cpu"):
+        return "native bfloat16 (inner_dtype fastest = bfloat16)"
+    return "no native bfloat16 (inner_dtype fastest = float32)"
 
 
 def run(name: str, argv: list[str]) -> None:
