@@ -392,3 +392,17 @@ def test_self_edit_sampling_times_the_eval_writer(tokenizer, tiny_model, capsys)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "x |" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| one passage", "| 32 rows", "| 16 rows"]
     assert rows[0].split(" | ")[2] == "1.00x"
+
+
+def test_inner_dtype_compares_dtypes_on_the_same_self_edits(tokenizer, tiny_model):
+    bench = _benchmark("inner_dtype")
+    args = bench.parse_args(["--self_edits", "2", "--epochs", "1", "--lines", "2", "--questions", "1",
+                             "--max_new_tokens", "2", "--threads", "1", "--layout", "appended"])
+    runs = bench.measure(args, tiny_model, tokenizer)
+    assert [len(runs[name]) for name in ("bfloat16", "float32")] == [1, 1]
+    assert all(len(run["rewards"]) == 2 for trials in runs.values() for run in trials)
+    lines = bench.report(args, runs)
+    assert any(line.startswith("float32 vs bfloat16:") for line in lines)
+    assert lines[-1].startswith("rewards bfloat16 vs float32:") and "appended layout" in lines[0]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--dtypes", "float64"])
