@@ -20,6 +20,14 @@ answer (the self-edit states the test), and the passage's own sentences that hol
 extractive writer's best). `--conditions` trains a subset of the cuts; `--passages_as DIR` measures the passages
 another run of this study froze, so the two pair passage by passage.
 
+What the grade credits. Every record also keeps the greedy answers themselves, and grades them four ways per
+condition: `contained` (the library's default grader, the `accuracy` of the tables), SQuAD `f1` and `exact`, and
+`recited`: the share of answers that repeat >= 8 consecutive words of the passage verbatim. `unrecited` credits an
+answer only if it holds the gold answer without reciting the passage, and `loglik` is the mean log-probability per
+token of the gold answer (the library's `score="loglik"`). `recite_prefix` needs no model: the `contained` grade of
+answering every question with the passage's first `--answer_tokens` tokens, what a model that only learned to recite
+the passage's opening would score.
+
     python benchmarks/self_edit_documents.py --study_results benchmarks/results/self_edit_formats/results.jsonl \
         --style implications --output_dir benchmarks/results/self_edit_documents
 """
@@ -38,6 +46,7 @@ from self_edit_formats import PROTOCOLS, markdown, paired  # noqa: E402
 from study import (  # noqa: E402
     ResumableStudy,
     add_common_arguments,
+    interval,
     load_model,
     make_adapter,
     mean,
@@ -46,6 +55,7 @@ from study import (  # noqa: E402
 )
 
 from trl_seal import InnerJob, adapted_groups  # noqa: E402
+from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score, normalize_answer  # noqa: E402
 from trl_seal.knowledge.prompts import training_documents  # noqa: E402
 from trl_seal.knowledge.reward import KnowledgeQAReward  # noqa: E402
 from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
@@ -54,6 +64,8 @@ from trl_seal.types import TrainingExample  # noqa: E402
 
 CONDITIONS = ("passage", "lines", "one document", "appended", "passage x2")
 ORACLES = ("oracle-qa", "oracle-answer-sentences")
+RECITED_WORDS = 8  # an answer that repeats this many consecutive passage words verbatim is recited
+ANSWER_METRICS = ("f1", "exact", "recited", "unrecited", "loglik")  # beside `accuracy` (contained), per condition
 
 
 def parse_args(argv=None):
@@ -104,22 +116,60 @@ def documents(condition: str, title: str, context: str, self_edit: str) -> list[
 
 def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed: int,
                     conditions: tuple[str, ...] = CONDITIONS) -> dict:
-    """Train the conditions' adapters of one passage in one batched call; accuracy, steps and tokens per condition."""
+    """Train the conditions' adapters of one passage in one batched call; per condition and protocol the answers,
+    their grades (`accuracy` = contained, and `ANSWER_METRICS`), steps and tokens."""
     jobs = [InnerJob(documents(name, passage.title, passage.context, self_edit),
                      seed=derive_seed(seed, "documents", index, name)) for name in conditions]
     questions = questions_of(passage)
-    record = {"accuracy": {p: {} for p in PROTOCOLS}, "steps": {}, "tokens": {}, "failures": 0}
+    metrics = ("accuracy", "answers", *ANSWER_METRICS)
+    record = {**{m: {p: {} for p in PROTOCOLS} for m in metrics}, "steps": {}, "tokens": {}, "failures": 0}
     for group in adapted_groups(adapter, jobs):
         usable = [slot for slot, member in enumerate(group.members) if member.failure is None]
         items = [(slot, passage.title, questions) for slot in usable]
-        grades = {p: reward.grade_group(group, items) if items else [] for p, reward in rewards.items()}
+        graded = {p: answer_metrics(reward, group, items, passage.context) if items else [] for p, reward in
+                  rewards.items()}
         for slot, member in enumerate(group.members):
             name = conditions[member.job_index]
             record["steps"][name], record["tokens"][name] = member.num_steps, member.num_tokens
             record["failures"] += member.failure is not None
-            for protocol, graded in grades.items():
-                record["accuracy"][protocol][name] = mean(graded[usable.index(slot)]) if slot in usable else None
+            for protocol, per_slot in graded.items():
+                values = per_slot[usable.index(slot)] if slot in usable else {}
+                for metric in metrics:
+                    record[metric][protocol][name] = values.get(metric)
     return record
+
+
+def answer_metrics(reward, group, items, context: str) -> list[dict]:
+    """Per item: its answers, their mean grade under each metric (see the module docstring) and the gold loglik."""
+    answers = reward.answer_group(group, items)
+    logliks = reward.loglik_group(group, items)
+    results = []
+    for item_answers, item_loglik, (_, _, questions) in zip(answers, logliks, items, strict=True):
+        golds = [q["answers"] for q in questions]
+        contained = [reward.grader(a, g, q["question"]) for a, g, q in zip(item_answers, golds, questions)]
+        recited_flags = [recited(a, context) for a in item_answers]
+        results.append({
+            "answers": item_answers, "accuracy": mean(contained), "loglik": mean(item_loglik),
+            "f1": mean([f1_score(a, g) for a, g in zip(item_answers, golds)]),
+            "exact": mean([exact_match(a, g) for a, g in zip(item_answers, golds)]),
+            "recited": mean([float(flag) for flag in recited_flags]),
+            "unrecited": mean([c * (not flag) for c, flag in zip(contained, recited_flags)]),
+        })
+    return results
+
+
+def recited(answer: str, context: str, words: int = RECITED_WORDS) -> bool:
+    """Whether `answer` repeats `words` consecutive (SQuAD-normalised) words of `context` verbatim."""
+    said, source = normalize_answer(answer).split(), normalize_answer(context).split()
+    spans = {tuple(source[i : i + words]) for i in range(len(source) - words + 1)}
+    return any(tuple(said[i : i + words]) in spans for i in range(len(said) - words + 1))
+
+
+def recite_prefix(tokenizer, passage, answer_tokens: int) -> float:
+    """The `contained` grade of answering every question with the passage's first `answer_tokens` tokens."""
+    ids = tokenizer(passage.context, add_special_tokens=False)["input_ids"][:answer_tokens]
+    opening = tokenizer.decode(ids)
+    return mean([answer_contained(opening, q["answers"]) for q in questions_of(passage)])
 
 
 def analyse(records, args) -> dict[str, list[dict]]:
@@ -139,6 +189,37 @@ def analyse(records, args) -> dict[str, list[dict]]:
             rows.append(row)
         tables[protocol] = rows
     return tables
+
+
+def metrics_markdown(records, args) -> str:
+    """Per protocol, every condition under every answer metric: mean [95 % CI] and the paired difference from
+    `passage`; plus `recite_prefix`. Only records that kept their answers (this script's since they are recorded)."""
+    records = [r for r in records if "answers" in r]
+    if not records:
+        return ""
+    names = [("accuracy", "contained"), *((m, m) for m in ANSWER_METRICS)]
+    prefix = [r["recite_prefix"] for r in records]
+    prefix_ci = bootstrap_ci(prefix, args.draws, args.seed)
+    parts = [f"Every question answered with the passage's first {args.answer_tokens} tokens (no model), contained: "
+             f"{interval(mean(prefix), prefix_ci, 100, 1)} ({len(records)} passages)"]
+    for protocol in PROTOCOLS:
+        lines = [f"Answer metrics, questions {'with' if PROTOCOLS[protocol] else 'without'} the title "
+                 f"({len(records)} passages; % except loglik, nats per token; each cell: mean [CI]; vs passage):",
+                 "| condition | " + " | ".join(label for _, label in names) + " |", "|---" * (len(names) + 1) + "|"]
+        for name in conditions_of(args):
+            cells = []
+            for metric, _ in names:
+                scale, digits = (1, 2) if metric == "loglik" else (100, 1)
+                view = [{"accuracy": r[metric]} for r in records]
+                values = [v for v in (r[metric][protocol].get(name) for r in records) if v is not None]
+                cell = interval(mean(values), bootstrap_ci(values, args.draws, args.seed), scale, digits)
+                if name != "passage":
+                    diff, ci, _ = paired(view, protocol, name, "passage", args.draws, args.seed)
+                    cell += f"; {interval(diff, ci, scale, digits)}"
+                cells.append(cell)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def frozen_indices(args, records: list[dict]) -> list[int]:
@@ -194,7 +275,8 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
             continue
         start = time.time()
         record = {"index": index, "passage_id": passage.passage_id, "title": passage.title,
-                  **measure_passage(adapter, rewards, index, passage, self_edit, args.seed, conditions_of(args))}
+                  **measure_passage(adapter, rewards, index, passage, self_edit, args.seed, conditions_of(args)),
+                  "recite_prefix": recite_prefix(tokenizer, passage, args.answer_tokens)}
         record["seconds"] = time.time() - start
         study.add(record)
         study.progress(number, len(mine), passage.title,
@@ -204,6 +286,7 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
     text = "\n\n".join(f"Questions {'with' if PROTOCOLS[p] else 'without'} the title ({len(records)} passages, "
                        f"{args.style} self-edits, {args.epochs} epochs, lr {args.learning_rate}; 'vs step-matched' "
                        f"is `one document` against `passage x2`):\n{markdown(rows)}" for p, rows in tables.items())
+    text += f"\n\n{metrics_markdown(records, args)}".rstrip()
     with open(os.path.join(args.output_dir, "summary.md"), "w") as handle:
         handle.write(text + "\n")
     print("\n" + text)

@@ -315,6 +315,14 @@ def test_self_edit_documents_cuts_the_study_self_edits_and_resumes(tmp_path, tok
     assert bench.frozen_indices(bench.parse_args(elsewhere), records) == [-1, frozen[0]], "a new run: first by index"
 
 
+def test_self_edit_documents_counts_an_answer_that_repeats_the_passage_as_recited():
+    bench = _benchmark("self_edit_documents")
+    context = "The old mill stood by the river near the town of Quellmarsh for two hundred years."
+    assert bench.recited("The mill stood by the river, near the town of Quellmarsh.", context), "8 words verbatim"
+    assert not bench.recited("Quellmarsh", context) and not bench.recited("It stood by the river near a town", context)
+    assert bench.recited("stood by the river near the town", context, words=5), "articles are not words"
+
+
 def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(tmp_path, tokenizer, tiny_model):
     """The oracle self-edits are built from the gold questions and answers (no study self-edit is read), a subset of
     the cuts trains only those adapters, and --passages_as measures the passages another run froze."""
@@ -349,6 +357,14 @@ def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(t
     record = json.loads((tmp_path / "oracle" / "results.jsonl").read_text())
     assert record["index"] == frozen[0] and set(record["steps"]) == {"passage", "appended"}
     assert record["tokens"]["appended"] > record["tokens"]["passage"], "the gold lines were appended"
+    # every adapter's answers are kept and graded beyond `contained`, so a grader can be checked against them
+    for name in ("passage", "appended"):
+        answers = record["answers"]["title"][name]
+        assert isinstance(answers, list) and len(answers) == len(passages[frozen[0]].questions)
+        assert 0 <= record["unrecited"]["title"][name] <= record["accuracy"]["title"][name] <= 1
+        assert 0 <= record["f1"]["no_title"][name] <= 1 and record["loglik"]["title"][name] <= 0
+    assert 0 <= record["recite_prefix"] <= 1
+    assert "Answer metrics, questions with the title" in (tmp_path / "oracle" / "summary.md").read_text()
     with pytest.raises(ValueError, match="no config.json"):
         bench.run(bench.parse_args([*common, "--output_dir", str(tmp_path / "x"), "--passages_as", str(tmp_path)]),
                   tiny_model, tokenizer, passages)

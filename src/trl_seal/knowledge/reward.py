@@ -193,6 +193,12 @@ class KnowledgeQAReward(InnerLoopReward):
     def grade_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[float]]:
         """Per-question grades for `(slot, title, questions)` items: every member's questions are answered in the
         same batched generate calls, each row by its own adapted model."""
+        answers = self.answer_group(group, items)
+        return [[self.grader(a, q["answers"], q["question"]) for a, q in zip(item_answers, questions, strict=True)]
+                for item_answers, (_, _, questions) in zip(answers, items, strict=True)]
+
+    def answer_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[str]]:
+        """The greedy answers behind `grade_group`, per item and question, so other graders can read them."""
         prompts, rows = [], []
         for slot, title, questions in items:
             prompts += [self.question_prompt(title, q["question"]) for q in questions]
@@ -201,7 +207,11 @@ class KnowledgeQAReward(InnerLoopReward):
             None, group.tokenizer, prompts, self.max_new_tokens, self.eval_batch_size,
             route=lambda chunk: group.routed([rows[i] for i in chunk]),
         )
-        return self._grades(answers, [questions for _, _, questions in items])
+        per_item, start = [], 0
+        for _, _, questions in items:
+            per_item.append(answers[start : start + len(questions)])
+            start += len(questions)
+        return per_item
 
     def loglik_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[float]]:
         """Per-question gold-answer log-likelihoods for `(slot, title, questions)` items, every member's rows in the
