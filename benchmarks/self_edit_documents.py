@@ -26,7 +26,9 @@ condition: `contained` (the library's default grader, the `accuracy` of the tabl
 answer only if it holds the gold answer without reciting the passage, and `loglik` is the mean log-probability per
 token of the gold answer (the library's `score="loglik"`). `recite_prefix` needs no model: the `contained` grade of
 answering every question with the passage's first `--answer_tokens` tokens, what a model that only learned to recite
-the passage's opening would score.
+the passage's opening would score. `mismatched` grades each answer against the gold answers of the passage's *other*
+questions (what an answer that is not about its question earns), and `specific` = `contained` - `mismatched`: the
+credit an answer gets for its own question beyond what the same text earns for any question of the passage.
 
     python benchmarks/self_edit_documents.py --study_results benchmarks/results/self_edit_formats/results.jsonl \
         --style implications --output_dir benchmarks/results/self_edit_documents
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -55,17 +58,24 @@ from study import (  # noqa: E402
 )
 
 from trl_seal import InnerJob, adapted_groups  # noqa: E402
+from trl_seal.generation import chat_text  # noqa: E402
 from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score, normalize_answer  # noqa: E402
-from trl_seal.knowledge.prompts import training_documents  # noqa: E402
+from trl_seal.knowledge.prompts import question_prompt, training_documents  # noqa: E402
 from trl_seal.knowledge.reward import KnowledgeQAReward  # noqa: E402
 from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
 from trl_seal.sampling import derive_seed  # noqa: E402
 from trl_seal.types import TrainingExample  # noqa: E402
 
 CONDITIONS = ("passage", "lines", "one document", "appended", "passage x2")
+# Opt-in through --conditions (not in the default set the earlier runs used): the passage plus the self-edit's
+# question/answer pairs as chat turns, each question asked as the grader asks it (title included), the answer its
+# trained completion (then the end-of-turn token): what the adapted model is tested on, in the form it is tested in.
+CHAT_CONDITIONS = ("qa chat",)
+QA_PAIR = re.compile(r"Q:\s*(.+?)\s*A:\s*(.+?)\s*(?=Q:|\Z)", re.S)
 ORACLES = ("oracle-qa", "oracle-answer-sentences")
 RECITED_WORDS = 8  # an answer that repeats this many consecutive passage words verbatim is recited
 ANSWER_METRICS = ("f1", "exact", "recited", "unrecited", "loglik")  # beside `accuracy` (contained), per condition
+DERIVED_METRICS = ("mismatched", "specific")  # computed from the kept answers when the tables are made
 
 
 def parse_args(argv=None):
@@ -76,17 +86,19 @@ def parse_args(argv=None):
     parser.add_argument("--style", default="implications",
                         help=f"Whose self-edits to cut: a style of that study, or an oracle ({', '.join(ORACLES)}).")
     parser.add_argument("--conditions", default=None,
-                        help=f"Comma-separated subset of {', '.join(CONDITIONS)} (default: all; passage always).")
+                        help=f"Comma-separated subset of {', '.join(CONDITIONS + CHAT_CONDITIONS)} (default: "
+                             f"{', '.join(CONDITIONS)}; passage always).")
     parser.add_argument("--passages_as", default=None,
                         help="Measure the passages the run in this folder froze (its config.json's study_indices).")
     args = parser.parse_args(argv)
     if args.conditions is not None:
         chosen = [name.strip() for name in args.conditions.split(",") if name.strip()]
-        unknown = sorted(set(chosen) - set(CONDITIONS))
+        unknown = sorted(set(chosen) - set(CONDITIONS + CHAT_CONDITIONS))
         if unknown or "passage" not in chosen:
-            parser.error(f"--conditions {args.conditions!r}: choose from {', '.join(CONDITIONS)}, passage included "
+            parser.error(f"--conditions {args.conditions!r}: choose from {', '.join(CONDITIONS + CHAT_CONDITIONS)}, "
+                         "passage included "
                          "(every cut is paired against it).")
-        args.conditions = [name for name in CONDITIONS if name in chosen]
+        args.conditions = [name for name in CONDITIONS + CHAT_CONDITIONS if name in chosen]
     return args
 
 
@@ -104,21 +116,40 @@ def oracle_self_edit(style: str, passage) -> str:
     raise ValueError(f"unknown oracle {style!r}; choose from {ORACLES}")
 
 
-def documents(condition: str, title: str, context: str, self_edit: str) -> list[TrainingExample]:
-    """The condition's documents: the library's layouts (`DOCUMENT_LAYOUTS`) and the two passage-only controls."""
+def qa_pairs(style: str, passage, self_edit: str) -> list[tuple[str, str]]:
+    """The self-edit's `(question, answer)` pairs ("Q: ... A: ...", the answer's first line); for `oracle-qa` the
+    passage's graded questions with their first gold answer."""
+    if style == "oracle-qa":
+        return [(q.question, q.answers[0]) for q in passage.questions if q.answers]
+    pairs = [(q.strip(), a.strip().splitlines()[0].strip()) for q, a in QA_PAIR.findall(self_edit)]
+    return [(q, a) for q, a in pairs if q and a]
+
+
+def chat_examples(tokenizer, title: str, pairs: list[tuple[str, str]]) -> list[TrainingExample]:
+    """Each pair as one chat turn: the grader's question prompt (title included) as the masked prompt."""
+    return [TrainingExample(answer, prompt=chat_text(tokenizer, question_prompt(title, question)))
+            for question, answer in pairs]
+
+
+def documents(condition: str, title: str, context: str, self_edit: str,
+              chat: list[TrainingExample] = ()) -> list[TrainingExample]:
+    """The condition's documents: the library's layouts (`DOCUMENT_LAYOUTS`), the two passage-only controls, and
+    `qa chat` (the passage plus `chat`)."""
+    if condition == "qa chat":
+        return [*training_documents(title, context, ""), *chat]
     layouts = {"lines": "lines", "one document": "whole", "appended": "appended"}
     if condition in layouts:
         return training_documents(title, context, self_edit, layouts[condition])
     if condition in ("passage", "passage x2"):
         return training_documents(title, context, "") * (2 if condition == "passage x2" else 1)
-    raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS}")
+    raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS + CHAT_CONDITIONS}")
 
 
 def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed: int,
-                    conditions: tuple[str, ...] = CONDITIONS) -> dict:
+                    conditions: tuple[str, ...] = CONDITIONS, chat: list[TrainingExample] = ()) -> dict:
     """Train the conditions' adapters of one passage in one batched call; per condition and protocol the answers,
     their grades (`accuracy` = contained, and `ANSWER_METRICS`), steps and tokens."""
-    jobs = [InnerJob(documents(name, passage.title, passage.context, self_edit),
+    jobs = [InnerJob(documents(name, passage.title, passage.context, self_edit, chat),
                      seed=derive_seed(seed, "documents", index, name)) for name in conditions]
     questions = questions_of(passage)
     metrics = ("accuracy", "answers", *ANSWER_METRICS)
@@ -156,6 +187,28 @@ def answer_metrics(reward, group, items, context: str) -> list[dict]:
             "unrecited": mean([c * (not flag) for c, flag in zip(contained, recited_flags)]),
         })
     return results
+
+
+def mismatched_grade(answers: list[str], questions: list[dict], grader=answer_contained) -> float:
+    """Mean grade of each answer against every *other* question's gold answers (nan with one question)."""
+    pairs = [(a, q["answers"]) for i, a in enumerate(answers) for j, q in enumerate(questions) if i != j]
+    return mean([grader(a, golds) for a, golds in pairs])
+
+
+def add_derived_metrics(records: list[dict], passages_by_index: dict) -> None:
+    """`mismatched` and `specific` (`DERIVED_METRICS`) for every record that kept its answers, in place."""
+    for record in records:
+        if "answers" not in record:
+            continue
+        questions = questions_of(passages_by_index[record["index"]])
+        record["mismatched"] = {p: {} for p in record["answers"]}
+        record["specific"] = {p: {} for p in record["answers"]}
+        for protocol, by_condition in record["answers"].items():
+            for name, answers in by_condition.items():
+                wrong = None if answers is None else mismatched_grade(answers, questions)
+                record["mismatched"][protocol][name] = wrong
+                own = record["accuracy"][protocol].get(name)
+                record["specific"][protocol][name] = None if wrong is None or own is None else own - wrong
 
 
 def recited(answer: str, context: str, words: int = RECITED_WORDS) -> bool:
@@ -197,7 +250,7 @@ def metrics_markdown(records, args) -> str:
     records = [r for r in records if "answers" in r]
     if not records:
         return ""
-    names = [("accuracy", "contained"), *((m, m) for m in ANSWER_METRICS)]
+    names = [("accuracy", "contained"), *((m, m) for m in (*ANSWER_METRICS, *DERIVED_METRICS) if m in records[0])]
     prefix = [r["recite_prefix"] for r in records]
     prefix_ci = bootstrap_ci(prefix, args.draws, args.seed)
     parts = [f"Every question answered with the passage's first {args.answer_tokens} tokens (no model), contained: "
@@ -275,13 +328,15 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
             continue
         start = time.time()
         record = {"index": index, "passage_id": passage.passage_id, "title": passage.title,
-                  **measure_passage(adapter, rewards, index, passage, self_edit, args.seed, conditions_of(args)),
+                  **measure_passage(adapter, rewards, index, passage, self_edit, args.seed, conditions_of(args),
+                                    chat_examples(tokenizer, passage.title, qa_pairs(args.style, passage, self_edit))),
                   "recite_prefix": recite_prefix(tokenizer, passage, args.answer_tokens)}
         record["seconds"] = time.time() - start
         study.add(record)
         study.progress(number, len(mine), passage.title,
                        f"{record['seconds']:.0f} s; with title {record['accuracy']['title']}")
     records = [r for r in study.records if r["index"] in {index for index, _, _ in chosen}]
+    add_derived_metrics(records, {index: passage for index, passage, _ in chosen})
     tables = analyse(records, args)
     text = "\n\n".join(f"Questions {'with' if PROTOCOLS[p] else 'without'} the title ({len(records)} passages, "
                        f"{args.style} self-edits, {args.epochs} epochs, lr {args.learning_rate}; 'vs step-matched' "

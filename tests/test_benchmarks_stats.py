@@ -321,6 +321,9 @@ def test_self_edit_documents_counts_an_answer_that_repeats_the_passage_as_recite
     assert bench.recited("The mill stood by the river, near the town of Quellmarsh.", context), "8 words verbatim"
     assert not bench.recited("Quellmarsh", context) and not bench.recited("It stood by the river near a town", context)
     assert bench.recited("stood by the river near the town", context, words=5), "articles are not words"
+    questions = [{"question": "Where?", "answers": ["Oslo"]}, {"question": "Who?", "answers": ["Bob"]}]
+    assert bench.mismatched_grade(["Oslo", "Bob"], questions) == 0.0, "each answer is about its own question"
+    assert bench.mismatched_grade(["Bob went to Oslo"] * 2, questions) == 1.0, "a recital answers every question"
 
 
 def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(tmp_path, tokenizer, tiny_model):
@@ -338,6 +341,15 @@ def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(t
             == "Ann was born in Oslo.\nBob was born in Rome."), "only the sentences that hold an answer"
     with pytest.raises(SystemExit):
         bench.parse_args(["--conditions", "appended"])  # passage is the anchor every cut is paired against
+    # qa chat: the self-edit's Q/A pairs (the gold ones for oracle-qa) trained as the grader asks them
+    assert bench.qa_pairs("self-qa", passage, "Q: Where was Ann born?\nA: Oslo\nmore\nQ: Who? A: Bob Q: empty A:") == [
+        ("Where was Ann born?", "Oslo"), ("Who?", "Bob")]
+    assert bench.qa_pairs("oracle-qa", passage, "ignored") == [("Where was Ann born?", "Oslo"),
+                                                              ("Who was born in Rome?", "Bob")]
+    chat = bench.chat_examples(tokenizer, "T", [("Where was Ann born?", "Oslo")])
+    assert chat[0].completion == "Oslo" and "Where was Ann born?" in chat[0].prompt and "T" in chat[0].prompt
+    assert len(bench.documents("qa chat", "T", "text", "", chat)) == 2
+    assert bench.parse_args(["--conditions", "qa chat,passage"]).conditions == ["passage", "qa chat"]
     formats = _benchmark("self_edit_formats")
     study_dir = tmp_path / "formats"
     formats.run(formats.parse_args(["--styles", "implications", "--epochs", "1", "--self_edit_tokens", "2",
@@ -350,12 +362,14 @@ def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(t
     bench.run(first, tiny_model, tokenizer, passages)
     frozen = json.loads((tmp_path / "first" / "config.json").read_text())["study_indices"]
     oracle = bench.parse_args([*common, "--output_dir", str(tmp_path / "oracle"), "--style", "oracle-qa",
-                               "--conditions", "appended,passage", "--passages_as", str(tmp_path / "first")])
-    assert oracle.conditions == ["passage", "appended"]
+                               "--conditions", "appended,passage,qa chat", "--passages_as", str(tmp_path / "first")])
+    assert oracle.conditions == ["passage", "appended", "qa chat"]
     tables = bench.run(oracle, tiny_model, tokenizer, passages)
-    assert [row["condition"] for row in tables["title"]] == ["passage", "appended"]
+    assert [row["condition"] for row in tables["title"]] == ["passage", "appended", "qa chat"]
     record = json.loads((tmp_path / "oracle" / "results.jsonl").read_text())
-    assert record["index"] == frozen[0] and set(record["steps"]) == {"passage", "appended"}
+    assert record["index"] == frozen[0] and set(record["steps"]) == {"passage", "appended", "qa chat"}
+    questions = len(passages[frozen[0]].questions)
+    assert record["steps"]["qa chat"] == 1 + questions, "one epoch: the passage, then one step per gold pair"
     assert record["tokens"]["appended"] > record["tokens"]["passage"], "the gold lines were appended"
     # every adapter's answers are kept and graded beyond `contained`, so a grader can be checked against them
     for name in ("passage", "appended"):
@@ -364,7 +378,8 @@ def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(t
         assert 0 <= record["unrecited"]["title"][name] <= record["accuracy"]["title"][name] <= 1
         assert 0 <= record["f1"]["no_title"][name] <= 1 and record["loglik"]["title"][name] <= 0
     assert 0 <= record["recite_prefix"] <= 1
-    assert "Answer metrics, questions with the title" in (tmp_path / "oracle" / "summary.md").read_text()
+    summary = (tmp_path / "oracle" / "summary.md").read_text()
+    assert "Answer metrics, questions with the title" in summary and "| specific |" in summary
     with pytest.raises(ValueError, match="no config.json"):
         bench.run(bench.parse_args([*common, "--output_dir", str(tmp_path / "x"), "--passages_as", str(tmp_path)]),
                   tiny_model, tokenizer, passages)
