@@ -17,8 +17,10 @@ results.jsonl (a restart skips done passages); config.json records the settings 
 Two oracle styles bound what any self-edit could add on this learner (`--style oracle-qa` or
 `oracle-answer-sentences`; no model writes them): the passage's graded questions each followed by its first gold
 answer (the self-edit states the test), and the passage's own sentences that hold a gold answer (no new content: an
-extractive writer's best). `--conditions` trains a subset of the cuts; `--passages_as DIR` measures the passages
-another run of this study froze, so the two pair passage by passage.
+extractive writer's best). A third, `oracle-qa-half`, writes "Q: ... A: ..." lines for the passage's even-numbered
+questions only and grades every condition on the odd-numbered ones: whether being taught some answers about a
+passage, in some form, teaches the model to answer its *other* questions. `--conditions` trains a subset of the
+cuts; `--passages_as DIR` measures the passages another run of this study froze, so the two pair passage by passage.
 
 What the grade credits. Every record also keeps the greedy answers themselves, and grades them four ways per
 condition: `contained` (the library's default grader, the `accuracy` of the tables), SQuAD `f1` and `exact`, and
@@ -37,6 +39,7 @@ credit an answer gets for its own question beyond what the same text earns for a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -72,7 +75,7 @@ CONDITIONS = ("passage", "lines", "one document", "appended", "passage x2")
 # trained completion (then the end-of-turn token): what the adapted model is tested on, in the form it is tested in.
 CHAT_CONDITIONS = ("qa chat",)
 QA_PAIR = re.compile(r"Q:\s*(.+?)\s*A:\s*(.+?)\s*(?=Q:|\Z)", re.S)
-ORACLES = ("oracle-qa", "oracle-answer-sentences")
+ORACLES = ("oracle-qa", "oracle-answer-sentences", "oracle-qa-half")
 RECITED_WORDS = 8  # an answer that repeats this many consecutive passage words verbatim is recited
 ANSWER_METRICS = ("f1", "exact", "recited", "unrecited", "loglik")  # beside `accuracy` (contained), per condition
 DERIVED_METRICS = ("mismatched", "specific")  # computed from the kept answers when the tables are made
@@ -110,6 +113,8 @@ def oracle_self_edit(style: str, passage) -> str:
     """An oracle self-edit built from the passage's gold questions and answers (see the module docstring)."""
     if style == "oracle-qa":
         return "\n".join(f"{q.question} {q.answers[0]}" for q in passage.questions if q.answers)
+    if style == "oracle-qa-half":  # the taught half; `graded_passage` keeps the other half for grading
+        return "\n".join(f"Q: {q.question} A: {q.answers[0]}" for q in passage.questions[0::2] if q.answers)
     if style == "oracle-answer-sentences":
         answers = [answer.lower() for q in passage.questions for answer in q.answers if answer.strip()]
         return "\n".join(s for s in sentences(passage.context) if any(a in s.lower() for a in answers))
@@ -129,6 +134,14 @@ def chat_examples(tokenizer, title: str, pairs: list[tuple[str, str]]) -> list[T
     """Each pair as one chat turn: the grader's question prompt (title included) as the masked prompt."""
     return [TrainingExample(answer, prompt=chat_text(tokenizer, question_prompt(title, question)))
             for question, answer in pairs]
+
+
+def graded_passage(style: str, passage):
+    """The passage with the questions every condition is graded on: all of them, except for `oracle-qa-half`
+    (the odd-numbered ones, which its self-edit does not state)."""
+    if style != "oracle-qa-half":
+        return passage
+    return dataclasses.replace(passage, questions=tuple(passage.questions[1::2]))
 
 
 def documents(condition: str, title: str, context: str, self_edit: str,
@@ -305,7 +318,8 @@ def study_passages(args, passages) -> list[tuple[int, object, str]]:
             raise ValueError(f"{args.study_results}: passage {record['index']} of --data {args.data} is not the one "
                              "the study measured; pass the study's --data.")
         if args.style in ORACLES:
-            chosen.append((record["index"], passage, oracle_self_edit(args.style, passage)))
+            text = oracle_self_edit(args.style, passage)
+            chosen.append((record["index"], graded_passage(args.style, passage), text))
             continue
         edits = record["self_edits"].get(args.style)
         if not edits:

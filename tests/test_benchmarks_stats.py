@@ -350,6 +350,12 @@ def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(t
     assert chat[0].completion == "Oslo" and "Where was Ann born?" in chat[0].prompt and "T" in chat[0].prompt
     assert len(bench.documents("qa chat", "T", "text", "", chat)) == 2
     assert bench.parse_args(["--conditions", "qa chat,passage"]).conditions == ["passage", "qa chat"]
+    # oracle-qa-half teaches the even-numbered questions and grades on the odd-numbered ones
+    half = bench.oracle_self_edit("oracle-qa-half", passage)
+    assert half == "Q: Where was Ann born? A: Oslo" and bench.qa_pairs("oracle-qa-half", passage, half) == [
+        ("Where was Ann born?", "Oslo")]
+    assert [q.question for q in bench.graded_passage("oracle-qa-half", passage).questions] == ["Who was born in Rome?"]
+    assert bench.graded_passage("oracle-qa", passage) is passage
     formats = _benchmark("self_edit_formats")
     study_dir = tmp_path / "formats"
     formats.run(formats.parse_args(["--styles", "implications", "--epochs", "1", "--self_edit_tokens", "2",
