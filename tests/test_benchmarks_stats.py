@@ -443,3 +443,18 @@ def test_inner_dtype_compares_dtypes_on_the_same_self_edits(tokenizer, tiny_mode
     assert lines[-1].startswith("rewards bfloat16 vs float32:") and "appended layout" in lines[0]
     with pytest.raises(SystemExit):
         bench.parse_args(["--dtypes", "float64"])
+
+
+def test_recite_prefix_grades_the_passage_opening_as_every_answer(tmp_path):
+    """An answer near the opening is 'contained' in a recital of the first tokens; one at the end is not."""
+    import json
+
+    bench = _benchmark("recite_prefix")
+    words = " ".join(f"filler{i}" for i in range(60))
+    questions = [{"question": "First?", "answers": ["Quellmarsh"]}, {"question": "Last?", "answers": ["Ostrava"]}]
+    path = tmp_path / "passages.json"
+    path.write_text(json.dumps([{"title": "T", "context": f"Quellmarsh {words} Ostrava", "questions": questions}]))
+    results = bench.main(["--data", str(path), "--first_index", "0", "--tokens", "8", "100000", "--draws", "20"])
+    assert results[8][0] == 0.5 and results[100000][0] == 1.0
+    with pytest.raises(ValueError, match="no passage with questions"):
+        bench.main(["--data", str(path), "--first_index", "5"])
