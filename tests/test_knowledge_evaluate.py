@@ -98,6 +98,15 @@ def test_a_logged_evaluation_resumes_where_it_was_killed(tmp_path, tokenizer):
     assert len(ticks) == 4 + 4 + 1, "the progress bar counts the adapters read back from the log too"
     assert resumed == run_conditions(FakeAdapter(tokenizer), PASSAGES, reward, conditions, edits,
                                      log=ScoreLog(str(tmp_path), {"seed": 0}), passages_per_chunk=3)
+    # the greedy answers behind every logged grade are kept, one list per adapter and one answer per question
+    answers = ScoreLog(str(tmp_path), {"seed": 0}).read_answers()
+    assert {condition for condition, _ in answers} == {"base", "passage", "good self-edits"}, "cpt is not chunked"
+    passage_id = PASSAGES[1].passage_id
+    assert len(answers[("good self-edits", passage_id)]) == 2, "two self-edits of passage 1, two adapters"
+    said = answers[("passage", passage_id)][0]
+    assert len(said) == len(PASSAGES[1].questions) and all(isinstance(a, str) for a in said)
+    assert reward.grade(said, PASSAGES[1].question_rows()) == [exact_match(a, q.answers) for a, q in
+                                                               zip(said, PASSAGES[1].questions)]
 
 
 def test_score_log_refuses_other_settings_and_survives_a_cut_write(tmp_path):

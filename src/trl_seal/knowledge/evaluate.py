@@ -33,9 +33,13 @@ MATCHED_PASSAGE = "matched_passage"
 
 @dataclass
 class ConditionResult:
+    """A condition's score per passage; `answers`, where kept, holds each passage's greedy answers (one list per
+    adapter, one answer per question) so that any grader can be checked against them later."""
+
     name: str
     per_passage: list[float]
     extra: dict = field(default_factory=dict)
+    answers: list[list[list[str]]] | None = None
 
     def summary(self, reference: ConditionResult | None = None, draws: int = 2000, seed: int = 0) -> dict:
         low, high = bootstrap_ci(self.per_passage, draws, seed)
@@ -67,8 +71,9 @@ def bootstrap_ci(values: Sequence[float], draws: int = 2000, seed: int = 0) -> t
 
 def evaluate_base(adapter, passages: Sequence[Passage], reward: KnowledgeQAReward) -> ConditionResult:
     with adapter.base_model() as base:
-        scores = [mean(reward.score(base, adapter.tokenizer, p.title, _questions(p))) for p in passages]
-    return ConditionResult("base", scores)
+        answers = [reward.answers(base, adapter.tokenizer, p.title, _questions(p)) for p in passages]
+    scores = [mean(reward.grade(a, _questions(p))) for a, p in zip(answers, passages, strict=True)]
+    return ConditionResult("base", scores, answers=[[a] for a in answers])
 
 
 def evaluate_documents(
@@ -82,17 +87,20 @@ def evaluate_documents(
             jobs.append(InnerJob(docs, seed=number))
             owners.append(index)
     scores: list[list[float]] = [[] for _ in passages]
+    kept: list[list[list[str]]] = [[] for _ in passages]
     for group in adapted_groups(adapter, jobs):
         trained = [(m, passages[owners[member.job_index]])
                    for m, member in enumerate(group.members) if not member.failure]
-        grades = reward.grade_group(group, [(m, p.title, _questions(p)) for m, p in trained])
-        accuracy = {m: mean(g) for (m, _), g in zip(trained, grades, strict=True)}
+        answers = reward.answer_group(group, [(m, p.title, _questions(p)) for m, p in trained])
+        graded = {m: (mean(reward.grade(a, _questions(p))), a) for (m, p), a in zip(trained, answers, strict=True)}
         for m, member in enumerate(group.members):
-            scores[owners[member.job_index]].append(accuracy.get(m, 0.0))
+            score, said = graded.get(m, (0.0, []))  # a failed inner loop scores 0 and says nothing
+            scores[owners[member.job_index]].append(score)
+            kept[owners[member.job_index]].append(said)
             if progress is not None:
                 progress()
     per_passage = len(jobs) / max(1, len(passages))
-    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": per_passage})
+    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": per_passage}, kept)
 
 
 def evaluate_passage_only(adapter, passages, reward, progress=None) -> ConditionResult:
@@ -417,7 +425,8 @@ def _logged_chunk(condition, passages, at: range, evaluate, log, progress) -> li
         result = evaluate(at)
         found = [(score, result.extra) for score in result.per_passage]
         if log is not None:
-            log.record(condition, [(i, score) for i, (score, _) in zip(ids, found, strict=True)], result.extra)
+            log.record(condition, [(i, score) for i, (score, _) in zip(ids, found, strict=True)], result.extra,
+                       answers=result.answers)
     elif progress is not None:
         for _ in range(round(found[0][1].get("adapters_per_passage", 0) * len(at))):
             progress()

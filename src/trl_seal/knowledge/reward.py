@@ -274,8 +274,15 @@ class KnowledgeQAReward(InnerLoopReward):
 
     def score(self, model, tokenizer, title: str, questions: list[dict]) -> list[float]:
         """Per-question grades of `model` answering closed-book."""
+        return self.grade(self.answers(model, tokenizer, title, questions), questions)
+
+    def answers(self, model, tokenizer, title: str, questions: list[dict]) -> list[str]:
+        """`model`'s greedy closed-book answers to `questions`, as `score` grades them."""
         prompts = [self.question_prompt(title, q["question"]) for q in questions]
-        answers = generate_answers(model, tokenizer, prompts, self.max_new_tokens, self.eval_batch_size)
+        return generate_answers(model, tokenizer, prompts, self.max_new_tokens, self.eval_batch_size)
+
+    def grade(self, answers: list[str], questions: list[dict]) -> list[float]:
+        """Per-question grades (`grader`) of `answers` to `questions`."""
         return self._grades(answers, [questions])[0]
 
     def _grades(self, answers: list[str], question_lists: list[list[dict]]) -> list[list[float]]:

@@ -82,18 +82,37 @@ class ScoreLog:
         found = [self.scores.get((condition, passage_id)) for passage_id in passage_ids]
         return None if any(item is None for item in found) else found
 
-    def record(self, condition: str, rows: Sequence[tuple[str, float]], extra: dict | None = None) -> None:
+    def record(self, condition: str, rows: Sequence[tuple[str, float]], extra: dict | None = None,
+               answers: Sequence[list[list[str]]] | None = None) -> None:
         """Append the `(passage_id, score)` rows of one finished chunk in a single write, each with the chunk's
-        `extra` (e.g. adapters per passage)."""
+        `extra` (e.g. adapters per passage) and, when given, that passage's greedy answers (one list per adapter):
+        what the grade was given for, to check any grader against later (`read_answers`)."""
         extra = dict(extra or {})
-        text = "".join(json.dumps({"condition": condition, "passage_id": passage_id, "score": score, "extra": extra})
-                       + "\n" for passage_id, score in rows)
+        kept = list(answers) if answers is not None else [None] * len(rows)
+        if len(kept) != len(rows):
+            raise ValueError(f"{len(kept)} answer lists for {len(rows)} passages of {condition!r}: pass one per row.")
+        text = "".join(json.dumps({"condition": condition, "passage_id": passage_id, "score": score, "extra": extra,
+                                   **({"answers": said} if said is not None else {})}) + "\n"
+                       for (passage_id, score), said in zip(rows, kept, strict=True))
         with open(self.path, "a") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         for passage_id, score in rows:
             self.scores[(condition, passage_id)] = (score, extra)
+
+    def read_answers(self) -> dict[tuple[str, str], list[list[str]]]:
+        """`{(condition, passage_id): answers}` of every recorded passage that kept its greedy answers."""
+        found = {}
+        with open(self.path) as handle:
+            for line in handle.readlines()[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a write cut short by a kill, measured again on resume
+                if "answers" in row:
+                    found[(row["condition"], row["passage_id"])] = row["answers"]
+        return found
 
     def self_edits(self, writer: str) -> list[list[str]] | None:
         """The self-edits `writer` wrote in an earlier run with these settings, or None."""
