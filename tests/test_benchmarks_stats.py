@@ -458,3 +458,29 @@ def test_recite_prefix_grades_the_passage_opening_as_every_answer(tmp_path):
     assert results[8][0] == 0.5 and results[100000][0] == 1.0
     with pytest.raises(ValueError, match="no passage with questions"):
         bench.main(["--data", str(path), "--first_index", "5"])
+
+
+def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
+    """A recital of the passage is 'contained' for every question, so it is neither specific nor unrecited; a short
+    right answer is both."""
+    import json
+
+    from trl_seal.knowledge.data import load_passages
+    from trl_seal.knowledge.score_log import ScoreLog
+
+    bench = _benchmark("regrade_answers")
+    context = "Ann was born in Oslo in the year 1901 and Bob was born in Rome in 1903 near the river."
+    questions = [{"question": "Where was Ann born?", "answers": ["Oslo"]}, {"question": "Who?", "answers": ["Bob"]}]
+    data = tmp_path / "passages.json"
+    data.write_text(json.dumps([{"title": "T", "context": context, "questions": questions}]))
+    passage_id = load_passages(str(data))[0].passage_id
+    log = ScoreLog(str(tmp_path / "eval"), {"seed": 0})
+    log.record("passage", [(passage_id, 1.0)], answers=[[[context, context]]])
+    log.record("self-edits", [(passage_id, 1.0)], answers=[[["Oslo", "Bob"], ["Oslo", "no idea"]]])
+    table = bench.main(["--eval_dir", str(tmp_path / "eval"), "--data", str(data), "--draws", "20"])
+    recital, short = table["passage"][passage_id], table["self-edits"][passage_id]
+    assert recital["contained"] == 1.0 and recital["recited"] == 1.0 and recital["specific"] == 0.0
+    assert short["contained"] == 0.75 and short["specific"] == 0.75 and short["exact"] == 0.75, "2 adapters averaged"
+    with pytest.raises(ValueError, match="kept no answers"):
+        ScoreLog(str(tmp_path / "old"), {"seed": 0}).record("passage", [(passage_id, 1.0)])
+        bench.main(["--eval_dir", str(tmp_path / "old"), "--data", str(data)])

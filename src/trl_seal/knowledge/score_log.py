@@ -103,16 +103,7 @@ class ScoreLog:
 
     def read_answers(self) -> dict[tuple[str, str], list[list[str]]]:
         """`{(condition, passage_id): answers}` of every recorded passage that kept its greedy answers."""
-        found = {}
-        with open(self.path) as handle:
-            for line in handle.readlines()[1:]:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a write cut short by a kill, measured again on resume
-                if "answers" in row:
-                    found[(row["condition"], row["passage_id"])] = row["answers"]
-        return found
+        return read_answers(self.folder)
 
     def self_edits(self, writer: str) -> list[list[str]] | None:
         """The self-edits `writer` wrote in an earlier run with these settings, or None."""
@@ -132,3 +123,27 @@ class ScoreLog:
             return {}
         with open(path) as handle:
             return json.load(handle)
+
+
+def read_answers(folder: str) -> dict[tuple[str, str], list[list[str]]]:
+    """The greedy answers an evaluation in `folder` kept: `{(condition, passage_id): [answers of each adapter]}`.
+
+    Example:
+    ```python
+    >>> answers = read_answers("outputs/seal_squad/eval")
+    >>> answers[("passage", passage.passage_id)][0]  # the passage-only adapter's answer to each question
+    ```
+    """
+    path = os.path.join(folder, SCORES_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no scores there; pass the --output_dir of a `trl-seal eval-knowledge` run.")
+    found = {}
+    with open(path) as handle:
+        for line in handle.readlines()[1:]:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a write cut short by a kill, measured again on resume
+            if "answers" in row:
+                found[(row["condition"], row["passage_id"])] = row["answers"]
+    return found

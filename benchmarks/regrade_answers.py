@@ -1,0 +1,101 @@
+"""What an evaluation's grade credited: its kept answers regraded seven ways, per condition, with paired CIs.
+
+`trl-seal eval-knowledge` keeps every greedy answer behind its grades (`scores.jsonl` in its output folder). This
+reads them back with the evaluated passages and grades each answer as `contained` (the default grader), SQuAD `f1`
+and `exact`, `recited` (the answer repeats >= 8 consecutive passage words), `unrecited` (contained without reciting),
+`mismatched` (contained graded against the passage's *other* questions) and `specific` (`contained` - `mismatched`).
+On SmolLM2-135M a passage-trained adapter answers by reciting the passage, and `contained` credits the recital
+(docs/results.md 0f); this says how much of a table that is. No model is run.
+
+    python benchmarks/regrade_answers.py --eval_dir outputs/seal_squad_appended/eval \
+        --data outputs/seal_squad_appended/split/eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from self_edit_documents import mismatched_grade, recited  # noqa: E402
+from study import interval, mean  # noqa: E402
+
+from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score  # noqa: E402
+from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
+
+METRICS = ("contained", "f1", "exact", "recited", "unrecited", "mismatched", "specific")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval_dir", required=True, help="The --output_dir of a `trl-seal eval-knowledge` run.")
+    parser.add_argument("--data", required=True, help="The passage file that run evaluated.")
+    parser.add_argument("--reference", default="passage", help="The condition every other is paired against.")
+    parser.add_argument("--draws", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def grade_answers(answers: list[str], passage) -> dict[str, float]:
+    """One adapter's answers to `passage`'s questions, graded under every metric of `METRICS`."""
+    questions = passage.question_rows()
+    if len(answers) != len(questions):
+        raise ValueError(f"{len(answers)} answers for the {len(questions)} questions of {passage.title!r}: the "
+                         "evaluation saw other questions; pass the passage file it evaluated.")
+    contained = [answer_contained(a, q["answers"]) for a, q in zip(answers, questions)]
+    flags = [recited(a, passage.context) for a in answers]
+    wrong = mismatched_grade(answers, questions) if len(questions) > 1 else float("nan")
+    return {"contained": mean(contained), "f1": mean([f1_score(a, q["answers"]) for a, q in zip(answers, questions)]),
+            "exact": mean([exact_match(a, q["answers"]) for a, q in zip(answers, questions)]),
+            "recited": mean([float(flag) for flag in flags]),
+            "unrecited": mean([c * (not flag) for c, flag in zip(contained, flags)]),
+            "mismatched": wrong, "specific": mean(contained) - wrong}
+
+
+def per_passage(kept: dict, passages) -> dict[str, dict[str, dict[str, float]]]:
+    """`{condition: {passage_id: {metric: value}}}`, each passage's value the mean over its adapters."""
+    by_id = {p.passage_id: p for p in passages}
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for (condition, passage_id), adapters in kept.items():
+        if passage_id not in by_id:
+            raise ValueError(f"passage {passage_id} of the evaluation is not in --data; pass the file it evaluated.")
+        graded = [grade_answers(answers, by_id[passage_id]) for answers in adapters if answers]
+        if graded:
+            table.setdefault(condition, {})[passage_id] = {m: mean([g[m] for g in graded]) for m in METRICS}
+    return table
+
+
+def markdown(table, reference: str, draws: int, seed: int) -> str:
+    lines = ["| condition | passages | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
+    for condition, rows in table.items():
+        cells = []
+        for metric in METRICS:
+            values = [row[metric] for row in rows.values() if row[metric] == row[metric]]
+            cell = interval(mean(values), bootstrap_ci(values, draws, seed), 100, 1)
+            if condition != reference and reference in table:
+                diffs = [row[metric] - table[reference][pid][metric] for pid, row in rows.items()
+                         if pid in table[reference] and row[metric] == row[metric]]
+                cell += f"; {interval(mean(diffs), bootstrap_ci(diffs, draws, seed), 100, 1)}"
+            cells.append(cell)
+        lines.append(f"| {condition} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    from trl_seal.knowledge.data import load_passages
+    from trl_seal.knowledge.score_log import read_answers
+
+    args = parse_args(argv)
+    kept = read_answers(args.eval_dir)
+    if not kept:
+        raise ValueError(f"{args.eval_dir}: its scores kept no answers (evaluations before answers were kept); "
+                         "run `trl-seal eval-knowledge` again.")
+    table = per_passage(kept, load_passages(args.data))
+    print(f"Answers of {args.eval_dir} (% ; each cell: mean [95 % CI]; paired difference from {args.reference}):")
+    print(markdown(table, args.reference, args.draws, args.seed))
+    return table
+
+
+if __name__ == "__main__":
+    main()
