@@ -3,7 +3,8 @@
 `trl-seal eval-knowledge` keeps every greedy answer behind its grades (`scores.jsonl` in its output folder). This
 reads them back with the evaluated passages and grades each answer as `contained` (the default grader), SQuAD `f1`
 and `exact`, `recited` (the answer repeats >= 8 consecutive passage words), `unrecited` (contained without reciting),
-`mismatched` (contained graded against the passage's *other* questions) and `specific` (`contained` - `mismatched`).
+`mismatched` (contained graded against the passage's *other* questions) and `specific` (`contained` - `mismatched`),
+and shows the gold answers' mean log-likelihood per token that the evaluation kept beside them (`loglik`, nats).
 On SmolLM2-135M a passage-trained adapter answers by reciting the passage, and `contained` credits the recital
 (docs/results.md 0f); this says how much of a table that is. No model is run.
 
@@ -24,7 +25,7 @@ from study import interval, mean  # noqa: E402
 from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score  # noqa: E402
 from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
 
-METRICS = ("contained", "f1", "exact", "recited", "unrecited", "mismatched", "specific")
+METRICS = ("contained", "f1", "exact", "recited", "unrecited", "mismatched", "specific", "loglik")
 
 
 def parse_args(argv=None):
@@ -53,7 +54,7 @@ def grade_answers(answers: list[str], passage) -> dict[str, float]:
             "mismatched": wrong, "specific": mean(contained) - wrong}
 
 
-def per_passage(kept: dict, passages) -> dict[str, dict[str, dict[str, float]]]:
+def per_passage(kept: dict, passages, logliks: dict | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """`{condition: {passage_id: {metric: value}}}`, each passage's value the mean over its adapters."""
     by_id = {p.passage_id: p for p in passages}
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -62,7 +63,9 @@ def per_passage(kept: dict, passages) -> dict[str, dict[str, dict[str, float]]]:
             raise ValueError(f"passage {passage_id} of the evaluation is not in --data; pass the file it evaluated.")
         graded = [grade_answers(answers, by_id[passage_id]) for answers in adapters if answers]
         if graded:
-            table.setdefault(condition, {})[passage_id] = {m: mean([g[m] for g in graded]) for m in METRICS}
+            row = {m: mean([g[m] for g in graded]) for m in METRICS if m != "loglik"}
+            row["loglik"] = mean((logliks or {}).get((condition, passage_id)) or [])
+            table.setdefault(condition, {})[passage_id] = row
     return table
 
 
@@ -71,12 +74,14 @@ def markdown(table, reference: str, draws: int, seed: int) -> str:
     for condition, rows in table.items():
         cells = []
         for metric in METRICS:
+            scale, digits = (1, 2) if metric == "loglik" else (100, 1)
             values = [row[metric] for row in rows.values() if row[metric] == row[metric]]
-            cell = interval(mean(values), bootstrap_ci(values, draws, seed), 100, 1)
+            cell = interval(mean(values), bootstrap_ci(values, draws, seed), scale, digits)
             if condition != reference and reference in table:
                 diffs = [row[metric] - table[reference][pid][metric] for pid, row in rows.items()
                          if pid in table[reference] and row[metric] == row[metric]]
-                cell += f"; {interval(mean(diffs), bootstrap_ci(diffs, draws, seed), 100, 1)}"
+                diffs = [d for d in diffs if d == d]
+                cell += f"; {interval(mean(diffs), bootstrap_ci(diffs, draws, seed), scale, digits)}"
             cells.append(cell)
         lines.append(f"| {condition} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -84,15 +89,16 @@ def markdown(table, reference: str, draws: int, seed: int) -> str:
 
 def main(argv=None) -> dict:
     from trl_seal.knowledge.data import load_passages
-    from trl_seal.knowledge.score_log import read_answers
+    from trl_seal.knowledge.score_log import read_kept
 
     args = parse_args(argv)
-    kept = read_answers(args.eval_dir)
+    kept = read_kept(args.eval_dir)
     if not kept:
         raise ValueError(f"{args.eval_dir}: its scores kept no answers (evaluations before answers were kept); "
                          "run `trl-seal eval-knowledge` again.")
-    table = per_passage(kept, load_passages(args.data))
-    print(f"Answers of {args.eval_dir} (% ; each cell: mean [95 % CI]; paired difference from {args.reference}):")
+    table = per_passage(kept, load_passages(args.data), read_kept(args.eval_dir, "loglik"))
+    print(f"Answers of {args.eval_dir} (% except loglik, nats per token; each cell: mean [95 % CI]; paired "
+          f"difference from {args.reference}):")
     print(markdown(table, args.reference, args.draws, args.seed))
     return table
 

@@ -1,6 +1,7 @@
 """Stand-ins for adapted models, shared by the knowledge reward tests (no training: answers are fixed texts)."""
 
 import contextlib
+import types
 
 import torch
 from torch import nn
@@ -15,6 +16,13 @@ class AnsweringModel(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
         self.answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        self.vocab_size = len(tokenizer)
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        """Teacher-forced logits that favour the model's own answer tokens everywhere (gold-answer loglik)."""
+        logits = torch.zeros(*input_ids.shape, self.vocab_size)
+        logits[..., self.answer_ids] = 5.0
+        return types.SimpleNamespace(logits=logits)
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         answer = torch.tensor([self.answer_ids] * input_ids.shape[0])

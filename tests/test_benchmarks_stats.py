@@ -475,12 +475,14 @@ def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
     data.write_text(json.dumps([{"title": "T", "context": context, "questions": questions}]))
     passage_id = load_passages(str(data))[0].passage_id
     log = ScoreLog(str(tmp_path / "eval"), {"seed": 0})
-    log.record("passage", [(passage_id, 1.0)], answers=[[[context, context]]])
-    log.record("self-edits", [(passage_id, 1.0)], answers=[[["Oslo", "Bob"], ["Oslo", "no idea"]]])
+    log.record("passage", [(passage_id, 1.0)], answers=[[[context, context]]], logliks=[[-3.0]])
+    log.record("self-edits", [(passage_id, 1.0)], answers=[[["Oslo", "Bob"], ["Oslo", "no idea"]]],
+               logliks=[[-1.0, None]])
     table = bench.main(["--eval_dir", str(tmp_path / "eval"), "--data", str(data), "--draws", "20"])
     recital, short = table["passage"][passage_id], table["self-edits"][passage_id]
     assert recital["contained"] == 1.0 and recital["recited"] == 1.0 and recital["specific"] == 0.0
     assert short["contained"] == 0.75 and short["specific"] == 0.75 and short["exact"] == 0.75, "2 adapters averaged"
+    assert recital["loglik"] == -3.0 and short["loglik"] == -1.0, "a failed adapter's missing loglik is skipped"
     with pytest.raises(ValueError, match="kept no answers"):
         ScoreLog(str(tmp_path / "old"), {"seed": 0}).record("passage", [(passage_id, 1.0)])
         bench.main(["--eval_dir", str(tmp_path / "old"), "--data", str(data)])

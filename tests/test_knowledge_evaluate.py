@@ -99,7 +99,11 @@ def test_a_logged_evaluation_resumes_where_it_was_killed(tmp_path, tokenizer):
     assert resumed == run_conditions(FakeAdapter(tokenizer), PASSAGES, reward, conditions, edits,
                                      log=ScoreLog(str(tmp_path), {"seed": 0}), passages_per_chunk=3)
     # the greedy answers behind every logged grade are kept, one list per adapter and one answer per question
+    from trl_seal.knowledge.score_log import read_kept
+
     answers = ScoreLog(str(tmp_path), {"seed": 0}).read_answers()
+    logliks = read_kept(str(tmp_path), "loglik")
+    assert set(logliks) == set(answers) and all(v <= 0 for values in logliks.values() for v in values)
     assert {condition for condition, _ in answers} == {"base", "passage", "good self-edits"}, "cpt is not chunked"
     passage_id = PASSAGES[1].passage_id
     assert len(answers[("good self-edits", passage_id)]) == 2, "two self-edits of passage 1, two adapters"

@@ -34,12 +34,14 @@ MATCHED_PASSAGE = "matched_passage"
 @dataclass
 class ConditionResult:
     """A condition's score per passage; `answers`, where kept, holds each passage's greedy answers (one list per
-    adapter, one answer per question) so that any grader can be checked against them later."""
+    adapter, one answer per question) so that any grader can be checked against them later, and `logliks` the mean
+    log-likelihood per token of the gold answers (`KnowledgeQAReward(score="loglik")`'s score) of each adapter."""
 
     name: str
     per_passage: list[float]
     extra: dict = field(default_factory=dict)
     answers: list[list[list[str]]] | None = None
+    logliks: list[list[float | None]] | None = None  # per passage and adapter: gold-answer loglik per token
 
     def summary(self, reference: ConditionResult | None = None, draws: int = 2000, seed: int = 0) -> dict:
         low, high = bootstrap_ci(self.per_passage, draws, seed)
@@ -72,8 +74,10 @@ def bootstrap_ci(values: Sequence[float], draws: int = 2000, seed: int = 0) -> t
 def evaluate_base(adapter, passages: Sequence[Passage], reward: KnowledgeQAReward) -> ConditionResult:
     with adapter.base_model() as base:
         answers = [reward.answers(base, adapter.tokenizer, p.title, _questions(p)) for p in passages]
+        logliks = [[mean(reward.model_scores(base, adapter.tokenizer, p.title, _questions(p), score="loglik"))]
+                   for p in passages]
     scores = [mean(reward.grade(a, _questions(p))) for a, p in zip(answers, passages, strict=True)]
-    return ConditionResult("base", scores, answers=[[a] for a in answers])
+    return ConditionResult("base", scores, answers=[[a] for a in answers], logliks=logliks)
 
 
 def evaluate_documents(
@@ -88,19 +92,23 @@ def evaluate_documents(
             owners.append(index)
     scores: list[list[float]] = [[] for _ in passages]
     kept: list[list[list[str]]] = [[] for _ in passages]
+    logliks: list[list[float | None]] = [[] for _ in passages]
     for group in adapted_groups(adapter, jobs):
         trained = [(m, passages[owners[member.job_index]])
                    for m, member in enumerate(group.members) if not member.failure]
-        answers = reward.answer_group(group, [(m, p.title, _questions(p)) for m, p in trained])
-        graded = {m: (mean(reward.grade(a, _questions(p))), a) for (m, p), a in zip(trained, answers, strict=True)}
+        items = [(m, p.title, _questions(p)) for m, p in trained]
+        answers, gold = reward.answer_group(group, items), reward.loglik_group(group, items) if items else []
+        graded = {m: (mean(reward.grade(a, _questions(p))), a, mean(g))
+                  for (m, p), a, g in zip(trained, answers, gold, strict=True)}
         for m, member in enumerate(group.members):
-            score, said = graded.get(m, (0.0, []))  # a failed inner loop scores 0 and says nothing
+            score, said, loglik = graded.get(m, (0.0, [], None))  # a failed inner loop scores 0 and says nothing
             scores[owners[member.job_index]].append(score)
             kept[owners[member.job_index]].append(said)
+            logliks[owners[member.job_index]].append(loglik)
             if progress is not None:
                 progress()
     per_passage = len(jobs) / max(1, len(passages))
-    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": per_passage}, kept)
+    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": per_passage}, kept, logliks)
 
 
 def evaluate_passage_only(adapter, passages, reward, progress=None) -> ConditionResult:
@@ -426,7 +434,7 @@ def _logged_chunk(condition, passages, at: range, evaluate, log, progress) -> li
         found = [(score, result.extra) for score in result.per_passage]
         if log is not None:
             log.record(condition, [(i, score) for i, (score, _) in zip(ids, found, strict=True)], result.extra,
-                       answers=result.answers)
+                       answers=result.answers, logliks=result.logliks)
     elif progress is not None:
         for _ in range(round(found[0][1].get("adapters_per_passage", 0) * len(at))):
             progress()

@@ -264,9 +264,11 @@ class KnowledgeQAReward(InnerLoopReward):
         return missing
 
     # ------------------------------------------------------------------------------------------ one model
-    def model_scores(self, model, tokenizer, title: str, questions: list[dict]) -> list[float]:
-        """Per-question scores (`score`) of one `model`."""
-        if self.score_kind == "accuracy":
+    def model_scores(
+        self, model, tokenizer, title: str, questions: list[dict], score: str | None = None
+    ) -> list[float]:
+        """Per-question scores (`score`, default the reward's) of one `model`."""
+        if (score or self.score_kind) == "accuracy":
             return self.score(model, tokenizer, title, questions)
         prompts, answers, owners = self._answer_rows([(0, title, questions)], lambda slot, count: None)
         values = answer_logprobs(model, tokenizer, prompts, answers, self.eval_batch_size)

@@ -83,17 +83,21 @@ class ScoreLog:
         return None if any(item is None for item in found) else found
 
     def record(self, condition: str, rows: Sequence[tuple[str, float]], extra: dict | None = None,
-               answers: Sequence[list[list[str]]] | None = None) -> None:
+               answers: Sequence[list[list[str]]] | None = None,
+               logliks: Sequence[list[float | None]] | None = None) -> None:
         """Append the `(passage_id, score)` rows of one finished chunk in a single write, each with the chunk's
-        `extra` (e.g. adapters per passage) and, when given, that passage's greedy answers (one list per adapter):
-        what the grade was given for, to check any grader against later (`read_answers`)."""
+        `extra` (e.g. adapters per passage) and, when given, that passage's greedy answers and gold-answer
+        log-likelihoods (one entry per adapter): what the grade was given for, to check any grader against later
+        (`read_kept`)."""
         extra = dict(extra or {})
-        kept = list(answers) if answers is not None else [None] * len(rows)
-        if len(kept) != len(rows):
-            raise ValueError(f"{len(kept)} answer lists for {len(rows)} passages of {condition!r}: pass one per row.")
+        kept = {"answers": answers, "loglik": logliks}
+        for key, values in kept.items():
+            if values is not None and len(values) != len(rows):
+                raise ValueError(f"{len(values)} {key} lists for {len(rows)} passages of {condition!r}: pass one "
+                                 "per row.")
         text = "".join(json.dumps({"condition": condition, "passage_id": passage_id, "score": score, "extra": extra,
-                                   **({"answers": said} if said is not None else {})}) + "\n"
-                       for (passage_id, score), said in zip(rows, kept, strict=True))
+                                   **{key: values[n] for key, values in kept.items() if values is not None}}) + "\n"
+                       for n, (passage_id, score) in enumerate(rows))
         with open(self.path, "a") as handle:
             handle.write(text)
             handle.flush()
@@ -103,7 +107,7 @@ class ScoreLog:
 
     def read_answers(self) -> dict[tuple[str, str], list[list[str]]]:
         """`{(condition, passage_id): answers}` of every recorded passage that kept its greedy answers."""
-        return read_answers(self.folder)
+        return read_kept(self.folder)
 
     def self_edits(self, writer: str) -> list[list[str]] | None:
         """The self-edits `writer` wrote in an earlier run with these settings, or None."""
@@ -125,12 +129,14 @@ class ScoreLog:
             return json.load(handle)
 
 
-def read_answers(folder: str) -> dict[tuple[str, str], list[list[str]]]:
-    """The greedy answers an evaluation in `folder` kept: `{(condition, passage_id): [answers of each adapter]}`.
+def read_kept(folder: str, key: str = "answers") -> dict[tuple[str, str], list]:
+    """What an evaluation in `folder` kept beside its grades, per adapter: `key="answers"`, the greedy answers
+    (`{(condition, passage_id): [answers of each adapter]}`), or `key="loglik"`, the gold answers' mean
+    log-likelihood per token.
 
     Example:
     ```python
-    >>> answers = read_answers("outputs/seal_squad/eval")
+    >>> answers = read_kept("outputs/seal_squad/eval")
     >>> answers[("passage", passage.passage_id)][0]  # the passage-only adapter's answer to each question
     ```
     """
@@ -144,6 +150,6 @@ def read_answers(folder: str) -> dict[tuple[str, str], list[list[str]]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a write cut short by a kill, measured again on resume
-            if "answers" in row:
-                found[(row["condition"], row["passage_id"])] = row["answers"]
+            if key in row:
+                found[(row["condition"], row["passage_id"])] = row[key]
     return found
