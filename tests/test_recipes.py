@@ -99,6 +99,14 @@ def test_appended_squad_recipe_changes_only_layout_and_baseline():
         assert evaluation["passages"] == train["passages"].replace("train.json", "eval.json")
     driver = (folder / "cpu_smollm2_squad.sh").read_text()
     assert '--config "$HERE/$RECIPE.yaml"' in driver and '--config "$HERE/${RECIPE}_eval.yaml"' in driver
+    # the loglik variant is the appended one with its reward's score changed (docs/results.md 0f)
+    loglik = yaml.safe_load((folder / "cpu_smollm2_squad_loglik.yaml").read_text())
+    changed = {key for key in appended.keys() | loglik.keys() if appended.get(key) != loglik.get(key)}
+    assert changed == {"reward_score", "output_dir", "passages"} and loglik["reward_score"] == "loglik"
+    evaluations = [yaml.safe_load((folder / f"{name}_eval.yaml").read_text())
+                   for name in ("cpu_smollm2_squad_appended", "cpu_smollm2_squad_loglik")]
+    assert {k for k in evaluations[0] if evaluations[0][k] != evaluations[1][k]} == {"output_dir", "passages"}
+    assert evaluations[1]["output_dir"] == f"{loglik['output_dir']}/eval"
 
 
 def test_paper_recipes_hold_the_paper_protocol():

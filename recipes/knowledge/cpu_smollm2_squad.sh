@@ -5,9 +5,10 @@
 # the ledger's scored self-edits, and the evaluation resumes from the chunks of scores it saved (a finished one is
 # kept).
 #   SQUAD=<squad passages json> OUT=<folder> bash recipes/knowledge/cpu_smollm2_squad.sh
-# RECIPE names the pair of yamls it runs: cpu_smollm2_squad (the paper's layout and reward, the default) or
-# cpu_smollm2_squad_appended (self-edits appended to the passage, reward = gain over the passage alone); each
-# <RECIPE>.yaml has its <RECIPE>_eval.yaml, and OUT defaults to outputs/seal_squad[_appended].
+# RECIPE names the pair of yamls it runs: cpu_smollm2_squad (the paper's layout and reward, the default),
+# cpu_smollm2_squad_appended (self-edits appended to the passage, reward = accuracy gain over the passage alone) or
+# cpu_smollm2_squad_loglik (the same, reward = gold-answer log-likelihood gain over the passage alone); each
+# <RECIPE>.yaml has its <RECIPE>_eval.yaml, and OUT defaults to outputs/seal_squad[_appended|_loglik].
 # TRAIN_ARGS / EVAL_ARGS / SPLIT_ARGS add flags to the three commands (a quick check of the whole path:
 #   SPLIT_ARGS="--num_train 2 --num_eval 2" TRAIN_ARGS="--num_train_passages 2 --contexts_per_round 2
 #   --inner_num_epochs 1 --max_completion_length 32 --gradient_accumulation_steps 5" EVAL_ARGS="--inner_num_epochs 1"
