@@ -19,10 +19,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from self_edit_documents import mismatched_grade, recited  # noqa: E402
+from self_edit_documents import answer_grades, mismatched_grade  # noqa: E402
 from study import interval, mean  # noqa: E402
 
-from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score  # noqa: E402
 from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
 
 METRICS = ("contained", "f1", "exact", "recited", "unrecited", "mismatched", "specific", "loglik")
@@ -44,14 +43,9 @@ def grade_answers(answers: list[str], passage) -> dict[str, float]:
     if len(answers) != len(questions):
         raise ValueError(f"{len(answers)} answers for the {len(questions)} questions of {passage.title!r}: the "
                          "evaluation saw other questions; pass the passage file it evaluated.")
-    contained = [answer_contained(a, q["answers"]) for a, q in zip(answers, questions)]
-    flags = [recited(a, passage.context) for a in answers]
+    grades = answer_grades(answers, questions, passage.context)
     wrong = mismatched_grade(answers, questions) if len(questions) > 1 else float("nan")
-    return {"contained": mean(contained), "f1": mean([f1_score(a, q["answers"]) for a, q in zip(answers, questions)]),
-            "exact": mean([exact_match(a, q["answers"]) for a, q in zip(answers, questions)]),
-            "recited": mean([float(flag) for flag in flags]),
-            "unrecited": mean([c * (not flag) for c, flag in zip(contained, flags)]),
-            "mismatched": wrong, "specific": mean(contained) - wrong}
+    return {**grades, "mismatched": wrong, "specific": grades["contained"] - wrong}
 
 
 def per_passage(kept: dict, passages, logliks: dict | None = None) -> dict[str, dict[str, dict[str, float]]]:

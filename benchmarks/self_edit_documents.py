@@ -189,17 +189,21 @@ def answer_metrics(reward, group, items, context: str) -> list[dict]:
     logliks = reward.loglik_group(group, items)
     results = []
     for item_answers, item_loglik, (_, _, questions) in zip(answers, logliks, items, strict=True):
-        golds = [q["answers"] for q in questions]
-        contained = [reward.grader(a, g, q["question"]) for a, g, q in zip(item_answers, golds, questions)]
-        recited_flags = [recited(a, context) for a in item_answers]
-        results.append({
-            "answers": item_answers, "accuracy": mean(contained), "loglik": mean(item_loglik),
-            "f1": mean([f1_score(a, g) for a, g in zip(item_answers, golds)]),
-            "exact": mean([exact_match(a, g) for a, g in zip(item_answers, golds)]),
-            "recited": mean([float(flag) for flag in recited_flags]),
-            "unrecited": mean([c * (not flag) for c, flag in zip(contained, recited_flags)]),
-        })
+        grades = answer_grades(item_answers, questions, context, reward.grader)
+        results.append({"answers": item_answers, "accuracy": grades.pop("contained"), "loglik": mean(item_loglik),
+                        **grades})
     return results
+
+
+def answer_grades(answers: list[str], questions: list[dict], context: str, grader=answer_contained) -> dict:
+    """Mean `contained` (`grader`), F1, exact, recited and unrecited grades of one adapter's answers."""
+    golds = [q["answers"] for q in questions]
+    contained = [grader(a, g, q["question"]) for a, g, q in zip(answers, golds, questions, strict=True)]
+    flags = [recited(a, context) for a in answers]
+    return {"contained": mean(contained), "f1": mean([f1_score(a, g) for a, g in zip(answers, golds)]),
+            "exact": mean([exact_match(a, g) for a, g in zip(answers, golds)]),
+            "recited": mean([float(flag) for flag in flags]),
+            "unrecited": mean([c * (not flag) for c, flag in zip(contained, flags)])}
 
 
 def mismatched_grade(answers: list[str], questions: list[dict], grader=answer_contained) -> float:
