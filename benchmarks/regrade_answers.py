@@ -10,6 +10,7 @@ On SmolLM2-135M a passage-trained adapter answers by reciting the passage, and `
 
     python benchmarks/regrade_answers.py --eval_dir outputs/seal_squad_appended/eval \
         --data outputs/seal_squad_appended/split/eval.json
+    python benchmarks/regrade_answers.py --eval_dir outputs/seal_knowledge/held_out   # the CPU demo's table
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ METRICS = ("contained", "f1", "exact", "recited", "unrecited", "mismatched", "sp
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval_dir", required=True, help="The --output_dir of a `trl-seal eval-knowledge` run.")
-    parser.add_argument("--data", required=True, help="The passage file that run evaluated.")
+    parser.add_argument("--data", default=None, help="The passage file that run evaluated (default: the embedded "
+                        "invented passages, those of the CPU demo's held_out folder).")
     parser.add_argument("--reference", default="passage", help="The condition every other is paired against.")
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from trl_seal.knowledge.score_log import read_kept
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,6 +66,10 @@ def test_knowledge_example_on_the_tiny_model(tmp_path, tiny_model, tokenizer):
     assert [r["round"] for r in results["round_rewards"]] == [1] and len(results["round_rewards"][0]["rewards"]) == 4
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "  results.png " in done.stdout and f"Outputs in {out}" in done.stdout
+    answers = read_kept(str(out / "held_out"))  # what each grade was given for, to regrade (docs/results.md 0f)
+    assert {c for c, _ in answers} == {"base", "passage", "base self-edits", "SEAL self-edits"} and len(answers) == 12
+    assert all(len(adapter) == 1 for adapters in answers.values() for adapter in adapters), "one answer per question"
+    assert len(read_kept(str(out / "held_out"), "loglik")) == 12 and "  held_out " in done.stdout
 
 
 def test_knowledge_training_only_saves_the_policy_for_a_later_evaluation(tmp_path, tiny_model, tokenizer):
@@ -134,3 +140,25 @@ def test_release_policy_weights_frees_the_storage_but_not_the_inner_copy():
     engine = torch.nn.Linear(4, 4)
     release_policy_weights(SimpleNamespace(model=engine, is_deepspeed_enabled=True))
     assert not engine.weight.is_meta, "DeepSpeed's engine keeps its partitioned weights"
+
+
+def test_held_out_log_reuses_only_the_same_table(tmp_path, capsys):
+    """The demo's held-out scores resume under the same settings and self-edits, and start over under others
+    (the folder is a cache of its last table, never a mix of two)."""
+    from types import SimpleNamespace
+
+    from trl_seal.inner.config import InnerLoRAConfig
+    from trl_seal.knowledge.data import Passage, Question
+    from trl_seal.scripts.knowledge import KnowledgeArguments, held_out_log
+
+    passages = [Passage("t", "the secret is apple", (Question("the secret", ("apple",)),))]
+    inner = SimpleNamespace(config=InnerLoRAConfig(r=4))
+    sources = {"base self-edits": [["apple"]], "SEAL self-edits": [["the apple"]]}
+    log = held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, sources, resume=True)
+    log.record("passage", [(passages[0].passage_id, 1.0)], answers=[[["apple"]]])
+    again = held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, sources, resume=True)
+    assert again.lookup("passage", [passages[0].passage_id]) == [(1.0, {})]
+    other = {**sources, "SEAL self-edits": [["a pear"]]}
+    fresh = held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, other, resume=True)
+    assert len(fresh) == 0 and "scoring the held-out passages anew" in capsys.readouterr().out
+    assert len(held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, other, resume=False)) == 0

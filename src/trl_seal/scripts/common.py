@@ -293,6 +293,7 @@ OUTPUTS = (  # (file or folder in output_dir, what it holds)
     ("results.json", "the held-out table with its settings and self-edits"),
     ("results.md", "the held-out table"),
     ("results.png", "held-out accuracy per condition (95 % CIs) and reward per round"),
+    ("held_out", "the held-out scores with every adapter's answers (benchmarks/regrade_answers.py --eval_dir)"),
 )
 
 

@@ -5,7 +5,8 @@ invented passages (no pretrained model knows their answers), one small ReST-EM r
 table on 24 others (base model, train on the passage only, passage + the base model's self-edits, passage + the SEAL
 model's self-edits), with 95 % bootstrap CIs and paired CIs of the SEAL self-edits against the base model's and
 against the passage alone, and one sentence on what those intervals allow one to claim. It saves the trained model,
-the config, results.json, results.md and results.png (accuracy per condition, reward per round) in --output_dir.
+the config, results.json, results.md, results.png (accuracy per condition, reward per round) and held_out/ (every
+held-out adapter's grade, greedy answers and gold-answer log-likelihood) in --output_dir.
 Every field of KnowledgeArguments, InnerArguments (the inner loop's `inner_*` settings), SEALConfig and TRL's
 ModelConfig is a flag and a YAML key; the paper's setting is a recipe.
 
@@ -15,6 +16,7 @@ ModelConfig is a flag and a YAML key; the paper's setting is a recipe.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from trl_seal.inner.config import InnerArguments
+from trl_seal.inner.config import FASTEST, InnerArguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.knowledge.data import load_passages
 from trl_seal.knowledge.evaluate import describe_comparison, generate_self_edits, markdown_table, run_conditions
@@ -32,6 +34,7 @@ from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score
 from trl_seal.knowledge.plot import plot_results, read_self_edit_rows, round_rewards
 from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS, self_edit_dataset
 from trl_seal.knowledge.reward import KnowledgeQAReward
+from trl_seal.knowledge.score_log import ScoreLog
 from trl_seal.scripts.common import (
     RoundLog,
     base_policy,
@@ -45,6 +48,7 @@ from trl_seal.scripts.common import (
 )
 from trl_seal.seal_trainer import SEALTrainer
 
+HELD_OUT_DIR = "held_out"  # the held-out scores with the answers behind them (ScoreLog)
 GRADERS = {"contained": answer_contained, "exact": exact_match, "f1": f1_score}
 
 
@@ -105,8 +109,9 @@ CPU_DEMO = dict(
 
 
 # Where the CPU demo's inner loop (the `inner_*` fields, see InnerLoRAConfig) departs from the paper: 3 epochs keep
-# it short, and the resident copy of the policy is bfloat16.
-INNER_DEFAULTS = dict(inner_num_epochs=3, inner_dtype="bfloat16")
+# it short, and the resident copy of the policy is bfloat16 where the CPU multiplies it natively, else float32
+# (emulated bfloat16 made the inner loop 2.0x slower; with float32 the demo peaked at 3.62 GiB, docs/benchmarks.md).
+INNER_DEFAULTS = dict(inner_num_epochs=3, inner_dtype=FASTEST)
 
 
 def knowledge_reward(script: KnowledgeArguments) -> KnowledgeQAReward:
@@ -168,8 +173,10 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     conditions_start = time.time()
     bar = tqdm(total=len(held_out) * (1 + 2 * script.eval_self_edits_per_passage), desc="held-out inner loops",
                unit="adapter")
+    log = held_out_log(args.output_dir, script, inner, held_out, sources, resume=bool(resume_argument(args)))
     summaries = run_conditions(inner, held_out, reward, ["base", "passage", *sources], sources, lambda: bar.update(1),
-                               paired=[("SEAL self-edits", "base self-edits")])
+                               paired=[("SEAL self-edits", "base self-edits")], log=log,
+                               passages_per_chunk=len(held_out))  # one chunk per condition: the table of one pass
     bar.close()
     seconds = {"total": time.time() - start, "training": sampling_start - start,
                "held_out_self_edits": conditions_start - sampling_start,
@@ -196,6 +203,24 @@ def held_out_self_edits(trainer, script: KnowledgeArguments, args, model_args, t
     seal_edits = generate_self_edits(trained_policy(trainer, model_args), tokenizer, held_out, k,
                                      script.self_edit_style, *sampling)
     return base, {"base self-edits": base_edits, "SEAL self-edits": seal_edits}
+
+
+def held_out_log(output_dir: str, script: KnowledgeArguments, inner, held_out, sources, resume: bool) -> ScoreLog:
+    """The held-out scores on disk (`<output_dir>/held_out/scores.jsonl`), with every adapter's greedy answers and
+    gold-answer log-likelihood beside its grade, so that `benchmarks/regrade_answers.py` can say how much of the table
+    is recital (docs/results.md 0f). A rerun with the same settings and self-edits reuses the conditions it finished;
+    one with other settings or self-edits starts the log over (it is a cache of this folder's last table)."""
+    fingerprint = {
+        "script": asdict(script), "inner_config": json.loads(json.dumps(asdict(inner.config), default=str)),
+        "passages": [p.passage_id for p in held_out],
+        "self_edits": hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest(),
+    }
+    folder = os.path.join(output_dir, HELD_OUT_DIR)
+    try:
+        return ScoreLog(folder, fingerprint, resume=resume)
+    except ValueError:
+        print(f"{folder} held the scores of other settings or self-edits: scoring the held-out passages anew.")
+        return ScoreLog(folder, fingerprint, resume=False)
 
 
 def write_results(output_dir: str, script: KnowledgeArguments, summaries: list[dict], table: str, headline: str,
