@@ -106,7 +106,18 @@ def run_groups(rows, passages) -> list[list[tuple[list[float], float]]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
-def report(groups, args, names=FEATURES) -> list[str]:
+def reward_unit(run_dir: str) -> tuple[str, float, int]:
+    """How a run's rewards read: `(unit, scale, digits)`; accuracy in points (x100), log-likelihood in nats per token
+    (from the reward its ledger recorded)."""
+    path = os.path.join(run_dir, "seal_ledger", "config.json")
+    kind = "accuracy"
+    if os.path.exists(path):
+        with open(path) as handle:
+            kind = (json.load(handle).get("reward") or {}).get("score_kind", "accuracy")
+    return ("nats per token", 1.0, 3) if kind == "loglik" else ("points", 100.0, 1)
+
+
+def report(groups, args, names=FEATURES, scale: float = 100.0, digits: int = 1) -> list[str]:
     fit = within_passage_fit(groups)
     lines = ["| feature | mean | joint coefficient [95 % CI] | one-feature slope [95 % CI] |", "|---|---|---|---|"]
     for position, name in enumerate(names):
@@ -114,8 +125,8 @@ def report(groups, args, names=FEATURES) -> list[str]:
         alone = [[(f[position], y) for f, y in rows] for rows in groups]
         slope_ci = bootstrap_statistic(alone, within_group_slope, args.draws, args.seed)
         mean_value = float(np.mean([f[position] for rows in groups for f, _ in rows]))
-        lines.append(f"| {name} | {mean_value:.2f} | {interval(fit[position], joint_ci, 100, 1)} "
-                     f"| {interval(within_group_slope(alone), slope_ci, 100, 1)} |")
+        lines.append(f"| {name} | {mean_value:.2f} | {interval(fit[position], joint_ci, scale, digits)} "
+                     f"| {interval(within_group_slope(alone), slope_ci, scale, digits)} |")
     return lines
 
 
@@ -123,12 +134,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.run_dir is not None:
         passages = load_passages(args.data or os.path.join(args.run_dir, "split", "train.json"))
+        unit, scale, digits = reward_unit(args.run_dir)
         for round_index in sorted({row["round"] for row in read_rows(args.run_dir)}):
             rows = [row for row in read_rows(args.run_dir) if row["round"] == round_index]
             groups = run_groups(rows, passages)
             print(f"\nRound {round_index + 1} of {args.run_dir}: {len(groups)} contexts, "
-                  f"{sum(len(g) for g in groups)} self-edits; outcome = reward, points per unit")
-            print("\n".join(report(groups, args, ("log2_documents", *FEATURES[1:]))))
+                  f"{sum(len(g) for g in groups)} self-edits; outcome = reward, {unit} per unit")
+            print("\n".join(report(groups, args, ("log2_documents", *FEATURES[1:]), scale, digits)))
         return
     with open(args.results) as handle:
         records = [json.loads(line) for line in handle if line.strip()]

@@ -274,7 +274,13 @@ def test_self_edit_features_read_a_training_run(tmp_path, capsys):
     coefficients = bench.within_passage_fit(groups)
     assert coefficients[0] == pytest.approx(-0.1, abs=1e-9) and coefficients[2] == pytest.approx(0.3, abs=1e-9)
     bench.main(["--run_dir", str(tmp_path), "--data", str(tmp_path / "train.json"), "--draws", "20"])
-    assert "Round 1 of" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Round 1 of" in out and "points per unit" in out and "| answers | 0.25 | 30.0 [" in out
+    (tmp_path / "seal_ledger").mkdir()  # a run rewarded by gold-answer log-likelihood reads in nats, unscaled
+    (tmp_path / "seal_ledger" / "config.json").write_text(json.dumps({"reward": {"score_kind": "loglik"}}))
+    bench.main(["--run_dir", str(tmp_path), "--data", str(tmp_path / "train.json"), "--draws", "20"])
+    out = capsys.readouterr().out
+    assert "nats per token per unit" in out and "| answers | 0.25 | 0.300 [" in out
 
 
 def test_self_edit_documents_cuts_the_study_self_edits_and_resumes(tmp_path, tokenizer, tiny_model):
