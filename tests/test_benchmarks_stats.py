@@ -489,6 +489,10 @@ def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
     assert recital["contained"] == 1.0 and recital["recited"] == 1.0 and recital["specific"] == 0.0
     assert short["contained"] == 0.75 and short["specific"] == 0.75 and short["exact"] == 0.75, "2 adapters averaged"
     assert recital["loglik"] == -3.0 and short["loglik"] == -1.0, "a failed adapter's missing loglik is skipped"
+    embedded = load_passages(None)[0]  # without --data: the embedded passages, those of the CPU demo's held_out/
+    demo = ScoreLog(str(tmp_path / "demo"), {"seed": 0})
+    demo.record("passage", [(embedded.passage_id, 0.0)], answers=[[["?"] * len(embedded.questions)]], logliks=[[-2.0]])
+    assert bench.main(["--eval_dir", str(tmp_path / "demo"), "--draws", "20"])["passage"][embedded.passage_id]
     with pytest.raises(ValueError, match="kept no answers"):
         ScoreLog(str(tmp_path / "old"), {"seed": 0}).record("passage", [(passage_id, 1.0)])
         bench.main(["--eval_dir", str(tmp_path / "old"), "--data", str(data)])
