@@ -147,12 +147,14 @@ def test_held_out_log_reuses_only_the_same_table(tmp_path, capsys):
     (the folder is a cache of its last table, never a mix of two)."""
     from types import SimpleNamespace
 
+    import torch
+
     from trl_seal.inner.config import InnerLoRAConfig
     from trl_seal.knowledge.data import Passage, Question
     from trl_seal.scripts.knowledge import KnowledgeArguments, held_out_log
 
     passages = [Passage("t", "the secret is apple", (Question("the secret", ("apple",)),))]
-    inner = SimpleNamespace(config=InnerLoRAConfig(r=4))
+    inner = SimpleNamespace(config=InnerLoRAConfig(r=4), model=torch.nn.Linear(1, 1))
     sources = {"base self-edits": [["apple"]], "SEAL self-edits": [["the apple"]]}
     log = held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, sources, resume=True)
     log.record("passage", [(passages[0].passage_id, 1.0)], answers=[[["apple"]]])
@@ -162,3 +164,6 @@ def test_held_out_log_reuses_only_the_same_table(tmp_path, capsys):
     fresh = held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, other, resume=True)
     assert len(fresh) == 0 and "scoring the held-out passages anew" in capsys.readouterr().out
     assert len(held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, other, resume=False)) == 0
+    inner.model = inner.model.to(torch.bfloat16)  # what `fastest` picks on another host: not the same table
+    held_out_log(str(tmp_path), KnowledgeArguments(), inner, passages, other, resume=True)
+    assert "scoring the held-out passages anew" in capsys.readouterr().out

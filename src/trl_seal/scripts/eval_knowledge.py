@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
-from trl_seal.inner.config import InnerArguments
+from trl_seal.inner.config import FASTEST, InnerArguments
 from trl_seal.inner.lora import LoRAInnerAdapter
 from trl_seal.inner.memory import release_free_memory
 from trl_seal.knowledge.data import EMBEDDED, load_passages
@@ -143,7 +143,7 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
                                question_with_title=args.question_with_title,
                                document_layout=args.self_edit_layout)
     inner_config = (inner_args or InnerArguments()).to_config()
-    log = ScoreLog(args.output_dir, fingerprint(args, inner_config, passages), resume=args.resume)
+    log = ScoreLog(args.output_dir, fingerprint(args, inner_config, passages, model.device), resume=args.resume)
     if len(log):
         print(f"eval-knowledge: resuming from {log.path} ({len(log)} scores of an interrupted run)")
     sources, paired = {}, []
@@ -239,13 +239,17 @@ def select_passages(args: EvalKnowledgeArguments) -> list:
 ADDED_LATER = {"self_edit_rows_per_call": None}
 
 
-def fingerprint(args: EvalKnowledgeArguments, inner_config, passages) -> dict:
-    """What the scores depend on: every argument but where they go and whether to resume, the inner loop's config
-    and the passages themselves."""
+def fingerprint(args: EvalKnowledgeArguments, inner_config, passages, device="cpu") -> dict:
+    """What the scores depend on: every argument but where they go and whether to resume, the inner loop's config,
+    the passages themselves and, for `inner_dtype: fastest`, the precision it chose on this host (so that a log
+    begun on a host with native bfloat16 is not finished in float32 on another)."""
     settings = {k: v for k, v in asdict(args).items()
                 if k not in ("output_dir", "resume") and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     inner = json.loads(json.dumps(asdict(inner_config), default=str))
-    return {"args": settings, "inner_config": inner, "passages": [p.passage_id for p in passages]}
+    found = {"args": settings, "inner_config": inner, "passages": [p.passage_id for p in passages]}
+    if inner_config.dtype == FASTEST:
+        found["inner_dtype_resolved"] = str(inner_config.torch_dtype(inner_config.device or device)).split(".")[-1]
+    return found
 
 
 def writer_self_edits(args: EvalKnowledgeArguments, model, tokenizer, passages,

@@ -213,6 +213,7 @@ def held_out_log(output_dir: str, script: KnowledgeArguments, inner, held_out, s
     fingerprint = {
         "script": asdict(script), "inner_config": json.loads(json.dumps(asdict(inner.config), default=str)),
         "passages": [p.passage_id for p in held_out],
+        "resident_dtype": str(next(inner.model.parameters()).dtype),  # what `fastest` chose on this host
         "self_edits": hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest(),
     }
     folder = os.path.join(output_dir, HELD_OUT_DIR)
