@@ -214,13 +214,12 @@ def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny
         main([*argv, "--self_edit_rows_per_call", "4"])
     header = json.loads((tmp_path / "out" / "scores.jsonl").read_text().splitlines()[0])
     assert "self_edit_rows_per_call" not in header["fingerprint"]["args"], "at its default, as logs before it"
-    assert "inner_dtype_resolved" not in header["fingerprint"], "a fixed dtype needs no resolving"
     assert main([*argv, "--k", "2", "--resume", "false"]) == 0
 
 
 def test_eval_knowledge_fingerprint_records_what_fastest_chose(monkeypatch):
     """`inner_dtype: fastest` is bfloat16 on one host and float32 on another: a log begun on one is refused on the
-    other instead of finishing its table in another precision."""
+    other instead of finishing its table in another precision, and the dtype it chose, passed by name, finishes it."""
     from trl_seal.inner import config
     from trl_seal.inner.config import InnerArguments
     from trl_seal.scripts.eval_knowledge import EvalKnowledgeArguments, fingerprint
@@ -230,7 +229,9 @@ def test_eval_knowledge_fingerprint_records_what_fastest_chose(monkeypatch):
     with_bf16 = fingerprint(EvalKnowledgeArguments(), inner, [])
     monkeypatch.setattr(config, "native_bfloat16", lambda device: False)
     without = fingerprint(EvalKnowledgeArguments(), inner, [])
-    assert (with_bf16["inner_dtype_resolved"], without["inner_dtype_resolved"]) == ("bfloat16", "float32")
+    assert (with_bf16["inner_config"]["dtype"], without["inner_config"]["dtype"]) == ("bfloat16", "float32")
+    explicit = fingerprint(EvalKnowledgeArguments(), InnerArguments(inner_dtype="float32").to_config(), [])
+    assert explicit["inner_config"] == without["inner_config"], "`--inner_dtype float32` finishes that log"
 
 
 def test_split_passages_writes_disjoint_seeded_samples(tmp_path):

@@ -241,15 +241,14 @@ ADDED_LATER = {"self_edit_rows_per_call": None}
 
 def fingerprint(args: EvalKnowledgeArguments, inner_config, passages, device="cpu") -> dict:
     """What the scores depend on: every argument but where they go and whether to resume, the inner loop's config,
-    the passages themselves and, for `inner_dtype: fastest`, the precision it chose on this host (so that a log
-    begun on a host with native bfloat16 is not finished in float32 on another)."""
+    the passages themselves. `inner_dtype: fastest` is recorded as the precision it chose on this host, so that a log
+    begun with native bfloat16 is not finished in float32 on another host (pass that dtype there to finish it)."""
     settings = {k: v for k, v in asdict(args).items()
                 if k not in ("output_dir", "resume") and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     inner = json.loads(json.dumps(asdict(inner_config), default=str))
-    found = {"args": settings, "inner_config": inner, "passages": [p.passage_id for p in passages]}
-    if inner_config.dtype == FASTEST:
-        found["inner_dtype_resolved"] = str(inner_config.torch_dtype(inner_config.device or device)).split(".")[-1]
-    return found
+    if inner_config.dtype == FASTEST:  # the dtype it stands for here: `--inner_dtype float32` may resume it elsewhere
+        inner["dtype"] = str(inner_config.torch_dtype(inner_config.device or device)).split(".")[-1]
+    return {"args": settings, "inner_config": inner, "passages": [p.passage_id for p in passages]}
 
 
 def writer_self_edits(args: EvalKnowledgeArguments, model, tokenizer, passages,
