@@ -47,6 +47,16 @@ def test_a_ledger_from_other_settings_is_refused_naming_the_field(tmp_path):
         Ledger(str(tmp_path), 0, {"seed": 1, "reward": {"type": "a"}})
 
 
+def test_a_key_added_later_is_checked_only_in_ledgers_that_hold_it(tmp_path):
+    """`inner_dtype_resolved` (what dtype "fastest" chose) came after ledgers were written: an older ledger resumes,
+    a newer one begun in bfloat16 is refused in float32."""
+    Ledger(str(tmp_path / "old"), 0, {"seed": 0})
+    Ledger(str(tmp_path / "old"), 0, {"seed": 0, "inner_dtype_resolved": "float32"})
+    Ledger(str(tmp_path / "new"), 0, {"seed": 0, "inner_dtype_resolved": "bfloat16"})
+    with pytest.raises(ValueError, match=r"inner_dtype_resolved: 'bfloat16' there, 'float32' here"):
+        Ledger(str(tmp_path / "new"), 0, {"seed": 0, "inner_dtype_resolved": "float32"})
+
+
 def test_checkpoints_from_another_version_or_config_are_refused(tmp_path):
     args = seal_args(tmp_path)
     state = {"trl_seal_version": "9.9", "config": args.to_dict()}
@@ -83,3 +93,22 @@ def test_checkpoints_must_fall_on_round_boundaries(tmp_path):
     assert seal_args(tmp_path, save_strategy="steps", save_steps=8).save_steps == 8
     with pytest.raises(ValueError, match="save_steps=6 is not a multiple of the 4 optimizer steps of a round"):
         seal_args(tmp_path, save_strategy="steps", save_steps=6)
+
+
+def test_the_trainer_fingerprints_what_fastest_chose_on_this_host(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from trl_seal import SEALTrainer
+    from trl_seal.inner import config
+    from trl_seal.inner.lora import LoRAInnerAdapter
+
+    trainer = SimpleNamespace(inner_adapter=LoRAInnerAdapter(dtype="fastest"),
+                              accelerator=SimpleNamespace(device=torch.device("cpu")))
+    monkeypatch.setattr(config, "native_bfloat16", lambda device: False)
+    assert SEALTrainer._fastest_dtype_chosen(trainer) == {"inner_dtype_resolved": "float32"}
+    monkeypatch.setattr(config, "native_bfloat16", lambda device: True)
+    assert SEALTrainer._fastest_dtype_chosen(trainer) == {"inner_dtype_resolved": "bfloat16"}
+    trainer.inner_adapter = LoRAInnerAdapter(dtype="float32")
+    assert SEALTrainer._fastest_dtype_chosen(trainer) == {}, "a dtype given by name is in the config already"

@@ -16,6 +16,8 @@ import os
 from typing import Any
 
 LEDGER_FOLDER = "seal_ledger"
+# Fingerprint keys added after ledgers were written: a ledger that predates one still resumes (unchecked for it).
+ADDED_LATER = ("inner_dtype_resolved",)
 
 
 def text_sha256(text: str) -> str:
@@ -72,6 +74,7 @@ class Ledger:
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 recorded = json.load(f)
+            fingerprint = {k: v for k, v in fingerprint.items() if k in recorded or k not in ADDED_LATER}
             differences = describe_differences(recorded, fingerprint)
             if differences:
                 raise ValueError(

@@ -30,6 +30,7 @@ from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
 from .generation import contiguous_head_input
+from .inner.config import FASTEST
 from .inner.lora import LoRAInnerAdapter
 from .ledger import Ledger, append_jsonl, text_sha256, write_json_atomically
 from .resume import (
@@ -527,7 +528,17 @@ class SEALTrainer(GRPOTrainer):
             "reward": scalar_settings(self.seal_reward_fn),
             "inner_adapter": scalar_settings(self.inner_adapter),
             "trl_seal_version": __version__,
+            **self._fastest_dtype_chosen(),
         }
+
+    def _fastest_dtype_chosen(self) -> dict[str, str]:
+        """`{"inner_dtype_resolved": ...}` when the inner adapter's dtype is "fastest": bfloat16 on one host, float32
+        on another, so a ledger begun on one is not finished in another precision on the other."""
+        config = getattr(self.inner_adapter, "config", None)
+        if getattr(config, "dtype", None) != FASTEST:
+            return {}
+        chosen = config.torch_dtype(getattr(config, "device", None) or self.accelerator.device)
+        return {"inner_dtype_resolved": str(chosen).split(".")[-1]}
 
     # -------------------------------------------------------------------------------- original ReST-EM restarts
     def _snapshot_trainable(self) -> dict[str, torch.Tensor]:
