@@ -99,6 +99,8 @@ def test_appended_squad_recipe_changes_only_layout_and_baseline():
         assert evaluation["passages"] == train["passages"].replace("train.json", "eval.json")
     driver = (folder / "cpu_smollm2_squad.sh").read_text()
     assert '--config "$HERE/$RECIPE.yaml"' in driver and '--config "$HERE/${RECIPE}_eval.yaml"' in driver
+    regrade = '"$HERE/../../benchmarks/regrade_answers.py"'  # it ends with the table regraded from the kept answers
+    assert regrade in driver and (folder / "../../benchmarks/regrade_answers.py").is_file()
     # the loglik variant is the appended one with its reward's score changed (docs/results.md 0f)
     loglik = yaml.safe_load((folder / "cpu_smollm2_squad_loglik.yaml").read_text())
     changed = {key for key in appended.keys() | loglik.keys() if appended.get(key) != loglik.get(key)}

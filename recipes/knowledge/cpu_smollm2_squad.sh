@@ -3,7 +3,7 @@
 # evaluate base, passage only and three writers of self-edits (untrained, round 1, round 2) on 100 held-out passages.
 # Safe to re-run after a kill: the draw is deterministic, training resumes from its last round checkpoint and reuses
 # the ledger's scored self-edits, and the evaluation resumes from the chunks of scores it saved (a finished one is
-# kept).
+# kept). It ends with the table regraded from the evaluation's kept answers ($OUT/eval/regraded.md).
 #   SQUAD=<squad passages json> OUT=<folder> bash recipes/knowledge/cpu_smollm2_squad.sh
 # RECIPE names the pair of yamls it runs: cpu_smollm2_squad (the paper's layout and reward, the default),
 # cpu_smollm2_squad_appended (self-edits appended to the passage, reward = accuracy gain over the passage alone) or
@@ -33,3 +33,8 @@ if [ ! -f "$OUT/eval/results.json" ]; then
         --self_edit_model "model,$ROUND1,$OUT" --output_dir "$OUT/eval" ${EVAL_ARGS:-}
 fi
 cat "$OUT/eval/results.md"
+# the table regraded from the answers the evaluation kept: F1, exact, recital, the passage's other questions and the
+# gold answers' log-likelihood (the loglik recipe's own score; docs/results.md 0f says why `contained` is not enough)
+python "$HERE/../../benchmarks/regrade_answers.py" --eval_dir "$OUT/eval" --data "$OUT/split/eval.json" \
+    > "$OUT/eval/regraded.md"
+cat "$OUT/eval/regraded.md"
