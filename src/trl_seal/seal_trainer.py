@@ -537,8 +537,7 @@ class SEALTrainer(GRPOTrainer):
         config = getattr(self.inner_adapter, "config", None)
         if getattr(config, "dtype", None) != FASTEST:
             return {}
-        chosen = config.torch_dtype(getattr(config, "device", None) or self.accelerator.device)
-        return {"inner_dtype_resolved": str(chosen).split(".")[-1]}
+        return {"inner_dtype_resolved": config.chosen_dtype_name(self.accelerator.device)}
 
     # -------------------------------------------------------------------------------- original ReST-EM restarts
     def _snapshot_trainable(self) -> dict[str, torch.Tensor]:

@@ -181,6 +181,12 @@ class InnerLoRAConfig:
             return torch.bfloat16 if native_bfloat16(device) else torch.float32
         return None if self.dtype is None else getattr(torch, self.dtype)
 
+    def chosen_dtype_name(self, device) -> str | None:
+        """The resident copy's dtype by name on this config's `device` (else `device`): what `fastest` picks there,
+        for fingerprints that must tell a bfloat16 run from a float32 one (None: the policy's)."""
+        chosen = self.torch_dtype(self.device or device)
+        return None if chosen is None else str(chosen).split(".")[-1]
+
 
 def native_bfloat16(device) -> bool:
     """Whether `device` multiplies bfloat16 natively: a CUDA device with bf16 support, or a CPU with AMX or

@@ -247,7 +247,7 @@ def fingerprint(args: EvalKnowledgeArguments, inner_config, passages, device="cp
                 if k not in ("output_dir", "resume") and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     inner = json.loads(json.dumps(asdict(inner_config), default=str))
     if inner_config.dtype == FASTEST:  # the dtype it stands for here: `--inner_dtype float32` may resume it elsewhere
-        inner["dtype"] = str(inner_config.torch_dtype(inner_config.device or device)).split(".")[-1]
+        inner["dtype"] = inner_config.chosen_dtype_name(device)
     return {"args": settings, "inner_config": inner, "passages": [p.passage_id for p in passages]}
 
 
