@@ -7,6 +7,8 @@ climb by writing less. This script reads what a run already wrote and measures t
 - from a training run's `self_edits.jsonl`, per round: the mean reward, the mean number of documents (non-empty lines
   with list markers stripped, as `training_documents(layout="lines")` cuts them) and of words, kept against discarded
   self-edits, and the within-context slope of the reward on log2(documents), with a 95 % bootstrap CI over contexts;
+  then the rewards' median, how many were above 0, and the kept self-edits' mean reward against the discarded ones
+  (points for an accuracy reward, nats per token for a log-likelihood one);
 - from `trl-seal eval-knowledge`'s `results.json` (or its `self_edits.json`, written before the table), per writer
   of self-edits (untrained, round 1, round 2 ...): the mean documents and words on the held-out passages, and the
   share of the passage's questions whose answer a self-edit states and of its words found in the passage (the two
@@ -72,7 +74,35 @@ def all_kept_discarded(sizes: list[tuple[int, int]], kept: list[bool], position:
     return " / ".join(f"{mean(group):.1f}" for group in (values, kept_values, discarded))
 
 
-def round_report(rows: list[dict], args) -> list[str]:
+def reward_unit(run_dir: str) -> tuple[str, float, int]:
+    """How a run's rewards read: `(unit, scale, digits)`; accuracy in points (x100), log-likelihood in nats per token
+    (from the reward its ledger recorded)."""
+    path = os.path.join(run_dir, "seal_ledger", "config.json")
+    kind = "accuracy"
+    if os.path.exists(path):
+        with open(path) as handle:
+            kind = (json.load(handle).get("reward") or {}).get("score_kind", "accuracy")
+    return ("nats per token", 1.0, 3) if kind == "loglik" else ("points", 100.0, 1)
+
+
+def reward_report(rows: list[dict], scale: float = 100.0, digits: int = 1) -> list[str]:
+    """Per round: the rewards' median, how many self-edits scored above 0, and the mean reward of the kept self-edits
+    against the discarded ones (ReST-EM keeps each context's best above 0)."""
+    lines = ["| round | self-edits | median reward | above 0 | kept | mean reward: kept / discarded |",
+             "|---|---|---|---|---|---|"]
+    for round_index in sorted({row["round"] for row in rows}):
+        rewards = sorted(row["reward"] for row in rows if row["round"] == round_index)
+        kept = [row["reward"] for row in rows if row["round"] == round_index and row["kept"]]
+        discarded = [row["reward"] for row in rows if row["round"] == round_index and not row["kept"]]
+        middle = len(rewards) // 2
+        median = rewards[middle] if len(rewards) % 2 else (rewards[middle - 1] + rewards[middle]) / 2
+        means = " / ".join(f"{scale * mean(group):+.{digits}f}" if group else "n/a" for group in (kept, discarded))
+        lines.append(f"| {round_index + 1} | {len(rewards)} | {scale * median:+.{digits}f} "
+                     f"| {sum(r > 0 for r in rewards)} | {len(kept)} | {means} |")
+    return lines
+
+
+def round_report(rows: list[dict], args, scale: float = 100.0, digits: int = 1) -> list[str]:
     lines = ["| round | self-edits | mean reward | documents: all / kept / discarded | words: all / kept / discarded "
              "| reward per doubling of documents [95 % CI] |", "|---|---|---|---|---|---|"]
     for round_index in sorted({row["round"] for row in rows}):
@@ -86,9 +116,10 @@ def round_report(rows: list[dict], args) -> list[str]:
         groups = [group for group in contexts.values() if len(group) > 1]
         slope_ci = bootstrap_statistic(groups, within_group_slope, args.draws, args.seed)
         documents, words = (all_kept_discarded(sizes, kept, position) for position in (0, 1))
-        slope = interval(within_group_slope(groups), slope_ci, 100, 1)
-        lines.append(f"| {round_index + 1} | {len(members)} | {100 * mean(r['reward'] for r in members):+.1f} "
-                     f"| {documents} | {words} | {slope} |")
+        slope = interval(within_group_slope(groups), slope_ci, scale, digits)
+        reward = scale * mean(r["reward"] for r in members)
+        lines.append(f"| {round_index + 1} | {len(members)} | {reward:+.{digits}f} | {documents} | {words} "
+                     f"| {slope} |")
     return lines
 
 
@@ -148,8 +179,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.run_dir is not None:
         rows = read_rows(args.run_dir)
-        print(f"\nTraining run {args.run_dir}: {len(rows)} scored self-edits; reward in points")
-        print("\n".join(round_report(rows, args)))
+        unit, scale, digits = reward_unit(args.run_dir)
+        print(f"\nTraining run {args.run_dir}: {len(rows)} scored self-edits; reward in {unit}")
+        print("\n".join(round_report(rows, args, scale, digits)))
+        print("\n" + "\n".join(reward_report(rows, scale, digits)))
     if args.eval_results is not None:
         with open(args.eval_results) as handle:
             results = json.load(handle)

@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rest_em_lengths import completion_text, length, read_rows  # noqa: E402
+from rest_em_lengths import completion_text, length, read_rows, reward_unit  # noqa: E402
 from study import answer_coverage, faithfulness, interval  # noqa: E402
 
 from trl_seal.knowledge.data import load_passages  # noqa: E402
@@ -104,17 +104,6 @@ def run_groups(rows, passages) -> list[list[tuple[list[float], float]]]:
         if not any(math.isnan(value) for value in features):
             groups.setdefault((row["round"], row["context"]), []).append((features, row["reward"]))
     return [group for group in groups.values() if len(group) > 1]
-
-
-def reward_unit(run_dir: str) -> tuple[str, float, int]:
-    """How a run's rewards read: `(unit, scale, digits)`; accuracy in points (x100), log-likelihood in nats per token
-    (from the reward its ledger recorded)."""
-    path = os.path.join(run_dir, "seal_ledger", "config.json")
-    kind = "accuracy"
-    if os.path.exists(path):
-        with open(path) as handle:
-            kind = (json.load(handle).get("reward") or {}).get("score_kind", "accuracy")
-    return ("nats per token", 1.0, 3) if kind == "loglik" else ("points", 100.0, 1)
 
 
 def report(groups, args, names=FEATURES, scale: float = 100.0, digits: int = 1) -> list[str]:

@@ -414,6 +414,14 @@ def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| 1 | 3 | +30.0 | 2.3 / 1.0 / 3.0 | 4.7 / 2.0 / 6.0 | -10.0 [-10.0, -10.0] |" in out
     assert "| round 1 | 2 | 1.0 [1.0, 1.0] | -1.5 [-2.0, -1.0] | 1.5 [1.0, 2.0] | -1.0 [-2.0, 0.0] |" in out
+    assert "| 1 | 3 | +30.0 | 3 | 1 | +40.0 / +25.0 |" in out, "median, above 0, kept, kept / discarded means"
+    (tmp_path / "seal_ledger").mkdir()  # a log-likelihood reward reads in nats per token, unscaled
+    (tmp_path / "seal_ledger" / "config.json").write_text(json.dumps({"reward": {"score_kind": "loglik"}}))
+    bench.main(["--run_dir", str(tmp_path), "--draws", "50"])
+    out = capsys.readouterr().out
+    assert "reward in nats per token" in out and "| 1 | 3 | +0.300 | 3 | 1 | +0.400 / +0.250 |" in out
+    assert "| 1 | 3 | +0.300 | 2.3 / 1.0 / 3.0 |" in out
+    (tmp_path / "seal_ledger" / "config.json").unlink()
     (tmp_path / "self_edits.json").write_text(json.dumps(results["self_edits"]))  # eval-knowledge's, mid-run
     held_out = [{"title": "T", "context": f"x y z {i}", "questions": [{"question": "q", "answer": "x y"}]}
                 for i in range(2)]
