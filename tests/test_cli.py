@@ -200,6 +200,7 @@ def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny
     assert (tmp_path / "out" / "scores.jsonl").read_text().count("\n") == 1 + 2 * 3, "header + 2 conditions x 3"
     assert "Interim: the first 2 of 3 passages" in capsys.readouterr().out, "the table after the first chunk"
     assert not (tmp_path / "out" / "results_interim.md").exists(), "results.md replaces the interim table"
+    assert not (tmp_path / "out" / "self_edits.partial.json").exists(), "the writing's partial record is dropped"
     assert (tmp_path / "out" / "results.png").read_bytes().startswith(b"\x89PNG")
     assert first["headline"].startswith("On 3 held-out passages, the self-edits gave")
     assert first["headline"] in (tmp_path / "out" / "results.md").read_text()

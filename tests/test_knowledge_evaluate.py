@@ -165,3 +165,44 @@ def test_seeded_self_edits_do_not_depend_on_the_batch_or_the_other_passages(toke
     assert legacy == generate_self_edits(tiny_model, tokenizer, passages, k=2, max_new_tokens=6, seed=0)
     with pytest.raises(ValueError, match="rows_per_call=0"):
         write(0)
+
+
+@pytest.mark.parametrize("rows_per_call", [None, 1])
+def test_writing_stopped_midway_resumes_with_the_same_self_edits(tokenizer, tiny_model, tmp_path, rows_per_call):
+    import torch
+
+    from trl_seal.knowledge import evaluate
+    from trl_seal.knowledge.score_log import ScoreLog
+
+    passages = load_passages([{"title": f"T{i}", "context": f"stone {i} " * (1 + 2 * i),
+                               "questions": [{"question": "q", "answer": "a"}]} for i in range(5)])
+    write = lambda **kw: evaluate.generate_self_edits(  # noqa: E731
+        tiny_model, tokenizer, passages, k=2, max_new_tokens=6, seed=3, rows_per_call=rows_per_call, **kw)
+    whole = write()
+
+    class Killed(Exception):
+        pass
+
+    log = ScoreLog(str(tmp_path), {"seed": 3})
+
+    def save_then_die(partial):
+        log.save_partial_self_edits("self_edits", partial)
+        if len(partial.self_edits) >= 2:
+            raise Killed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate, "SEEDED_CALLS_PER_SAVE", 2)  # two passages (of two rows) per save with rows_per_call=1
+        with pytest.raises(Killed):
+            write(on_progress=save_then_die)
+        partial = ScoreLog(str(tmp_path), {"seed": 3}).partial_self_edits("self_edits")
+        assert partial.self_edits == whole[:2] and (partial.rng_state is None) == (rows_per_call is not None)
+        torch.manual_seed(123)  # whatever drew from the global stream in between
+        assert write(resume_from=partial) == whole, "the resumed writing draws what the uninterrupted one did"
+    log.save_self_edits("self_edits", whole)
+    assert log.partial_self_edits("self_edits") is None and log.self_edits("self_edits") == whole
+    assert not (tmp_path / "self_edits.partial.json").exists(), "no partial record once every writer is done"
+    if rows_per_call is None:
+        with pytest.raises(ValueError, match="no random state"):
+            write(resume_from=evaluate.PartialSelfEdits(whole[:1]))
+    with pytest.raises(ValueError, match="another passage list"):
+        write(resume_from=evaluate.PartialSelfEdits(whole + whole, b""))

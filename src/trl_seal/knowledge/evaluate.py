@@ -26,9 +26,10 @@ from ..types import InnerJob, TrainingExample, adapted_groups
 from .data import Passage
 from .prompts import self_edit_prompt, training_documents
 from .reward import KnowledgeQAReward, generate_answers, mean
-from .score_log import ScoreLog
+from .score_log import PartialSelfEdits, ScoreLog
 
 MATCHED_PASSAGE = "matched_passage"
+SEEDED_CALLS_PER_SAVE = 4  # seeded writing: `generate` calls' worth of passages between two saves
 
 
 @dataclass
@@ -164,7 +165,8 @@ def evaluate_continued_pretraining(adapter, passages, self_edits, reward) -> Con
 
 def generate_self_edits(model, tokenizer, passages, k: int, style: str = "implications", max_new_tokens: int = 256,
                         temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
-                        rows_per_call: int | None = None) -> list[list[str]]:
+                        rows_per_call: int | None = None, resume_from: PartialSelfEdits | None = None,
+                        on_progress: Callable[[PartialSelfEdits], None] | None = None) -> list[list[str]]:
     """k sampled self-edits per passage from `model` (the paper samples at temperature 1.0, top_p 0.95).
 
     By default one passage (k rows) per `generate` call, all drawn from one torch stream seeded by `seed`: the
@@ -172,6 +174,10 @@ def generate_self_edits(model, tokenizer, passages, k: int, style: str = "implic
     `rows_per_call`, the self-edit `j` of a passage draws from its own stream seeded by (`seed`, passage id, `j`)
     (`trl_seal.sampling.sample_seeded`) and `rows_per_call` rows of similar length share a call: a passage gets the
     same self-edits in any batch and in any subset of passages, in fewer, fuller calls.
+
+    Writing 100 passages takes minutes on a CPU, so a killed run need not start it over: `on_progress` is handed what
+    is written so far (after every passage, or every few calls' worth of passages with `rows_per_call`) and
+    `resume_from` continues from it, drawing the same self-edits an uninterrupted run would.
 
     Example:
     ```python
@@ -182,33 +188,53 @@ def generate_self_edits(model, tokenizer, passages, k: int, style: str = "implic
     """
     if rows_per_call is not None and rows_per_call < 1:
         raise ValueError(f"rows_per_call={rows_per_call}: it must be at least 1 (or None: one passage per call).")
+    done = list(resume_from.self_edits) if resume_from is not None else []
+    if len(done) > len(passages):
+        raise ValueError(f"resume_from holds self-edits of {len(done)} passages, more than the {len(passages)} asked "
+                         "for: it was written for another passage list; start the writing over.")
     prompts = [self_edit_prompt(p, style) for p in passages]
-    if rows_per_call is not None:
-        return _seeded_self_edits(model, tokenizer, passages, prompts, k, max_new_tokens, temperature, top_p, seed,
-                                  rows_per_call)
-    import torch
     from tqdm.auto import tqdm
 
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
-    torch.manual_seed(seed)
-    out = []
-    with tqdm(total=len(prompts), desc="writing self-edits", unit="passage") as bar:
-        for prompt in prompts:
-            out.append(generate_answers(model, tokenizer, [prompt] * k, max_new_tokens, batch_size=k,
-                                        sampling=sampling))
-            bar.update(1)
+    with tqdm(total=len(passages), initial=len(done), desc="writing self-edits", unit="passage") as bar:
+        if rows_per_call is not None:
+            return _seeded_self_edits(model, tokenizer, passages, prompts, k, (max_new_tokens, temperature, top_p),
+                                      seed, rows_per_call, done, on_progress, bar)
+        return _stream_self_edits(model, tokenizer, prompts, k, (max_new_tokens, temperature, top_p), seed,
+                                  done, resume_from, on_progress, bar)
+
+
+def _stream_self_edits(model, tokenizer, prompts, k, sampling, seed, done, resume_from, on_progress, bar):
+    """One passage per call, every passage drawing from the one global torch stream (restored on resume)."""
+    import torch
+
+    max_new_tokens, temperature, top_p = sampling
+    if done and (resume_from is None or resume_from.rng_state is None):
+        raise ValueError("resume_from has self-edits but no random state to continue their stream from: it was "
+                         "written with rows_per_call; pass the same rows_per_call, or start the writing over.")
+    if done:
+        torch.set_rng_state(torch.frombuffer(bytearray(resume_from.rng_state), dtype=torch.uint8))
+    else:
+        torch.manual_seed(seed)
+    out = done
+    for prompt in prompts[len(done):]:
+        out.append(generate_answers(model, tokenizer, [prompt] * k, max_new_tokens, batch_size=k,
+                                    sampling={"do_sample": True, "temperature": temperature, "top_p": top_p}))
+        bar.update(1)
+        if on_progress is not None:
+            on_progress(PartialSelfEdits(list(out), bytes(torch.get_rng_state().numpy())))
     return out
 
 
-def _seeded_self_edits(model, tokenizer, passages, prompts, k, max_new_tokens, temperature, top_p, seed,
-                       rows_per_call) -> list[list[str]]:
-    """`generate_self_edits` with one seeded stream per (passage, self-edit), `rows_per_call` rows per call."""
-    from tqdm.auto import tqdm
+def _seeded_self_edits(model, tokenizer, passages, prompts, k, sampling, seed, rows_per_call, done, on_progress,
+                       bar) -> list[list[str]]:
+    """One seeded stream per (passage, self-edit), `rows_per_call` rows per call; passages are written a few calls'
+    worth at a time (their self-edits do not depend on which others share a call), each batch handed to
+    `on_progress`."""
     from transformers import GenerationConfig
 
     from ..generation import chat_text
-    from ..sampling import derive_seed, sample_seeded
 
+    max_new_tokens, temperature, top_p = sampling
     eos = model.generation_config.eos_token_id
     eos = [tokenizer.eos_token_id] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
@@ -216,11 +242,24 @@ def _seeded_self_edits(model, tokenizer, passages, prompts, k, max_new_tokens, t
                               pad_token_id=pad, eos_token_id=eos)
     ids = tokenizer([chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts],
                     add_special_tokens=False)["input_ids"]
+    per_batch = max(1, -(-SEEDED_CALLS_PER_SAVE * rows_per_call // k))  # passages between two saves
+    out = done
+    for start in range(len(done), len(passages), per_batch):
+        batch = range(start, min(start + per_batch, len(passages)))
+        out += _sample_passages(model, tokenizer, [passages[i] for i in batch], [ids[i] for i in batch], k, config,
+                                (pad, eos), seed, rows_per_call)
+        bar.update(len(batch))
+        if on_progress is not None:
+            on_progress(PartialSelfEdits(list(out)))
+    return out
+
+
+def _sample_passages(model, tokenizer, passages, ids, k, config, pad_eos, seed, rows_per_call) -> list[list[str]]:
+    from ..sampling import derive_seed, sample_seeded
+
     rows = [(i, j) for i in range(len(passages)) for j in range(k)]
     seeds = [derive_seed(seed, "self-edit", passages[i].passage_id, j) for i, j in rows]
-    with tqdm(total=len(rows), desc="writing self-edits", unit="self-edit") as bar:
-        completions = sample_seeded(model, [ids[i] for i, _ in rows], seeds, config, pad, eos, rows_per_call,
-                                    progress=bar.update)
+    completions = sample_seeded(model, [ids[i] for i, _ in rows], seeds, config, *pad_eos, rows_per_call)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
     return [[texts[i * k + j].strip() for j in range(k)] for i in range(len(passages))]
 

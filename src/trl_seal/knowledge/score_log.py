@@ -8,12 +8,24 @@ settings; a run with other settings refuses the folder instead of mixing two eva
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 SCORES_FILE = "scores.jsonl"
 SELF_EDITS_FILE = "self_edits.json"
+PARTIAL_SELF_EDITS_FILE = "self_edits.partial.json"  # a writer's first passages, while it is still writing
+
+
+@dataclass
+class PartialSelfEdits:
+    """The self-edits a writer has written for the first passages of a list, and the torch random state that
+    continues their stream (None where each passage draws from its own seed): what `generate_self_edits` resumes."""
+
+    self_edits: list[list[str]]
+    rng_state: bytes | None = None
 
 
 class ScoreLog:
@@ -47,7 +59,7 @@ class ScoreLog:
             self._start()
 
     def _start(self) -> None:
-        for name in (SCORES_FILE, SELF_EDITS_FILE):
+        for name in (SCORES_FILE, SELF_EDITS_FILE, PARTIAL_SELF_EDITS_FILE):
             if os.path.exists(os.path.join(self.folder, name)):
                 os.remove(os.path.join(self.folder, name))
         with open(self.path, "w") as handle:
@@ -111,22 +123,45 @@ class ScoreLog:
 
     def self_edits(self, writer: str) -> list[list[str]] | None:
         """The self-edits `writer` wrote in an earlier run with these settings, or None."""
-        return self._read_self_edits().get(writer)
+        return self._read_json(SELF_EDITS_FILE).get(writer)
 
     def save_self_edits(self, writer: str, self_edits: list[list[str]]) -> None:
-        saved = self._read_self_edits()
+        """Keep a writer's finished self-edits (and drop what its partial record held)."""
+        saved = self._read_json(SELF_EDITS_FILE)
         saved[writer] = self_edits
-        temporary = os.path.join(self.folder, SELF_EDITS_FILE + ".tmp")
-        with open(temporary, "w") as handle:
-            json.dump(saved, handle)
-        os.replace(temporary, os.path.join(self.folder, SELF_EDITS_FILE))  # never a half-written file
+        self._write_json(SELF_EDITS_FILE, saved)
+        partial = self._read_json(PARTIAL_SELF_EDITS_FILE)
+        if partial.pop(writer, None) is not None and partial:
+            self._write_json(PARTIAL_SELF_EDITS_FILE, partial)
+        elif not partial and os.path.exists(os.path.join(self.folder, PARTIAL_SELF_EDITS_FILE)):
+            os.remove(os.path.join(self.folder, PARTIAL_SELF_EDITS_FILE))
 
-    def _read_self_edits(self) -> dict[str, list[list[str]]]:
-        path = os.path.join(self.folder, SELF_EDITS_FILE)
+    def partial_self_edits(self, writer: str) -> PartialSelfEdits | None:
+        """What `writer` had written when an earlier run with these settings was stopped mid-writing, or None."""
+        row = self._read_json(PARTIAL_SELF_EDITS_FILE).get(writer)
+        if row is None:
+            return None
+        state = row.get("rng_state")
+        return PartialSelfEdits(row["self_edits"], None if state is None else base64.b64decode(state))
+
+    def save_partial_self_edits(self, writer: str, partial: PartialSelfEdits) -> None:
+        saved = self._read_json(PARTIAL_SELF_EDITS_FILE)
+        state = None if partial.rng_state is None else base64.b64encode(partial.rng_state).decode("ascii")
+        saved[writer] = {"self_edits": partial.self_edits, "rng_state": state}
+        self._write_json(PARTIAL_SELF_EDITS_FILE, saved)
+
+    def _read_json(self, name: str) -> dict:
+        path = os.path.join(self.folder, name)
         if not os.path.exists(path):
             return {}
         with open(path) as handle:
             return json.load(handle)
+
+    def _write_json(self, name: str, value: dict) -> None:
+        temporary = os.path.join(self.folder, name + ".tmp")
+        with open(temporary, "w") as handle:
+            json.dump(value, handle)
+        os.replace(temporary, os.path.join(self.folder, name))  # never a half-written file
 
 
 def read_kept(folder: str, key: str = "answers") -> dict[tuple[str, str], list]:
