@@ -58,6 +58,9 @@ def parse_args(argv=None):
     parser.add_argument("--matched_passages", type=int, default=None,
                         help="Train the step-matched passage controls on only the first N passages of the sample "
                              "(they cost ~4x the rest); default: all. The table gives each comparison's passages.")
+    parser.add_argument("--controls_first", action="store_true",
+                        help="Run the passages with step-matched controls before the rest (default: the cheap ones "
+                             "first, so a partial run covers the most passages; this when the controls are missing).")
     args = parser.parse_args(argv)
     args.styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     unknown = sorted(set(args.styles) - set(SELF_EDIT_PROMPTS))
@@ -207,8 +210,8 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
     # the first N of the whole sample (run_study records it), not of this shard's share of it
     sample = getattr(args, "passage_indices", None) or [index for index, _ in passages]
     with_matched = set(sample if args.matched_passages is None else sample[: args.matched_passages])
-    # the cheap passages (no step-matched controls) first, so a partial run already covers the most passages
-    order = sorted(passages, key=lambda pair: pair[0] in with_matched)
+    # by default the cheap passages (no step-matched controls) first, so a partial run covers the most passages
+    order = sorted(passages, key=lambda pair: (pair[0] in with_matched) != args.controls_first)
     for number, (index, passage) in enumerate(order, 1):
         if index in study.done or args.analyse_only:
             continue

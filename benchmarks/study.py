@@ -10,8 +10,8 @@ import time
 
 # which passages a run measures (and where its records live), not how it measures one: a restart may change these
 SAMPLE_SETTINGS = ("num_passages", "passage_indices", "study_indices", "matched_passages", "shard", "analyse_only",
-                   "output_dir")
-INVOCATION_SETTINGS = ("shard", "analyse_only")
+                   "output_dir", "controls_first")
+INVOCATION_SETTINGS = ("shard", "analyse_only", "controls_first")  # how this process runs, not what it measures
 PAPER_INNER = dict(r=32, lora_alpha=64, learning_rate=1e-3, num_epochs=10, batch_size=1)
 
 

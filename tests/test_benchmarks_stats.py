@@ -203,6 +203,27 @@ def test_self_edit_formats_matched_controls_on_a_subset_and_shared(tmp_path, tok
     assert rows["implications"]["vs_matched"][2] == 1 and rows["implications"]["vs_passage"][2] == 2
 
 
+def test_self_edit_formats_controls_first_orders_and_resumes_the_same_study(tmp_path, tokenizer, tiny_model):
+    """--controls_first runs the passage with step-matched controls first; it is how a process runs, not what the
+    study measures, so a study started without it resumes with it (and config.json does not record it)."""
+    import json
+
+    bench = _benchmark("self_edit_formats")
+    argv = ["--styles", "implications", "--epochs", "1", "--self_edit_tokens", "6", "--answer_tokens", "2",
+            "--dtype", "float32", "--draws", "50", "--matched_passages", "1", "--output_dir", str(tmp_path)]
+    bench.run(bench.parse_args(argv), tiny_model, tokenizer, _tiny_passages()[1:2])  # a first start, no flag
+    bench.run(bench.parse_args([*argv, "--controls_first"]), tiny_model, tokenizer, _tiny_passages())
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == [1, 0], "resumed: passage 1 kept, passage 0 added"
+    assert "passage ximplications steps" in records[1]["accuracy"]["title"]
+    assert "controls_first" not in json.loads((tmp_path / "config.json").read_text())
+    fresh = tmp_path / "fresh"
+    bench.run(bench.parse_args([*argv, "--controls_first", "--output_dir", str(fresh)]), tiny_model, tokenizer,
+              _tiny_passages())
+    order = [json.loads(line)["index"] for line in (fresh / "results.jsonl").read_text().splitlines()]
+    assert order == [0, 1], "the passage with controls first"
+
+
 def test_self_edit_formats_shard_takes_its_controls_from_the_whole_sample(tmp_path, tokenizer, tiny_model):
     """With --shard 1/2 and --matched_passages 1, the control belongs to the sample's first passage, which shard 0
     measures: shard 1 trains none (it used to take the first of its own share, doubling the controls)."""
