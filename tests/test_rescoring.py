@@ -77,6 +77,15 @@ def test_select_rows_skips_invalid_rows_and_caps_contexts():
     assert rescoring.round_positions(rows) == [0, 1, 2, 3, 4, 5] * 2
 
 
+def test_select_rows_can_skip_contexts_without_a_kept_self_edit():
+    rows = run_rows()
+    for row in rows[:3]:  # round 0, context 0: nothing kept
+        row["kept"] = False
+    assert rescoring.select_rows(rows, kept_contexts_only=True) == [3, 4, 6, 7, 8, 9, 10, 11]
+    assert rescoring.select_rows(rows, max_contexts=1, kept_contexts_only=True) == [3, 4, 6, 7, 8]
+    assert rescoring.select_rows(rows, valid=False, kept_contexts_only=True) == [5]
+
+
 @pytest.mark.parametrize("chat", [True, False])
 def test_prompts_map_back_to_passages(chat):
     rows = run_rows(chat)

@@ -69,14 +69,18 @@ def is_valid(row: dict) -> bool:
 
 
 def select_rows(rows: Sequence[dict], rounds: Iterable[int] | None = None, max_contexts: int | None = None,
-                valid: bool = True) -> list[int]:
+                valid: bool = True, kept_contexts_only: bool = False) -> list[int]:
     """Positions of the valid rows (`valid=False`: the invalid ones) of `rounds` (the file's 0-based numbers; None:
-    all), in the first `max_contexts` contexts of each round."""
+    all), in the first `max_contexts` contexts of each round; with `kept_contexts_only`, only contexts where the run
+    kept a self-edit count (the others cannot inform the kept - discarded gap)."""
     wanted = None if rounds is None else set(rounds)
+    with_kept = {(row["round"], row["context"]) for row in rows if row.get("kept")}
     contexts: dict[int, list[int]] = {}
     chosen = []
     for position, row in enumerate(rows):
         if wanted is not None and row["round"] not in wanted:
+            continue
+        if kept_contexts_only and (row["round"], row["context"]) not in with_kept:
             continue
         seen = contexts.setdefault(row["round"], [])
         if row["context"] not in seen:

@@ -28,7 +28,7 @@ from trl_seal.ledger import LEDGER_FOLDER, append_jsonl, read_complete_lines, wr
 from trl_seal.scripts.knowledge import GRADERS, KnowledgeArguments, knowledge_reward
 
 # Settings that choose which self-edits are rescored (or how they are summarised), not how: a restart may change them.
-SELECTION_FIELDS = ("rounds", "max_contexts", "output_dir", "bootstrap_draws")
+SELECTION_FIELDS = ("rounds", "max_contexts", "kept_contexts_only", "output_dir", "bootstrap_draws")
 
 
 @dataclass
@@ -41,6 +41,10 @@ class RescoreArguments:
     num_scorings: int = field(default=3, metadata={"help": "Fresh scorings per self-edit, each with its own seed."})
     rounds: str | None = field(default=None, metadata={"help": "Comma list of rounds (from 1): 1,2; default all."})
     max_contexts: int | None = field(default=None, metadata={"help": "Rescore only the first N contexts per round."})
+    kept_contexts_only: bool = field(
+        default=False, metadata={"help": "Rescore only contexts where the run kept a self-edit: the only ones "
+                                 "that inform kept - discarded (half the inner loops if half the contexts kept one)."}
+    )
     seed: int = field(
         default=1, metadata={"help": "Seed of the fresh inner seeds, derive_seed(seed, 'rescore', round, index, j): "
                              "never one the run used (it derived its own from (its seed, 'inner', round, index))."}
@@ -125,7 +129,7 @@ def main(args: RescoreArguments, inner_args: InnerArguments | None = None) -> in
 
     rows, rows_file = load_run(args)
     wanted = chosen_rounds(args.rounds, rows)
-    positions = rescoring.select_rows(rows, wanted, args.max_contexts)
+    positions = rescoring.select_rows(rows, wanted, args.max_contexts, kept_contexts_only=args.kept_contexts_only)
     passages = rescoring.match_passages(rows, load_passages(args.passages), rows_file,
                                         args.passages or "the embedded passages", positions)
     reward = knowledge_reward(KnowledgeArguments(**{f.name: getattr(args, f.name) for f in fields(KnowledgeArguments)
@@ -142,7 +146,8 @@ def main(args: RescoreArguments, inner_args: InnerArguments | None = None) -> in
     selected = {_key(rows[p], indices[p]) for p in positions}
     records = [r for r in _records(records_path) if (r["round"], r["index"], r["sha256"]) in selected]
     skipped: dict[int, int] = {}
-    for position in rescoring.select_rows(rows, wanted, args.max_contexts, valid=False):
+    for position in rescoring.select_rows(rows, wanted, args.max_contexts, valid=False,
+                                          kept_contexts_only=args.kept_contexts_only):
         skipped[rows[position]["round"]] = skipped.get(rows[position]["round"], 0) + 1
     report(output_dir, records, skipped, args)
     return 0
