@@ -418,6 +418,32 @@ def test_self_edit_documents_oracles_on_a_subset_of_cuts_and_the_same_passages(t
                   tiny_model, tokenizer, passages)
 
 
+def test_kept_shrinkage_regresses_to_the_context_mean_and_reads_rescored_records(tmp_path, capsys):
+    import json
+
+    bench = _benchmark("kept_shrinkage")
+    rows = [{"round": 0, "context": 0, "reward": r, "kept": k, "reason": None}
+            for r, k in [(1.0, True), (0.0, False), (-1.0, False)]]
+    rows.append({"round": 0, "context": 0, "reward": None, "kept": False, "reason": "empty_self_edit"})
+    rows += [{"round": 1, "context": 0, "reward": r, "kept": k, "reason": None}
+             for r, k in [(2.0, True), (0.0, False)]]
+    entries = bench.predicted_rewards(rows, 0.5)
+    # half-way to the context mean; the invalid row (round 0, index 3) skipped
+    assert [(e["round"], e["index"], e["predicted"]) for e in entries] == [
+        (0, 0, 0.5), (0, 1, 0.0), (0, 2, -0.5), (1, 0, 1.5), (1, 1, 0.5)]
+    assert [e["predicted"] for e in bench.predicted_rewards(rows, 1.0)] == [1.0, 0.0, -1.0, 2.0, 0.0]
+    (tmp_path / "self_edits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "rescored").mkdir()
+    (tmp_path / "rescored" / "rescored.jsonl").write_text(json.dumps(
+        {"round": 1, "index": 0, "context": 0, "kept": True, "run_reward": 2.0, "fresh_mean": -0.25}) + "\n")
+    bench.main(["--run_dir", str(tmp_path), "--reliability", "0.5"])
+    out = capsys.readouterr().out
+    assert "| 1 | kept | 1 | +1.00 | +0.50 | 1 | not rescored |  |" in out
+    assert "| 2 | kept | 1 | +2.00 | +1.50 | 1 | -0.25 (1) | 0 |" in out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--run_dir", str(tmp_path), "--reliability", "1.5"])
+
+
 def test_rest_em_lengths_reads_rounds_and_writers(tmp_path, capsys):
     import json
 
