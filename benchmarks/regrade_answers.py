@@ -11,12 +11,16 @@ On SmolLM2-135M a passage-trained adapter answers by reciting the passage, and `
     python benchmarks/regrade_answers.py --eval_dir outputs/seal_squad_appended/eval \
         --data outputs/seal_squad_appended/split/eval.json
     python benchmarks/regrade_answers.py --eval_dir outputs/seal_knowledge/held_out   # the CPU demo's table
+    python benchmarks/regrade_answers.py --eval_dir outputs/seal_squad_loglik/eval \
+        --data outputs/seal_squad_loglik/split/eval.json --metrics contained,loglik \
+        --reference "passage,self_edits (model)"          # docs/results.md 0g's table
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,10 +37,19 @@ def parse_args(argv=None):
     parser.add_argument("--eval_dir", required=True, help="The --output_dir of a `trl-seal eval-knowledge` run.")
     parser.add_argument("--data", default=None, help="The passage file that run evaluated (default: the embedded "
                         "invented passages, those of the CPU demo's held_out folder).")
-    parser.add_argument("--reference", default="passage", help="The condition every other is paired against.")
+    parser.add_argument("--reference", default="passage",
+                        help="The condition every other is paired against; a comma list gives one paired column per "
+                             "reference (e.g. 'passage,self_edits (model)').")
+    parser.add_argument("--metrics", default=",".join(METRICS), help=f"Comma list of {', '.join(METRICS)}.")
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.reference = [name.strip() for name in args.reference.split(",") if name.strip()]
+    args.metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
+    unknown = sorted(set(args.metrics) - set(METRICS))
+    if unknown:
+        parser.error(f"unknown --metrics {unknown}; known: {list(METRICS)}")
+    return args
 
 
 def grade_answers(answers: list[str], passage) -> dict[str, float]:
@@ -65,22 +78,30 @@ def per_passage(kept: dict, passages, logliks: dict | None = None) -> dict[str, 
     return table
 
 
-def markdown(table, reference: str, draws: int, seed: int) -> str:
-    lines = ["| condition | passages | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
+def markdown(table, references: list[str], draws: int, seed: int, metrics=METRICS) -> str:
+    """One row per condition: each metric's mean [95 % CI], then its paired difference from each reference present
+    (same passages; blank in the reference's own row)."""
+    present = [name for name in references if name in table]
+    header = [part for metric in metrics for part in [metric, *(f"{metric} vs {name}" for name in present)]]
+    lines = ["| condition | passages | " + " | ".join(header) + " |", "|---" * (len(header) + 2) + "|"]
     for condition, rows in table.items():
         cells = []
-        for metric in METRICS:
+        for metric in metrics:
             scale, digits = (1, 2) if metric == "loglik" else (100, 1)
             values = [row[metric] for row in rows.values() if row[metric] == row[metric]]
-            cell = interval(mean(values), bootstrap_ci(values, draws, seed), scale, digits)
-            if condition != reference and reference in table:
-                diffs = [row[metric] - table[reference][pid][metric] for pid, row in rows.items()
-                         if pid in table[reference] and row[metric] == row[metric]]
+            cells.append(interval(mean(values), bootstrap_ci(values, draws, seed), scale, digits))
+            for name in present:
+                diffs = [row[metric] - table[name][pid][metric] for pid, row in rows.items() if pid in table[name]]
                 diffs = [d for d in diffs if d == d]
-                cell += f"; {interval(mean(diffs), bootstrap_ci(diffs, draws, seed), scale, digits)}"
-            cells.append(cell)
+                cells.append("" if condition == name else
+                             signed(interval(mean(diffs), bootstrap_ci(diffs, draws, seed), scale, digits)))
         lines.append(f"| {condition} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def signed(text: str) -> str:
+    """A difference as the docs write it: '+4.1 [-1.7, +9.7]' (a sign on every non-negative number)."""
+    return re.sub(r"(^|\[|, )(?=\d)", r"\1+", text)
 
 
 def main(argv=None) -> dict:
@@ -93,9 +114,9 @@ def main(argv=None) -> dict:
         raise ValueError(f"{args.eval_dir}: its scores kept no answers (evaluations before answers were kept); "
                          "run `trl-seal eval-knowledge` again.")
     table = per_passage(kept, load_passages(args.data), read_kept(args.eval_dir, "loglik"))
-    print(f"Answers of {args.eval_dir} (% except loglik, nats per token; each cell: mean [95 % CI]; paired "
-          f"difference from {args.reference}):")
-    print(markdown(table, args.reference, args.draws, args.seed))
+    print(f"Answers of {args.eval_dir} (% except loglik, nats per token; mean [95 % CI] over passages; 'vs': the "
+          "paired difference on the same passages):")
+    print(markdown(table, args.reference, args.draws, args.seed, args.metrics))
     return table
 
 

@@ -544,6 +544,14 @@ def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
     assert recital["contained"] == 1.0 and recital["recited"] == 1.0 and recital["specific"] == 0.0
     assert short["contained"] == 0.75 and short["specific"] == 0.75 and short["exact"] == 0.75, "2 adapters averaged"
     assert recital["loglik"] == -3.0 and short["loglik"] == -1.0, "a failed adapter's missing loglik is skipped"
+    text = bench.markdown(table, ["passage", "self-edits", "absent"], 20, 0, ["contained", "loglik"])
+    header, _, passage_row, edits_row = text.splitlines()
+    assert header == ("| condition | passages | contained | contained vs passage | contained vs self-edits | loglik | "
+                      "loglik vs passage | loglik vs self-edits |"), "one paired column per reference present"
+    assert edits_row.split(" | ")[3:5] == ["-25.0 [-25.0, -25.0]", ""] and "+2.00 [+2.00, +2.00]" in edits_row
+    assert passage_row.split(" | ")[3:5] == ["", "+25.0 [+25.0, +25.0]"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--eval_dir", "x", "--metrics", "contained,accuracy"])
     embedded = load_passages(None)[0]  # without --data: the embedded passages, those of the CPU demo's held_out/
     demo = ScoreLog(str(tmp_path / "demo"), {"seed": 0})
     demo.record("passage", [(embedded.passage_id, 0.0)], answers=[[["?"] * len(embedded.questions)]], logliks=[[-2.0]])
