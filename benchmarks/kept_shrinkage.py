@@ -60,21 +60,26 @@ def predicted_rewards(rows: list[dict], reliability: float) -> list[dict]:
     return entries
 
 
-def summary(entries: list[dict], fresh: dict[tuple[int, int], float]) -> list[str]:
-    """Markdown rows per round and kept flag: count, run mean, predicted mean and share above 0, measured fresh."""
-    lines = ["| round | self-edits | n | run mean | predicted fresh mean | predicted > 0 | measured fresh mean (n) | "
-             "measured > 0 |", "|---|---|---|---|---|---|---|---|"]
+def summary(entries: list[dict], fresh: dict[tuple[int, int], float] | None = None) -> list[str]:
+    """Markdown rows per round and kept flag: count, run mean, predicted fresh mean and how many are predicted above
+    0; with `fresh` (measured fresh means by (round, index)), only the rescored rows, beside what was measured."""
+    if fresh is not None:
+        entries = [e for e in entries if (e["round"], e["index"]) in fresh]
+    header = "| round | self-edits | n | run mean | predicted fresh mean | predicted > 0 |"
+    lines = [header + (" measured fresh mean | measured > 0 |" if fresh is not None else ""),
+             "|---" * (6 + 2 * (fresh is not None)) + "|"]
     for round_index in sorted({e["round"] for e in entries}):
         for kept in (True, False):
             chosen = [e for e in entries if e["round"] == round_index and e["kept"] == kept]
             if not chosen:
                 continue
-            measured = [fresh[(e["round"], e["index"])] for e in chosen if (e["round"], e["index"]) in fresh]
-            shown = (f"{mean(measured):+.2f} ({len(measured)}) | {sum(m > 0 for m in measured)}" if measured
-                     else "not rescored | ")
-            lines.append(f"| {round_index + 1} | {'kept' if kept else 'discarded'} | {len(chosen)} | "
-                         f"{mean(e['run'] for e in chosen):+.2f} | {mean(e['predicted'] for e in chosen):+.2f} | "
-                         f"{sum(e['predicted'] > 0 for e in chosen)} | {shown} |")
+            line = (f"| {round_index + 1} | {'kept' if kept else 'discarded'} | {len(chosen)} | "
+                    f"{mean(e['run'] for e in chosen):+.2f} | {mean(e['predicted'] for e in chosen):+.2f} | "
+                    f"{sum(e['predicted'] > 0 for e in chosen)} |")
+            if fresh is not None:
+                measured = [fresh[(e["round"], e["index"])] for e in chosen]
+                line += f" {mean(measured):+.2f} | {sum(m > 0 for m in measured)} |"
+            lines.append(line)
     return lines
 
 
@@ -82,13 +87,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     entries = predicted_rewards(read_jsonl(os.path.join(args.run_dir, "self_edits.jsonl")), args.reliability)
     path = args.rescored or os.path.join(args.run_dir, "rescored", "rescored.jsonl")
-    fresh = {}
+    print(f"Fresh rewards predicted at reliability {args.reliability}, every valid self-edit of the run:\n")
+    print("\n".join(summary(entries)))
     if os.path.exists(path):
         fresh = {(r["round"], r["index"]): r["fresh_mean"] for r in read_jsonl(path)
                  if r.get("fresh_mean") is not None}
-    print(f"Fresh rewards predicted at reliability {args.reliability} (rewards as the run scored them; rescored "
-          f"records: {path if fresh else 'none'}):\n")
-    print("\n".join(summary(entries, fresh)))
+        print(f"\nThe self-edits rescored in {path}, predicted and measured:\n")
+        print("\n".join(summary(entries, fresh)))
 
 
 if __name__ == "__main__":
