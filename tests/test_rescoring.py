@@ -57,6 +57,8 @@ def test_round_statistics_on_hand_made_fresh_rewards():
     table = rescoring.markdown_table([stats])
     assert "+0.0 [-20.0, +20.0]" in table and "+45.0" in table
     assert "CI includes 0" in rescoring.describe_round(stats)
+    assert "+0.00 [-0.20, +0.20]" in rescoring.markdown_table([stats], loglik=True), "loglik rewards stay in nats"
+    assert "+0.45 nats per token apart" in rescoring.describe_round(stats, loglik=True)
 
 
 def test_round_without_paired_contexts_and_round_of_invalid_rows_only():

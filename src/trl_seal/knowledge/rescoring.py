@@ -242,35 +242,48 @@ def _mean(values: Iterable[float]) -> float:
     return sum(values) / len(values) if values else NAN
 
 
-def _points(value: float, ci: tuple[float, float] | None = None) -> str:
+def _points(value: float, ci: tuple[float, float] | None = None, loglik: bool = False) -> str:
+    """A reward as the run scored it: accuracy-type rewards in points (x 100), loglik rewards in nats per token."""
     if math.isnan(value):
         return "n/a"
-    text = f"{100 * value:+.1f}"
-    return text if ci is None or math.isnan(ci[0]) else f"{text} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+    scale, digits = (1, 2) if loglik else (100, 1)
+    text = f"{scale * value:+.{digits}f}"
+    if ci is None or math.isnan(ci[0]):
+        return text
+    return f"{text} [{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
 
 
-def markdown_table(stats: Sequence[dict]) -> str:
-    """One row per round; rewards in points (x 100), differences with their 95 % CI over contexts."""
+def reward_unit(loglik: bool) -> str:
+    return "nats per token" if loglik else "points"
+
+
+def markdown_table(stats: Sequence[dict], loglik: bool = False) -> str:
+    """One row per round; rewards in points (x 100; `loglik`: nats per token), differences with their 95 % CI over
+    contexts."""
     lines = ["| round | contexts (paired) | self-edits (kept / discarded; invalid skipped) | kept, fresh | "
              "discarded, fresh | kept - discarded, fresh | kept - discarded, run | Spearman / Pearson run vs fresh |",
              "|---|---|---|---|---|---|---|---|"]
     for s in stats:
         lines.append(
             f"| {s['round']} | {s['contexts']} ({s['paired_contexts']}) | {s['self_edits']} ({s['kept']} / "
-            f"{s['discarded']}; {s['skipped_invalid']}) | {_points(s['kept_fresh_mean'])} | "
-            f"{_points(s['discarded_fresh_mean'])} | {_points(s['fresh_difference'], s['fresh_difference_ci'])} | "
-            f"{_points(s['run_difference'], s['run_difference_ci'])} | {s['spearman']:.2f} / {s['pearson']:.2f} |"
+            f"{s['discarded']}; {s['skipped_invalid']}) | {_points(s['kept_fresh_mean'], loglik=loglik)} | "
+            f"{_points(s['discarded_fresh_mean'], loglik=loglik)} | "
+            f"{_points(s['fresh_difference'], s['fresh_difference_ci'], loglik)} | "
+            f"{_points(s['run_difference'], s['run_difference_ci'], loglik)} | "
+            f"{s['spearman']:.2f} / {s['pearson']:.2f} |"
         )
     return "\n".join(lines)
 
 
-def describe_round(s: dict) -> str:
+def describe_round(s: dict, loglik: bool = False) -> str:
     """One plain sentence on a round: how far kept self-edits scored above discarded ones on fresh seeds."""
     if not s["paired_contexts"]:
         return f"round {s['round']}: no context had both kept and discarded self-edits, so there is no paired gap."
     low, high = s["fresh_difference_ci"]
     verdict = ("kept ones are better" if low > 0 else "kept ones are worse" if high < 0
                else "the CI includes 0: no gap these contexts can tell from none")
-    return (f"round {s['round']}: kept self-edits scored {_points(s['fresh_difference'], s['fresh_difference_ci'])} "
-            f"points above discarded ones on fresh seeds over {s['paired_contexts']} contexts ({verdict}; the run's "
-            f"own rewards had them {_points(s['run_difference'])} points apart).")
+    unit = reward_unit(loglik)
+    return (f"round {s['round']}: kept self-edits scored "
+            f"{_points(s['fresh_difference'], s['fresh_difference_ci'], loglik)} {unit} above discarded ones on fresh "
+            f"seeds over {s['paired_contexts']} contexts ({verdict}; the run's own rewards had them "
+            f"{_points(s['run_difference'], loglik=loglik)} {unit} apart).")

@@ -255,10 +255,12 @@ def checkpoint_of_round(run_dir: str, round_index: int) -> str | None:
 
 def report(output_dir: str, records: list[dict], skipped: dict[int, int], args: RescoreArguments) -> None:
     stats = rescoring.round_statistics(records, skipped, args.bootstrap_draws, args.seed)
-    table = rescoring.markdown_table(stats)
-    sentences = "\n".join(rescoring.describe_round(s) for s in stats)
+    loglik = args.reward_score == "loglik"
+    table = rescoring.markdown_table(stats, loglik)
+    sentences = "\n".join(rescoring.describe_round(s, loglik) for s in stats)
     text = (f"Self-edits of {args.run_dir} rescored {args.num_scorings} times each on fresh inner seeds (rewards in "
-            f"points; differences within context, 95 % bootstrap CI over contexts)\n\n{table}\n\n{sentences}\n")
+            f"{rescoring.reward_unit(loglik)}; differences within context, 95 % bootstrap CI over contexts)\n\n"
+            f"{table}\n\n{sentences}\n")
     print(f"\n{text}", flush=True)
     with open(os.path.join(output_dir, "rescored.md"), "w", encoding="utf-8") as f:
         f.write(text)
