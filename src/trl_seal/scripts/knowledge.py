@@ -66,7 +66,8 @@ class KnowledgeArguments:
                               "eval_self_edits_per_passage rows each); lower it if generation runs out of memory."}
     )
     self_edit_style: str = field(
-        default="implications", metadata={"help": "implications, implications-long, rewrite, self-qa."}
+        default="implications", metadata={"help": "implications (the paper's), implications-long, rewrite, self-qa or "
+                                          "passage-sentences (the least harmful on SmolLM2-135M, docs/results.md 0c)."}
     )
     grader: str = field(default="contained", metadata={"help": "contained, exact or f1.", "choices": list(GRADERS)})
     answer_max_new_tokens: int = field(default=64, metadata={"help": "Closed-book answer length (paper: 64)."})
