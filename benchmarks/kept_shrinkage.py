@@ -15,13 +15,14 @@ they did. No model is loaded: seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from statistics import mean
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from trl_seal.knowledge.plot import read_self_edit_rows  # noqa: E402
 from trl_seal.knowledge.rescoring import is_valid, round_positions  # noqa: E402
+from trl_seal.ledger import read_complete_lines  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -36,11 +37,6 @@ def parse_args(argv=None):
     if not 0.0 <= args.reliability <= 1.0:
         parser.error(f"--reliability must lie in [0, 1], got {args.reliability}")
     return args
-
-
-def read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def predicted_rewards(rows: list[dict], reliability: float) -> list[dict]:
@@ -85,12 +81,12 @@ def summary(entries: list[dict], fresh: dict[tuple[int, int], float] | None = No
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    entries = predicted_rewards(read_jsonl(os.path.join(args.run_dir, "self_edits.jsonl")), args.reliability)
+    entries = predicted_rewards(read_self_edit_rows(args.run_dir), args.reliability)
     path = args.rescored or os.path.join(args.run_dir, "rescored", "rescored.jsonl")
     print(f"Fresh rewards predicted at reliability {args.reliability}, every valid self-edit of the run:\n")
     print("\n".join(summary(entries)))
     if os.path.exists(path):
-        fresh = {(r["round"], r["index"]): r["fresh_mean"] for r in read_jsonl(path)
+        fresh = {(r["round"], r["index"]): r["fresh_mean"] for r in read_complete_lines(path)
                  if r.get("fresh_mean") is not None}
         print(f"\nThe self-edits rescored in {path}, predicted and measured:\n")
         print("\n".join(summary(entries, fresh)))
