@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -94,14 +93,9 @@ def markdown(table, references: list[str], draws: int, seed: int, metrics=METRIC
                 diffs = [row[metric] - table[name][pid][metric] for pid, row in rows.items() if pid in table[name]]
                 diffs = [d for d in diffs if d == d]
                 cells.append("" if condition == name else
-                             signed(interval(mean(diffs), bootstrap_ci(diffs, draws, seed), scale, digits)))
+                             interval(mean(diffs), bootstrap_ci(diffs, draws, seed), scale, digits, signed=True))
         lines.append(f"| {condition} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def signed(text: str) -> str:
-    """A difference as the docs write it: '+4.1 [-1.7, +9.7]' (a sign on every non-negative number)."""
-    return re.sub(r"(^|\[|, )(?=\d)", r"\1+", text)
 
 
 def main(argv=None) -> dict:

@@ -147,11 +147,13 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def interval(value: float, ci: tuple[float, float], scale: float = 1.0, digits: int = 2) -> str:
+def interval(value: float, ci: tuple[float, float], scale: float = 1.0, digits: int = 2, signed: bool = False) -> str:
+    """'value [low, high]'; `signed`: a sign on every number, as differences are written ('+4.1 [-1.7, +9.7]')."""
     if math.isnan(value):
         return "n/a"
     low, high = ci
-    return f"{scale * value:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+    spec = f"{'+' if signed else ''}.{digits}f"
+    return f"{scale * value:{spec}} [{scale * low:{spec}}, {scale * high:{spec}}]"
 
 
 def faithfulness(text: str, passage: str) -> float:
