@@ -165,6 +165,8 @@ def analyse(records: list[dict], args) -> dict[str, list[dict]]:
                 row["vs_passage"] = paired(records, protocol, name, "passage", args.draws, args.seed)
             if name in args.styles:
                 row["vs_matched"] = paired(records, protocol, name, matched_name(name), args.draws, args.seed)
+            if name in args.styles[1:]:  # against the first style (the default, implications): does another beat it?
+                row["vs_first_style"] = paired(records, protocol, name, args.styles[0], args.draws, args.seed)
             rows.append(row)
         tables[protocol] = rows
     return tables
@@ -184,16 +186,18 @@ def cost_per_doubling(records, protocol, styles, draws, seed) -> tuple[float, tu
     return within_group_slope(groups), bootstrap_statistic(groups, within_group_slope, draws, seed), len(groups)
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| condition | passages | accuracy (%) | vs passage (paired) | vs step-matched passage (paired) | "
-             "steps | tokens |", "|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict], first_style: str | None = None) -> str:
+    """The table of `analyse`; with `first_style`, a column of every other style paired against it."""
+    keys = ("vs_passage", "vs_matched") + (("vs_first_style",) if first_style else ())
+    extra = f" vs {first_style} (paired) |" if first_style else ""
+    lines = ["| condition | passages | accuracy (%) | vs passage (paired) | vs step-matched passage (paired) |"
+             f"{extra} steps | tokens |", "|---" * (5 + len(keys)) + "|"]
     for row in rows:
-        vs = {key: f"{interval(row[key][0], row[key][1], 100, 1)} (n={row[key][2]})" if key in row else ""
-              for key in ("vs_passage", "vs_matched")}
+        vs = [f"{interval(row[key][0], row[key][1], 100, 1)} (n={row[key][2]})" if key in row else "" for key in keys]
         steps = "" if row["steps"] != row["steps"] else f"{row['steps']:.0f}"
         tokens = "" if row["tokens"] != row["tokens"] else f"{row['tokens']:.0f}"
-        lines.append(f"| {row['condition']} | {row['passages']} | {interval(row['accuracy'], row['ci95'], 100, 1)} "
-                     f"| {vs['vs_passage']} | {vs['vs_matched']} | {steps} | {tokens} |")
+        lines.append(f"| {row['condition']} | {row['passages']} | {interval(row['accuracy'], row['ci95'], 100, 1)} | "
+                     + " | ".join(vs) + f" | {steps} | {tokens} |")
     return "\n".join(lines)
 
 
@@ -232,7 +236,7 @@ def run(args, model, tokenizer, passages) -> dict[str, list[dict]]:
     records = [r for r in study.records if r["index"] in {i for i, _ in passages}]
     tables = analyse(records, args)
     text = "\n\n".join(f"Questions {'with' if PROTOCOLS[p] else 'without'} the title ({len(records)} passages, "
-                       f"{args.epochs} epochs, lr {args.learning_rate}):\n{markdown(rows)}"
+                       f"{args.epochs} epochs, lr {args.learning_rate}):\n{markdown(rows, args.styles[0])}"
                        for p, rows in tables.items())
     costs = {p: cost_per_doubling(records, p, args.styles, args.draws, args.seed) for p in PROTOCOLS}
     text += "\n\nWithin a passage, (style - passage) accuracy per doubling of the optimizer steps: " + "; ".join(

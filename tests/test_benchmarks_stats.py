@@ -172,6 +172,8 @@ def test_self_edit_formats_smoke_path_matches_steps(tmp_path, tokenizer, tiny_mo
     rows = {row["condition"]: row for row in tables["no_title"]}
     assert rows["implications"]["steps"] == rows["passage ximplications steps"]["steps"] >= rows["passage"]["steps"]
     assert rows["passage"]["steps"] == 1 and "vs_matched" in rows["implications"] and rows["base"]["passages"] == 2
+    assert "vs_first_style" in rows["passage-sentences"] and "vs_first_style" not in rows["implications"]
+    assert "| vs implications (paired) |" in (tmp_path / "summary.md").read_text()
     record = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
     assert set(record["accuracy"]["title"]) == set(names) and len(record["self_edits"]["implications"]) == 1
     summary = json.loads((tmp_path / "summary.json").read_text())
