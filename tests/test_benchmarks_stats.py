@@ -563,3 +563,16 @@ def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
     with pytest.raises(ValueError, match="kept no answers"):
         ScoreLog(str(tmp_path / "old"), {"seed": 0}).record("passage", [(passage_id, 1.0)])
         bench.main(["--eval_dir", str(tmp_path / "old"), "--data", str(data)])
+
+
+def test_routed_answering_times_one_group_against_the_base_model(tokenizer, tiny_model):
+    bench = _benchmark("routed_answering")
+    args = bench.parse_args(["--adapters", "2", "--epochs", "1", "--lines", "2", "--questions", "1",
+                             "--max_new_tokens", "2", "--threads", "1", "--dtypes", "float32"])
+    result = bench.measure(args, tiny_model, tokenizer, "float32")
+    assert result["rows"] == 2 and result["train"] > 0 and result["routed"] > 0 and result["base"] > 0
+    assert len(result["answer_tokens"]) == 4  # each prompt answered routed and by the base model
+    # the resident copy is the float32 policy; every slot's LoRA weights come on top of it
+    assert 0 < result["lora_bytes"] and result["base_bytes"] == 4 * sum(p.numel() for p in tiny_model.parameters())
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--dtypes", "float64"])
