@@ -282,6 +282,9 @@ def test_quiet_known_warnings_drops_only_the_known_ones(caplog):
         warnings.simplefilter("always")
         with quiet_known_warnings():
             warnings.warn(RENAMED, FutureWarning, stacklevel=1)
+            for method in ("enable", "disable"):  # TRL around sampling, when the demo checkpoints activations
+                warnings.warn(f"`gradient_checkpointing_{method}` is deprecated and will be removed in v6. Use "
+                              f"`activation_checkpointing_{method}` instead.", FutureWarning, stacklevel=1)
             warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
             bitsandbytes.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s.", "x")
             bitsandbytes.warning("a real bitsandbytes problem")

@@ -24,8 +24,9 @@ HARMLESS_LOG_RECORDS = (
 )
 # (category, regex on the message) of Python warnings raised by library code we call, not by the user's settings.
 HARMLESS_WARNINGS = (
-    # TRL's GRPOConfig defaults `gradient_checkpointing`, which transformers 5 renamed `activation_checkpointing`.
-    (FutureWarning, r"`gradient_checkpointing(_kwargs)?` is deprecated"),
+    # TRL's GRPOConfig defaults `gradient_checkpointing`, which transformers 5 renamed `activation_checkpointing`;
+    # TRL's `unwrap_model_for_generation` calls `gradient_checkpointing_disable` / `_enable` around sampling (same).
+    (FutureWarning, r"`gradient_checkpointing(_kwargs|_enable|_disable)?` is deprecated"),
     # TRL's GRPOTrainer reads `model.is_gradient_checkpointing`, renamed in transformers 5.
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
 )
