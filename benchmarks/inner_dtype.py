@@ -29,28 +29,37 @@ from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS  # noqa: E402
 from trl_seal.models import resolve_model  # noqa: E402
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--dtypes", default="bfloat16,float32", help=f"resident-copy dtypes to compare ({DTYPES})")
-    parser.add_argument("--self_edits", type=int, default=8)
-    parser.add_argument("--trials", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=10, help="paper: 10")
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--r", type=int, default=32)
-    parser.add_argument("--alpha", type=int, default=64)
+def add_workload_arguments(parser, epochs: int) -> None:
+    """The options of `inner_loop.workload` (the self-edits and their questions) and of the timed process."""
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--lines", type=int, default=8, help="self-edit lines")
     parser.add_argument("--layout", default="lines", choices=list(DOCUMENT_LAYOUTS))
     parser.add_argument("--questions", type=int, default=5)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+
+
+def parse_dtypes(parser, args):
+    """`args.dtypes` from "a,b" to a list, every name checked against `DTYPES`."""
     args.dtypes = [name.strip() for name in args.dtypes.split(",")]
     unknown = sorted(set(args.dtypes) - set(DTYPES))
     if unknown:
         parser.error(f"--dtypes: unknown {unknown}; choose from {', '.join(DTYPES)}")
     return args
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--dtypes", default="bfloat16,float32", help=f"resident-copy dtypes to compare ({DTYPES})")
+    parser.add_argument("--self_edits", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--r", type=int, default=32)
+    parser.add_argument("--alpha", type=int, default=64)
+    add_workload_arguments(parser, epochs=10)  # paper: 10
+    return parse_dtypes(parser, parser.parse_args(argv))
 
 
 def measure(args, model, tokenizer) -> dict[str, list[dict]]:

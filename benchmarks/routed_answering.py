@@ -21,6 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from inner_dtype import add_workload_arguments, parse_dtypes  # noqa: E402
 from inner_loop import workload  # noqa: E402
 
 from trl_seal import InnerJob, InnerLoRAConfig, KnowledgeQAReward, LoRAInnerAdapter  # noqa: E402
@@ -35,18 +36,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2-135M)")
     parser.add_argument("--dtypes", default="float32,bfloat16", help=f"resident-copy dtypes ({DTYPES})")
     parser.add_argument("--adapters", type=int, default=8, help="adapters in the group (one per self-edit)")
-    parser.add_argument("--epochs", type=int, default=3, help="inner epochs (the CPU demo's 3; answers differ by it)")
-    parser.add_argument("--lines", type=int, default=8, help="self-edit lines")
-    parser.add_argument("--layout", default="lines")
-    parser.add_argument("--questions", type=int, default=5)
-    parser.add_argument("--max_new_tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.dtypes = [name.strip() for name in args.dtypes.split(",")]
-    if unknown := sorted(set(args.dtypes) - set(DTYPES)):
-        parser.error(f"--dtypes: unknown {unknown}; choose from {', '.join(DTYPES)}")
-    return args
+    add_workload_arguments(parser, epochs=3)  # the CPU demo's inner epochs (the answers differ by them)
+    return parse_dtypes(parser, parser.parse_args(argv))
 
 
 def measure(args, model, tokenizer, dtype: str) -> dict:
