@@ -343,3 +343,17 @@ def test_use_every_core_shares_the_cores_among_local_processes(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's (no `accelerate launch` marker): left alone
     monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND", raising=False)
     assert "OMP_NUM_THREADS=3" in use_every_core() and chosen == [4]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_line_names_the_inner_loops_precision(monkeypatch, native):
+    """`fastest` says what it resolved to on this CPU; a dtype the user set is named as set, not `fastest`'s."""
+    import trl_seal.inner.config as inner_config
+    from trl_seal.scripts.entry import bfloat16_note
+
+    monkeypatch.setattr(inner_config, "native_bfloat16", lambda device: native)
+    resolved = "bfloat16" if native else "float32"
+    assert bfloat16_note() == bfloat16_note("fastest")
+    assert bfloat16_note().endswith(f"(inner_dtype fastest = {resolved})")
+    assert bfloat16_note("float32").endswith("(inner_dtype float32, as set)")
+    assert bfloat16_note("float32").startswith("native bfloat16" if native else "no native bfloat16")

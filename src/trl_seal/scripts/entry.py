@@ -99,9 +99,9 @@ def omp_threads_set_by_user() -> bool:
     return any(entry.startswith(b"OMP_NUM_THREADS=") for entry in launcher_environment)
 
 
-def use_every_core() -> str:
+def use_every_core(inner_dtype: str | None = None) -> str:
     """On a CPU-only machine, give each local process its share of the cores (unless the user set OMP_NUM_THREADS);
-    returns a line that says what was decided."""
+    returns a line that says what was decided, and which precision the inner loops get (`inner_dtype`)."""
     import torch
 
     if torch.cuda.is_available():
@@ -109,7 +109,7 @@ def use_every_core() -> str:
     threads = torch.get_num_threads()
     if omp_threads_set_by_user():
         return (f"CPU: {threads} torch threads per process (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}); "
-                f"{bfloat16_note()}")
+                f"{bfloat16_note(inner_dtype)}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # torchrun's count of processes on this machine, else MPI's (the names accelerate reads for its own default).
     names = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
@@ -117,16 +117,19 @@ def use_every_core() -> str:
     threads = max(1, cores // local_processes)
     torch.set_num_threads(threads)
     return (f"CPU: {threads} torch threads per process ({cores} cores, {local_processes} local process(es); "
-            f"set OMP_NUM_THREADS to choose); {bfloat16_note()}")
+            f"set OMP_NUM_THREADS to choose); {bfloat16_note(inner_dtype)}")
 
 
-def bfloat16_note() -> str:
-    """What `inner_dtype: fastest` resolves to on this CPU, so a run's log says which precision its inner loops had."""
-    from trl_seal.inner.config import native_bfloat16
+def bfloat16_note(inner_dtype: str | None = None) -> str:
+    """Whether this CPU computes bfloat16 natively, and the precision of the run's inner loops: what `fastest`
+    resolves to here, or the dtype the user set (`--inner_dtype`), so a run's log says which one it had."""
+    from trl_seal.inner.config import FASTEST, native_bfloat16
 
-    if native_bfloat16("cpu"):
-        return "native bfloat16 (inner_dtype fastest = bfloat16)"
-    return "no native bfloat16 (inner_dtype fastest = float32)"
+    native = native_bfloat16("cpu")
+    host = "native bfloat16" if native else "no native bfloat16"
+    if inner_dtype in (None, FASTEST):
+        return f"{host} (inner_dtype fastest = {'bfloat16' if native else 'float32'})"
+    return f"{host} (inner_dtype {inner_dtype}, as set)"
 
 
 def run(name: str, argv: list[str]) -> None:
@@ -139,7 +142,7 @@ def run(name: str, argv: list[str]) -> None:
         parsed = common.parse_script_arguments(module.make_parser(), argv)
         args = next(p for p in parsed if hasattr(p, "num_rounds"))
         common.prepare_for_device(args)
-        threads = use_every_core()
+        threads = use_every_core(next((p.inner_dtype for p in parsed if hasattr(p, "inner_dtype")), None))
         if common.is_main_process():
             print(f"trl-seal {name}: output in {args.output_dir}. {threads}".rstrip(". "), flush=True)
         module.main(*parsed)
