@@ -357,3 +357,20 @@ def test_cpu_line_names_the_inner_loops_precision(monkeypatch, native):
     assert bfloat16_note().endswith(f"(inner_dtype fastest = {resolved})")
     assert bfloat16_note("float32").endswith("(inner_dtype float32, as set)")
     assert bfloat16_note("float32").startswith("native bfloat16" if native else "no native bfloat16")
+
+
+def test_run_leaves_its_process_group_even_when_the_script_fails(tmp_path, monkeypatch):
+    """A process must not reach interpreter exit with its gloo group alive (it can abort there, and the launcher then
+    kills the other processes): `run` destroys the group whether the script returned or raised."""
+    import torch.distributed as dist
+
+    from trl_seal.scripts import entry
+
+    def joins_then_fails(*parsed):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+        raise RuntimeError("the script failed")
+
+    monkeypatch.setattr("trl_seal.scripts.knowledge.main", joins_then_fails)
+    with pytest.raises(RuntimeError, match="the script failed"):
+        entry.run("knowledge", ["--output_dir", str(tmp_path / "out")])
+    assert not dist.is_initialized()

@@ -132,6 +132,19 @@ def bfloat16_note(inner_dtype: str | None = None) -> str:
     return f"{host} (inner_dtype {inner_dtype}, as set)"
 
 
+def leave_process_group() -> None:
+    """Destroy this process's torch.distributed group, if it joined one, while the interpreter is whole.
+
+    A process that returns with its gloo group alive (the non-main processes return as soon as training is saved,
+    while the main one evaluates) tears it down during interpreter finalization, where gloo's worker threads can
+    abort the process ("terminate called without an active exception", SIGABRT), and the launcher then kills the
+    others. `Accelerator.end_training` does the same for a script that ends in one place."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run(name: str, argv: list[str]) -> None:
     """Parse and run `trl_seal.scripts.<name>` (knowledge, arc), then report its rounds and outputs."""
     start = time.perf_counter()
@@ -145,7 +158,10 @@ def run(name: str, argv: list[str]) -> None:
         threads = use_every_core(next((p.inner_dtype for p in parsed if hasattr(p, "inner_dtype")), None))
         if common.is_main_process():
             print(f"trl-seal {name}: output in {args.output_dir}. {threads}".rstrip(". "), flush=True)
-        module.main(*parsed)
+        try:
+            module.main(*parsed)
+        finally:
+            leave_process_group()
     if common.is_main_process():
         common.report_outputs(args.output_dir, time.perf_counter() - start)
 
