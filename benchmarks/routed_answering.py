@@ -4,9 +4,12 @@ Every held-out condition and every reward ends with closed-book answers, decoded
 in the same `generate` calls (`AdaptedGroup.routed`: each row through its own slot's LoRA). This measures the two
 sides of one group side by side in one process, after the time the group took to train (for scale): the adapters
 (one per self-edit of `inner_loop.py`'s workload, trained together and handed out as one group) answer their
-passages' questions routed, then the base model answers the very same prompts with the same batching. It also
-prints the bytes a decode step streams: the resident copy's weights, plus every slot's float32 LoRA weights, which
-each routed step reads however few rows a slot has.
+passages' questions routed, then the base model answers the very same prompts with the same batching. The routed
+answers are timed two ways: each batch's rows in length order (as before 2026-12-02: the adapters interleave, so every
+adapted layer runs a pair of small matmuls per run of rows), and grouped by adapter within each batch
+(`row_adapters`, what the rewards do now: one pair per adapter); it prints the runs per batch and how many answers
+the two orders share. It also prints the bytes a decode step streams: the resident copy's weights, plus every
+slot's float32 LoRA weights, which each routed step reads however few rows a slot has.
 
     OMP_NUM_THREADS=2 python benchmarks/routed_answering.py --adapters 8 --dtypes float32,bfloat16
 """
@@ -25,9 +28,11 @@ from inner_dtype import add_workload_arguments, parse_dtypes  # noqa: E402
 from inner_loop import workload  # noqa: E402
 
 from trl_seal import InnerJob, InnerLoRAConfig, KnowledgeQAReward, LoRAInnerAdapter  # noqa: E402
-from trl_seal.generation import generate_batched  # noqa: E402
+from trl_seal.generation import _batches, chat_text  # noqa: E402
 from trl_seal.inner.config import DTYPES  # noqa: E402
+from trl_seal.inner.packing import runs as packing_runs  # noqa: E402
 from trl_seal.knowledge.grading import answer_contained  # noqa: E402
+from trl_seal.knowledge.reward import generate_answers  # noqa: E402
 from trl_seal.models import resolve_model  # noqa: E402
 
 
@@ -40,8 +45,21 @@ def parse_args(argv=None):
     return parse_dtypes(parser, parser.parse_args(argv))
 
 
+def runs_per_batch(prompt_lengths: list[int], rows: list[int], batch_size: int, grouped: bool) -> float:
+    """Mean number of runs of consecutive rows on one adapter per batch, as `generate_batched` forms the batches."""
+    order = sorted(range(len(rows)), key=lambda i: prompt_lengths[i])
+    batches = list(_batches(order, batch_size, rows if grouped else None))
+    return sum(len(list(packing_runs([rows[i] for i in chunk]))) for chunk in batches) / len(batches)
+
+
+def router(group, members: list[int]):
+    """`route` for `generate_answers`: the rows at these prompt indices, each on its own member's adapter."""
+    return lambda chunk: group.routed([members[i] for i in chunk])
+
+
 def measure(args, model, tokenizer, dtype: str) -> dict:
-    """Train the group, then time routed answering and base-model answering of the same prompts."""
+    """Train the group, then time its routed answers (rows in length order, and grouped by adapter within each
+    batch; after a warm-up, twice each in ABBA order, mean) and the base model answering the same prompts."""
     items = workload(args, args.adapters)
     config = InnerLoRAConfig(num_epochs=args.epochs, dtype=dtype, max_adapters=args.adapters,
                              eval_group_size=args.adapters)
@@ -49,25 +67,36 @@ def measure(args, model, tokenizer, dtype: str) -> dict:
     adapter.sync(model, tokenizer)
     reward = KnowledgeQAReward(grader=answer_contained, max_new_tokens=args.max_new_tokens)
     jobs = [InnerJob(examples=item["documents"], seed=args.seed + i) for i, item in enumerate(items)]
-    questions = [(member, item["title"], item["questions"]) for member, item in enumerate(items)]
-    prompts = [reward.question_prompt(title, q["question"]) for _, title, qs in questions for q in qs]
+    prompts = [reward.question_prompt(item["title"], q["question"]) for item in items for q in item["questions"]]
+    jobs_of_rows = [job for job, item in enumerate(items) for _ in item["questions"]]
+    batch = reward.eval_batch_size
     result, start = {}, time.perf_counter()
     for group in adapter.adapt_groups(jobs):
         result["train"] = time.perf_counter() - start  # the whole group trains before it is handed out
         if len(group.members) != len(items):
             raise RuntimeError(f"the adapters came in groups of {len(group.members)}, not one group of "
                                f"{len(items)}: lower --adapters (memory)")
+        position = {member.job_index: index for index, member in enumerate(group.members)}
+        members = [position[job] for job in jobs_of_rows]  # each row's adapter, as the group numbers them
+        answers, arms = {}, {"by_length": None, "grouped": jobs_of_rows}
+        generate_answers(None, tokenizer, prompts, 2, batch, route=router(group, members))  # warm-up, untimed
+        for arm in ("by_length", "grouped", "grouped", "by_length"):  # ABBA: drift over time hits both arms alike
+            start = time.perf_counter()
+            answers[arm] = generate_answers(None, tokenizer, prompts, args.max_new_tokens, batch,
+                                            route=router(group, members), row_adapters=arms[arm])
+            result[arm] = result.get(arm, 0.0) + (time.perf_counter() - start) / 2
         start = time.perf_counter()
-        routed = [a for answers in reward.answer_group(group, questions) for a in answers]
-        result["routed"] = time.perf_counter() - start
-        start = time.perf_counter()
-        plain = generate_batched(adapter.model, tokenizer, prompts, args.max_new_tokens, reward.eval_batch_size)
+        answers["base"] = generate_answers(adapter.model, tokenizer, prompts, args.max_new_tokens, batch)
         result["base"] = time.perf_counter() - start
-        result["answer_tokens"] = [len(tokenizer(a)["input_ids"]) for a in routed + plain]
+        result["same"] = sum(a == b for a, b in zip(answers["by_length"], answers["grouped"], strict=True))
+        result["answer_tokens"] = [len(tokenizer(a)["input_ids"]) for arm in answers.values() for a in arm]
         weights = dict(adapter.model.named_parameters())
         result["lora_bytes"] = sum(w.numel() * w.element_size() for name, w in weights.items() if "lora_" in name)
         result["base_bytes"] = sum(w.numel() * w.element_size() for name, w in weights.items() if "lora_" not in name)
-    result.update(rows=len(prompts), batch=reward.eval_batch_size)
+    texts = [chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    result["runs"] = {grouped: runs_per_batch(lengths, jobs_of_rows, batch, grouped) for grouped in (False, True)}
+    result.update(rows=len(prompts), batch=batch)
     return result
 
 
@@ -81,13 +110,16 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(path)
     print(f"{args.adapters} adapters x {args.questions} questions, {args.epochs} inner epochs, up to "
           f"{args.max_new_tokens} answer tokens, {args.threads} threads")
-    print(f"{'dtype':>9} {'rows':>5} {'train s':>8} {'routed s':>9} {'base s':>7} {'routed/base':>12} "
+    print(f"{'dtype':>9} {'rows':>5} {'train s':>8} {'by length s':>12} {'grouped s':>10} {'base s':>7} "
+          f"{'by length/grouped':>18} {'grouped/base':>13} {'runs per batch':>15} {'same answers':>13} "
           f"{'answer tok':>11} {'MB per step: base + all slots LoRA':>36}")
     for dtype in args.dtypes:
         r = measure(args, model, tokenizer, dtype)
         tokens = sum(r["answer_tokens"]) / len(r["answer_tokens"])
-        print(f"{dtype:>9} {r['rows']:>5} {r['train']:>8.2f} {r['routed']:>9.2f} {r['base']:>7.2f} "
-              f"{r['routed'] / r['base']:>11.2f}x {tokens:>11.1f} {r['base_bytes'] / 1e6:>22.0f} + "
+        runs = f"{r['runs'][False]:.1f} -> {r['runs'][True]:.1f}"
+        print(f"{dtype:>9} {r['rows']:>5} {r['train']:>8.2f} {r['by_length']:>12.2f} {r['grouped']:>10.2f} "
+              f"{r['base']:>7.2f} {r['by_length'] / r['grouped']:>17.2f}x {r['grouped'] / r['base']:>12.2f}x "
+              f"{runs:>15} {r['same']:>6}/{r['rows']:<6} {tokens:>11.1f} {r['base_bytes'] / 1e6:>22.0f} + "
               f"{r['lora_bytes'] / 1e6:.0f}", flush=True)
 
 

@@ -570,8 +570,10 @@ def test_routed_answering_times_one_group_against_the_base_model(tokenizer, tiny
     args = bench.parse_args(["--adapters", "2", "--epochs", "1", "--lines", "2", "--questions", "1",
                              "--max_new_tokens", "2", "--threads", "1", "--dtypes", "float32"])
     result = bench.measure(args, tiny_model, tokenizer, "float32")
-    assert result["rows"] == 2 and result["train"] > 0 and result["routed"] > 0 and result["base"] > 0
-    assert len(result["answer_tokens"]) == 4  # each prompt answered routed and by the base model
+    assert result["rows"] == 2 and result["train"] > 0 and result["base"] > 0
+    assert result["by_length"] > 0 and result["grouped"] > 0 and result["same"] == 2  # float32: order changes nothing
+    assert len(result["answer_tokens"]) == 6  # each prompt answered routed twice and by the base model
+    assert result["runs"][True] <= result["runs"][False]
     # the resident copy is the float32 policy; every slot's LoRA weights come on top of it
     assert 0 < result["lora_bytes"] and result["base_bytes"] == 4 * sum(p.numel() for p in tiny_model.parameters())
     with pytest.raises(SystemExit):

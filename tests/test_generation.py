@@ -3,7 +3,8 @@ import contextlib
 import pytest
 import torch
 
-from trl_seal.generation import chat_text, contiguous_head_input, generate_batched
+from trl_seal.generation import chat_text, contiguous_head_input, continuation_logprobs, generate_batched
+from trl_seal.inner.packing import runs
 
 PROMPTS = [
     "secret : apple . notes :",
@@ -43,6 +44,34 @@ def test_batches_hold_prompts_of_similar_length_and_each_runs_on_its_routed_mode
     assert generate_batched(tiny_model, tokenizer, []) == []
     with pytest.raises(ValueError, match="one per text"):
         generate_batched(tiny_model, tokenizer, PROMPTS, max_new_tokens=[1, 2])
+
+
+def test_row_adapters_make_each_adapters_rows_contiguous_without_changing_the_batches(tokenizer, tiny_model):
+    """Rows sorted by length interleave the adapters; `row_adapters` reorders each batch by adapter (a routed layer
+    then runs one product per adapter), keeps the same batches and returns the same answers in the original order."""
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS]
+    adapters = [0] * len(PROMPTS)
+    for rank, index in enumerate(sorted(range(len(PROMPTS)), key=lambda i: lengths[i])):
+        adapters[index] = rank % 2  # alternating in length order: the plain batches interleave the two adapters
+    seen = {}
+
+    def route_recording(name):
+        def route(rows):
+            seen.setdefault(name, []).append(list(rows))
+            return contextlib.nullcontext(tiny_model)
+        return route
+
+    plain = generate_batched(None, tokenizer, PROMPTS, 4, batch_size=4, route=route_recording("plain"))
+    grouped = generate_batched(None, tokenizer, PROMPTS, 4, batch_size=4, route=route_recording("grouped"),
+                               row_adapters=adapters)
+    assert grouped == plain
+    assert [sorted(chunk) for chunk in seen["grouped"]] == [sorted(chunk) for chunk in seen["plain"]]
+    assert any(len(runs([adapters[i] for i in chunk])) > len({adapters[i] for i in chunk}) for chunk in seen["plain"])
+    for chunk in seen["grouped"]:
+        assert len(runs([adapters[i] for i in chunk])) == len({adapters[i] for i in chunk})
+    targets = ["apple"] * len(PROMPTS)
+    assert continuation_logprobs(tiny_model, tokenizer, PROMPTS, targets, batch_size=4, row_adapters=adapters) == \
+        pytest.approx(continuation_logprobs(tiny_model, tokenizer, PROMPTS, targets, batch_size=4))
 
 
 def test_sampling_arguments_reach_generate(tokenizer, tiny_model):

@@ -9,7 +9,7 @@ answers in the prompts' original order.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -73,6 +73,7 @@ def generate_batched(
     batch_size: int = 32,
     sampling: dict[str, Any] | None = None,
     route: Callable[[list[int]], AbstractContextManager] | None = None,
+    row_adapters: Sequence[int] | None = None,
     **generate_kwargs,
 ) -> list[str]:
     """The decoded continuations of `texts` (already formatted, special tokens not added), in their original order.
@@ -92,6 +93,9 @@ def generate_batched(
         route (callable, *optional*): `route(indices)` gives a context manager whose model answers the texts at
             those indices, e.g. `lambda rows: group.routed([member_of_text[i] for i in rows])` to answer each row
             with its own adapted model (`AdaptedGroup.routed`).
+        row_adapters (`Sequence[int]`, *optional*): the adapter `route` gives each text. A batch's rows are then
+            ordered by adapter (by length within one), so each adapter's rows are contiguous and a routed layer runs
+            one LoRA product per adapter per step instead of one per run of rows; the batches themselves are unchanged.
         generate_kwargs: passed on to every `generate` call (e.g. `eos_token_id`).
 
     Example:
@@ -113,8 +117,7 @@ def generate_batched(
     answers = [""] * len(texts)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in _batches(order, batch_size, row_adapters):
             with route(chunk) if route is not None else contextlib.nullcontext(model) as chunk_model:
                 contiguous_head_input(chunk_model)
                 rows = [texts[i] for i in chunk]
@@ -140,6 +143,7 @@ def continuation_logprobs(
     continuations: Sequence[str],
     batch_size: int = 32,
     route: Callable[[list[int]], AbstractContextManager] | None = None,
+    row_adapters: Sequence[int] | None = None,
 ) -> list[float]:
     """The mean per-token log-probability of each continuation after its prompt, teacher-forced (no decoding).
 
@@ -156,6 +160,7 @@ def continuation_logprobs(
         batch_size (`int`, defaults to `32`): rows per forward pass.
         route (callable, *optional*): `route(indices)` gives a context manager whose model scores those rows, as in
             `generate_batched` (e.g. each row with its own adapted model through `AdaptedGroup.routed`).
+        row_adapters (`Sequence[int]`, *optional*): the adapter `route` gives each row, as in `generate_batched`.
 
     Example:
     ```python
@@ -176,8 +181,7 @@ def continuation_logprobs(
         raise ValueError(f"continuations {empty[:5]} have no tokens: every continuation must be non-empty text.")
     order = sorted(range(len(prompts)), key=lambda i: len(heads[i]) + len(tails[i]))
     scores = [0.0] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in _batches(order, batch_size, row_adapters):
         with route(chunk) if route is not None else contextlib.nullcontext(model) as chunk_model:
             contiguous_head_input(chunk_model)
             device = next(chunk_model.parameters()).device
@@ -197,6 +201,16 @@ def continuation_logprobs(
         for index, value in zip(chunk, means.tolist(), strict=True):
             scores[index] = value
     return scores
+
+
+def _batches(order: list[int], batch_size: int, row_adapters: Sequence[int] | None) -> Iterator[list[int]]:
+    """`order` cut into batches of `batch_size`; within a batch, rows ordered by `row_adapters` when given (stable,
+    so by length within an adapter). Rows sorted by length alone interleave the adapters, and every run of rows is a
+    pair of small matmuls in every adapted layer at every decoding step: 8 adapters' 40 questions in batches of 32
+    made 17.5 runs per batch, 6.5 grouped (`benchmarks/routed_answering.py`)."""
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        yield chunk if row_adapters is None else sorted(chunk, key=lambda index: row_adapters[index])
 
 
 def _left_padded(heads: list[list[int]], tails: list[list[int]], pad_id: int, device) -> tuple:

@@ -89,7 +89,7 @@ def predict_attempts(
     texts = generate_batched(
         None, tokenizer, [query.prompt for query in queries], [query.max_new_tokens for query in queries], batch_size,
         route=lambda rows: model_for_rows([queries[index].member for index in rows]),
-        eos_token_id=tokenizer.eos_token_id,
+        row_adapters=[query.member for query in queries], eos_token_id=tokenizer.eos_token_id,
     )
     answers: dict[int, np.ndarray | None] = {}
     for index, text in enumerate(texts):

@@ -205,7 +205,7 @@ class KnowledgeQAReward(InnerLoopReward):
             rows += [slot] * len(questions)
         answers = generate_answers(
             None, group.tokenizer, prompts, self.max_new_tokens, self.eval_batch_size,
-            route=lambda chunk: group.routed([rows[i] for i in chunk]),
+            route=lambda chunk: group.routed([rows[i] for i in chunk]), row_adapters=rows,
         )
         per_item, start = [], 0
         for _, _, questions in items:
@@ -223,7 +223,8 @@ class KnowledgeQAReward(InnerLoopReward):
 
         prompts, answers, owners = self._answer_rows(items, collect)
         route = lambda chunk: group.routed([rows[i] for i in chunk])  # noqa: E731
-        values = answer_logprobs(None, group.tokenizer, prompts, answers, self.eval_batch_size, route=route)
+        values = answer_logprobs(None, group.tokenizer, prompts, answers, self.eval_batch_size, route=route,
+                                 row_adapters=rows)
         return _best_per_question(values, owners, [len(questions) for _, _, questions in items])
 
     def question_prompt(self, title: str, question: str) -> str:
@@ -361,22 +362,24 @@ def mean(values: Sequence[float]) -> float:
 
 def answer_logprobs(
     model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 32, route: Callable | None = None,
+    row_adapters: Sequence[int] | None = None,
 ) -> list[float]:
     """Mean per-token log-probability of each `answer` as the reply to its user prompt, formatted as
     `generate_answers` formats it (chat template, else the prompt, `"\nAnswer:"` and a space before the answer)."""
     texts = [chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts]
     if not getattr(tokenizer, "chat_template", None):
         answers = [" " + answer for answer in answers]
-    return continuation_logprobs(model, tokenizer, texts, answers, batch_size, route=route)
+    return continuation_logprobs(model, tokenizer, texts, answers, batch_size, route=route, row_adapters=row_adapters)
 
 
 def generate_answers(
     model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, sampling: dict | None = None,
-    route: Callable | None = None,
+    route: Callable | None = None, row_adapters: Sequence[int] | None = None,
 ) -> list[str]:
     """Stripped answers to user prompts (chat template when the tokenizer has one, else the prompt and
     `"\nAnswer:"`), through `generate_batched`: greedy unless `sampling` gives `generate` sampling arguments, each
-    batch on `route(prompt_indices)` when given."""
+    batch on `route(prompt_indices)` when given (`row_adapters`: each prompt's adapter, see `generate_batched`)."""
     texts = [chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts]
-    answers = generate_batched(model, tokenizer, texts, max_new_tokens, batch_size, sampling=sampling, route=route)
+    answers = generate_batched(model, tokenizer, texts, max_new_tokens, batch_size, sampling=sampling, route=route,
+                               row_adapters=row_adapters)
     return [answer.strip() for answer in answers]
