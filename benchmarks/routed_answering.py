@@ -8,7 +8,8 @@ passages' questions routed, then the base model answers the very same prompts wi
 answers are timed two ways: each batch's rows in length order (as before 2026-12-02: the adapters interleave, so every
 adapted layer runs a pair of small matmuls per run of rows), and grouped by adapter within each batch
 (`row_adapters`, what the rewards do now: one pair per adapter); it prints the runs per batch and how many answers
-the two orders share. It also prints the bytes a decode step streams: the resident copy's weights, plus every
+the two orders share, and times the gold answers' teacher-forced log-likelihoods (the loglik reward) both ways too.
+It also prints the bytes a decode step streams: the resident copy's weights, plus every
 slot's float32 LoRA weights, which each routed step reads however few rows a slot has.
 
     OMP_NUM_THREADS=2 python benchmarks/routed_answering.py --adapters 8 --dtypes float32,bfloat16
@@ -32,7 +33,7 @@ from trl_seal.generation import _batches, chat_text  # noqa: E402
 from trl_seal.inner.config import DTYPES  # noqa: E402
 from trl_seal.inner.packing import runs as packing_runs  # noqa: E402
 from trl_seal.knowledge.grading import answer_contained  # noqa: E402
-from trl_seal.knowledge.reward import generate_answers  # noqa: E402
+from trl_seal.knowledge.reward import answer_logprobs, generate_answers  # noqa: E402
 from trl_seal.models import resolve_model  # noqa: E402
 
 
@@ -57,9 +58,23 @@ def router(group, members: list[int]):
     return lambda chunk: group.routed([members[i] for i in chunk])
 
 
+def time_both_orders(result: dict, run, row_adapters: list[int], prefix: str = "", repeats: int = 1,
+                     warm_up=None) -> dict:
+    """Time `run(order)` with the rows in length order (`order=None`) and grouped by adapter, after a warm-up,
+    `repeats` times each way in ABBA order (drift over time hits both arms alike); the mean seconds go into
+    `result[prefix + arm]`, and each arm's last output is returned."""
+    (warm_up or (lambda: run(None)))()
+    outputs, arms = {}, {"by_length": None, "grouped": row_adapters}
+    for arm in ("by_length", "grouped", "grouped", "by_length") * repeats:
+        start = time.perf_counter()
+        outputs[arm] = run(arms[arm])
+        result[prefix + arm] = result.get(prefix + arm, 0.0) + (time.perf_counter() - start) / (2 * repeats)
+    return outputs
+
+
 def measure(args, model, tokenizer, dtype: str) -> dict:
-    """Train the group, then time its routed answers (rows in length order, and grouped by adapter within each
-    batch; after a warm-up, twice each in ABBA order, mean) and the base model answering the same prompts."""
+    """Train the group, then time its routed answers and gold-answer log-likelihoods (`time_routed`) and the base
+    model answering the same prompts."""
     items = workload(args, args.adapters)
     config = InnerLoRAConfig(num_epochs=args.epochs, dtype=dtype, max_adapters=args.adapters,
                              eval_group_size=args.adapters)
@@ -68,6 +83,7 @@ def measure(args, model, tokenizer, dtype: str) -> dict:
     reward = KnowledgeQAReward(grader=answer_contained, max_new_tokens=args.max_new_tokens)
     jobs = [InnerJob(examples=item["documents"], seed=args.seed + i) for i, item in enumerate(items)]
     prompts = [reward.question_prompt(item["title"], q["question"]) for item in items for q in item["questions"]]
+    golds = [q["answers"][0] for item in items for q in item["questions"]]
     jobs_of_rows = [job for job, item in enumerate(items) for _ in item["questions"]]
     batch = reward.eval_batch_size
     result, start = {}, time.perf_counter()
@@ -76,20 +92,11 @@ def measure(args, model, tokenizer, dtype: str) -> dict:
         if len(group.members) != len(items):
             raise RuntimeError(f"the adapters came in groups of {len(group.members)}, not one group of "
                                f"{len(items)}: lower --adapters (memory)")
-        position = {member.job_index: index for index, member in enumerate(group.members)}
-        members = [position[job] for job in jobs_of_rows]  # each row's adapter, as the group numbers them
-        answers, arms = {}, {"by_length": None, "grouped": jobs_of_rows}
-        generate_answers(None, tokenizer, prompts, 2, batch, route=router(group, members))  # warm-up, untimed
-        for arm in ("by_length", "grouped", "grouped", "by_length"):  # ABBA: drift over time hits both arms alike
-            start = time.perf_counter()
-            answers[arm] = generate_answers(None, tokenizer, prompts, args.max_new_tokens, batch,
-                                            route=router(group, members), row_adapters=arms[arm])
-            result[arm] = result.get(arm, 0.0) + (time.perf_counter() - start) / 2
+        routed = time_routed(result, group, tokenizer, prompts, golds, jobs_of_rows, args.max_new_tokens, batch)
         start = time.perf_counter()
-        answers["base"] = generate_answers(adapter.model, tokenizer, prompts, args.max_new_tokens, batch)
+        base = generate_answers(adapter.model, tokenizer, prompts, args.max_new_tokens, batch)
         result["base"] = time.perf_counter() - start
-        result["same"] = sum(a == b for a, b in zip(answers["by_length"], answers["grouped"], strict=True))
-        result["answer_tokens"] = [len(tokenizer(a)["input_ids"]) for arm in answers.values() for a in arm]
+        result["answer_tokens"] = [len(tokenizer(a)["input_ids"]) for a in routed + base]
         weights = dict(adapter.model.named_parameters())
         result["lora_bytes"] = sum(w.numel() * w.element_size() for name, w in weights.items() if "lora_" in name)
         result["base_bytes"] = sum(w.numel() * w.element_size() for name, w in weights.items() if "lora_" not in name)
@@ -98,6 +105,25 @@ def measure(args, model, tokenizer, dtype: str) -> dict:
     result["runs"] = {grouped: runs_per_batch(lengths, jobs_of_rows, batch, grouped) for grouped in (False, True)}
     result.update(rows=len(prompts), batch=batch)
     return result
+
+
+def time_routed(result: dict, group, tokenizer, prompts, golds, jobs_of_rows, max_new_tokens, batch) -> list[str]:
+    """Time the group's routed answers and gold-answer log-likelihoods with the rows in length order and grouped
+    by adapter (`time_both_orders`); records how far the two orders' outputs differ and returns the answers."""
+    position = {member.job_index: index for index, member in enumerate(group.members)}
+    route = router(group, [position[job] for job in jobs_of_rows])  # each row's adapter, as the group numbers them
+
+    def answer(order, tokens=max_new_tokens):
+        return generate_answers(None, tokenizer, prompts, tokens, batch, route=route, row_adapters=order)
+
+    def loglik(order):
+        return answer_logprobs(None, tokenizer, prompts, golds, batch, route=route, row_adapters=order)
+
+    answers = time_both_orders(result, answer, jobs_of_rows, warm_up=lambda: answer(None, tokens=2))
+    logliks = time_both_orders(result, loglik, jobs_of_rows, prefix="loglik_", repeats=5)
+    result["same"] = sum(a == b for a, b in zip(answers["by_length"], answers["grouped"], strict=True))
+    result["loglik_gap"] = max(abs(a - b) for a, b in zip(logliks["by_length"], logliks["grouped"], strict=True))
+    return answers["grouped"]
 
 
 def main(argv=None):
@@ -121,6 +147,9 @@ def main(argv=None):
               f"{r['base']:>7.2f} {r['by_length'] / r['grouped']:>17.2f}x {r['grouped'] / r['base']:>12.2f}x "
               f"{runs:>15} {r['same']:>6}/{r['rows']:<6} {tokens:>11.1f} {r['base_bytes'] / 1e6:>22.0f} + "
               f"{r['lora_bytes'] / 1e6:.0f}", flush=True)
+        print(f"{'':>9} gold-answer loglik, same rows (5 ABBA pairs): by length {r['loglik_by_length']:.3f} s, "
+              f"grouped {r['loglik_grouped']:.3f} s, {r['loglik_by_length'] / r['loglik_grouped']:.2f}x; "
+              f"largest difference {r['loglik_gap']:.1e} nats/token", flush=True)
 
 
 if __name__ == "__main__":
