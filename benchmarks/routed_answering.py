@@ -29,7 +29,6 @@ from inner_dtype import add_workload_arguments, parse_dtypes  # noqa: E402
 from inner_loop import workload  # noqa: E402
 
 from trl_seal import InnerJob, InnerLoRAConfig, KnowledgeQAReward, LoRAInnerAdapter  # noqa: E402
-from trl_seal.generation import _batches, chat_text  # noqa: E402
 from trl_seal.inner.config import DTYPES  # noqa: E402
 from trl_seal.inner.packing import runs as packing_runs  # noqa: E402
 from trl_seal.knowledge.grading import answer_contained  # noqa: E402
@@ -46,16 +45,15 @@ def parse_args(argv=None):
     return parse_dtypes(parser, parser.parse_args(argv))
 
 
-def runs_per_batch(prompt_lengths: list[int], rows: list[int], batch_size: int, grouped: bool) -> float:
-    """Mean number of runs of consecutive rows on one adapter per batch, as `generate_batched` forms the batches."""
-    order = sorted(range(len(rows)), key=lambda i: prompt_lengths[i])
-    batches = list(_batches(order, batch_size, rows if grouped else None))
-    return sum(len(list(packing_runs([rows[i] for i in chunk]))) for chunk in batches) / len(batches)
-
-
-def router(group, members: list[int]):
-    """`route` for `generate_answers`: the rows at these prompt indices, each on its own member's adapter."""
-    return lambda chunk: group.routed([members[i] for i in chunk])
+def router(group, members: list[int], runs: list[int] | None = None):
+    """`route` for `generate_answers`: the rows at these prompt indices, each on its own member's adapter; with
+    `runs`, the number of runs of consecutive rows on one adapter in each batch is appended to it."""
+    def route(chunk):
+        member_of_row = [members[i] for i in chunk]
+        if runs is not None:
+            runs.append(len(packing_runs(member_of_row)))
+        return group.routed(member_of_row)
+    return route
 
 
 def time_both_orders(result: dict, run, row_adapters: list[int], prefix: str = "", repeats: int = 1,
@@ -100,9 +98,6 @@ def measure(args, model, tokenizer, dtype: str) -> dict:
         weights = dict(adapter.model.named_parameters())
         result["lora_bytes"] = sum(w.numel() * w.element_size() for name, w in weights.items() if "lora_" in name)
         result["base_bytes"] = sum(w.numel() * w.element_size() for name, w in weights.items() if "lora_" not in name)
-    texts = [chat_text(tokenizer, prompt, plain_suffix="\nAnswer:") for prompt in prompts]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    result["runs"] = {grouped: runs_per_batch(lengths, jobs_of_rows, batch, grouped) for grouped in (False, True)}
     result.update(rows=len(prompts), batch=batch)
     return result
 
@@ -111,10 +106,12 @@ def time_routed(result: dict, group, tokenizer, prompts, golds, jobs_of_rows, ma
     """Time the group's routed answers and gold-answer log-likelihoods with the rows in length order and grouped
     by adapter (`time_both_orders`); records how far the two orders' outputs differ and returns the answers."""
     position = {member.job_index: index for index, member in enumerate(group.members)}
-    route = router(group, [position[job] for job in jobs_of_rows])  # each row's adapter, as the group numbers them
+    members = [position[job] for job in jobs_of_rows]  # each row's adapter, as the group numbers them
+    route, runs = router(group, members), {False: [], True: []}  # runs per batch, as the batches were routed
 
     def answer(order, tokens=max_new_tokens):
-        return generate_answers(None, tokenizer, prompts, tokens, batch, route=route, row_adapters=order)
+        counted = router(group, members, runs[order is not None])
+        return generate_answers(None, tokenizer, prompts, tokens, batch, route=counted, row_adapters=order)
 
     def loglik(order):
         return answer_logprobs(None, tokenizer, prompts, golds, batch, route=route, row_adapters=order)
@@ -123,6 +120,7 @@ def time_routed(result: dict, group, tokenizer, prompts, golds, jobs_of_rows, ma
     logliks = time_both_orders(result, loglik, jobs_of_rows, prefix="loglik_", repeats=5)
     result["same"] = sum(a == b for a, b in zip(answers["by_length"], answers["grouped"], strict=True))
     result["loglik_gap"] = max(abs(a - b) for a, b in zip(logliks["by_length"], logliks["grouped"], strict=True))
+    result["runs"] = {grouped: sum(counts) / len(counts) for grouped, counts in runs.items()}
     return answers["grouped"]
 
 
