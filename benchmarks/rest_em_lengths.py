@@ -82,7 +82,7 @@ def reward_unit(run_dir: str) -> tuple[str, float, int]:
     if os.path.exists(path):
         with open(path) as handle:
             kind = (json.load(handle).get("reward") or {}).get("score_kind", "accuracy")
-    return ("nats per token", 1.0, 3) if kind == "loglik" else ("points", 100.0, 1)
+    return ("points", 100.0, 1) if kind == "accuracy" else ("nats per token", 1.0, 3)
 
 
 def reward_report(rows: list[dict], scale: float = 100.0, digits: int = 1) -> list[str]:

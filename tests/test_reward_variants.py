@@ -195,3 +195,74 @@ def test_eval_knowledge_question_protocol_flag():
     args = make_parser().parse_args_and_config(["--question_with_title", "false", "--self_edit_layout", "whole"])[0]
     assert args.question_with_title is False and args.self_edit_layout == "whole"
     assert make_parser().parse_args_and_config([])[0].question_with_title is True
+
+
+# Three questions whose gold answers differ: what `specific_loglik` contrasts.
+DISTINCT = [{"question": "secret ?", "answers": ["apple"]},
+            {"question": "colour ?", "answers": ["amber", "Amber"]},
+            {"question": "where ?", "answers": ["river bank"]}]
+
+
+def test_specific_loglik_is_the_gold_answer_against_the_passages_other_answers(tokenizer, tiny_model):
+    adapter = LoRAInnerAdapter(r=4, lora_alpha=8, num_epochs=3, learning_rate=1e-2, max_adapters=2,
+                               eval_group_size=2, dtype="float32")
+    adapter.sync(tiny_model, tokenizer)
+    jobs = [InnerJob([TrainingExample(t)], seed=i) for i, t in enumerate(["stone\napple", "stone\nriver bank"])]
+    reward = KnowledgeQAReward(score="specific_loglik", eval_batch_size=5)
+    items = [(0, "stone", DISTINCT), (1, "stone", DISTINCT)]
+    groups = adapter.adapt_groups(jobs)
+    group = next(groups)
+    matrices, specific = reward.loglik_matrix_group(group, items), reward.question_scores(group, items)
+    for (slot, title, questions), matrix, scores in zip(items, matrices, specific):
+        with group.routed([slot]) as model:  # one model, one row at a time
+            for i, asked in enumerate(questions):
+                prompt = reward.question_prompt(title, asked["question"])
+                for j, other in enumerate(questions):
+                    # "Amber" is "amber" after SQuAD normalisation: only the first spelling is scored
+                    alone = answer_logprobs(model, tokenizer, [prompt], other["answers"][:1])[0]
+                    assert matrix[i][j] == pytest.approx(alone, abs=1e-5)
+                others = [matrix[i][j] for j in range(3) if j != i]
+                assert scores[i] == pytest.approx(matrix[i][i] - sum(others) / 2)
+    assert reward.loglik_group(group, items)[0] == pytest.approx([matrices[0][i][i] for i in range(3)], abs=1e-5), \
+        "the matrix's diagonal is the plain loglik score"
+    groups.close()
+
+
+def test_specific_loglik_gives_a_question_blind_model_nothing(tokenizer):
+    # AppleAdapter's models favour one answer's tokens whatever the question: the plain loglik tells them apart,
+    # the contrast gives each a passage mean of exactly 0 (each answer's loglik counts once for and n-1 times against)
+    adapter = RecordingAdapter(tokenizer)
+    kwargs = dict(prompts=[None] * 2, completions=["apple", "river"], title=["stone"] * 2, context=["c"] * 2,
+                  questions=[DISTINCT] * 2, inner_adapter=adapter)
+    plain = KnowledgeQAReward(score="loglik", baseline="none", show_progress=False)(**kwargs)
+    specific = KnowledgeQAReward(score="specific_loglik", baseline="none", show_progress=False)(**kwargs)
+    assert plain[0] != pytest.approx(plain[1])
+    assert specific == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+def test_specific_loglik_skips_shared_answers_and_names_a_passage_it_cannot_score(tokenizer):
+    from datasets import Dataset
+
+    from trl_seal.knowledge.reward import contrastable, specific_scores
+
+    assert specific_scores([[-1.0, -3.0, None], [-2.0, -1.0, -4.0], [None, -5.0, -2.0]]) == [2.0, 2.0, 3.0]
+    shared = [{"question": "secret ?", "answers": ["apple"]}, {"question": "the secret ?", "answers": ["Apple"]}]
+    rows = {"prompt": ["p"], "title": ["stone"], "context": ["the secret is apple"], "questions": [shared]}
+    assert contrastable(DISTINCT) and not contrastable(shared) and not contrastable(DISTINCT[:1])
+    reward = KnowledgeQAReward(score="specific_loglik")
+    with pytest.raises(ValueError, match="train_dataset: passage 'stone'.*no other question"):
+        reward.check_dataset(Dataset.from_dict(rows))
+    KnowledgeQAReward(score="loglik").check_dataset(Dataset.from_dict(rows))  # only the contrast needs two answers
+    with pytest.raises(ValueError, match="Passage 'stone'.*no other question"):
+        reward.model_scores(None, tokenizer, "stone", shared)
+
+
+def test_specific_loglik_from_cli():
+    from trl_seal.scripts.common import parse_script_arguments
+    from trl_seal.scripts.knowledge import knowledge_reward, make_parser, reward_label
+
+    script = parse_script_arguments(make_parser(), ["--reward_score", "specific_loglik"])[0]
+    assert knowledge_reward(script).score_kind == "specific_loglik"
+    assert "question-specific" in reward_label(script)
+    with pytest.raises(ValueError, match="specific_loglik"):
+        KnowledgeQAReward(score="specific")

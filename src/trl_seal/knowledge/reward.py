@@ -14,7 +14,7 @@ from .grading import answer_contained, normalize_answer
 from .prompts import check_layout, question_prompt, training_documents
 
 Grader = Callable[[str, Sequence[str], str], float]
-SCORES = ("accuracy", "loglik")
+SCORES = ("accuracy", "loglik", "specific_loglik")
 BASELINES = ("base", "passage", "none")
 _MODE_TO_BASELINE = {"gain": "base", "accuracy": "none"}  # the deprecated `mode=` values
 _PASSAGE_ONLY = "__passage_only__"  # marks the context of a passage-only baseline job among the self-edits
@@ -35,6 +35,12 @@ class KnowledgeQAReward(InnerLoopReward):
       log-probability per answer token (so answers of different lengths compare), the best of the question's
       distinct gold answers (as graders take the best match), averaged over questions. One forward pass per batch,
       no decoding; continuous, so it sees progress a 0/1 grade misses.
+    - `"specific_loglik"`: the same log-likelihood of a question's gold answer minus the mean log-likelihood, given
+      the same question, of the passage's *other* questions' gold answers (answers equal to this question's are left
+      out). An adapter that recites its passage, or one that stops reciting, moves every answer of the passage
+      alike, and the contrast cancels it; what is left is knowledge of which answer goes with which question
+      (docs/results.md 0f and 0h). Needs passages of 2 or more questions with different answers; costs n x (the
+      passage's distinct answers) rows per passage of n questions instead of one row per answer.
 
     Baselines (`baseline`), all cached per passage and policy version:
     - `"base"`: the un-adapted model's score (the paper's);
@@ -96,8 +102,9 @@ class KnowledgeQAReward(InnerLoopReward):
         max_documents: int = 512,
     ):
         if score not in SCORES:
-            raise ValueError(f"score={score!r}: use 'accuracy' (graded greedy answers) or 'loglik' (log-likelihood "
-                             "of the gold answers).")
+            raise ValueError(f"score={score!r}: use 'accuracy' (graded greedy answers), 'loglik' (log-likelihood "
+                             "of the gold answers) or 'specific_loglik' (that log-likelihood minus the other "
+                             "questions' answers').")
         if not isinstance(num_scorings, int) or num_scorings < 1:
             raise ValueError(f"num_scorings={num_scorings!r}: use a positive int (paper: 3).")
         super().__init__(inner_adapter, show_progress)
@@ -127,7 +134,14 @@ class KnowledgeQAReward(InnerLoopReward):
         super().check_dataset(dataset)
         rows = ({"title": t, "context": c, "questions": q}
                 for t, c, q in zip(dataset["title"], dataset["context"], dataset["questions"], strict=True))
-        passages_from_rows(rows, "train_dataset")
+        self.check_passages(passages_from_rows(rows, "train_dataset"), "train_dataset")
+
+    def check_passages(self, passages, source: str) -> None:
+        """With `score="specific_loglik"`, fail before any training on a passage whose questions cannot be
+        contrasted (a question without another of a different answer), naming `source` and the passage."""
+        if self.score_kind == "specific_loglik":
+            for passage in passages:
+                _contrast_rows(passage.title, passage.question_rows(), where=source)
 
     # ------------------------------------------------------------------------------------------ jobs
     def scoring_seeds(self, seed: int) -> list[int]:
@@ -187,8 +201,10 @@ class KnowledgeQAReward(InnerLoopReward):
 
     def question_scores(self, group, items: list[tuple[int, str, list[dict]]], score: str | None = None):
         """Per-question scores (`score`, default the reward's) of `(slot, title, questions)` items of a group."""
-        return self.grade_group(group, items) if (score or self.score_kind) == "accuracy" else \
-            self.loglik_group(group, items)
+        kind = score or self.score_kind
+        if kind == "accuracy":
+            return self.grade_group(group, items)
+        return self.loglik_group(group, items) if kind == "loglik" else self.specific_loglik_group(group, items)
 
     def grade_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[float]]:
         """Per-question grades for `(slot, title, questions)` items: every member's questions are answered in the
@@ -226,6 +242,21 @@ class KnowledgeQAReward(InnerLoopReward):
         values = answer_logprobs(None, group.tokenizer, prompts, answers, self.eval_batch_size, route=route,
                                  row_adapters=rows)
         return _best_per_question(values, owners, [len(questions) for _, _, questions in items])
+
+    def specific_loglik_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[float]]:
+        """Per-question `"specific_loglik"` scores for `(slot, title, questions)` items (see the class docstring):
+        every item's question x answer rows in the same batched forward passes, each row on its own adapted model."""
+        return [specific_scores(matrix) for matrix in self.loglik_matrix_group(group, items)]
+
+    def loglik_matrix_group(self, group, items: list[tuple[int, str, list[dict]]]) -> list[list[list[float | None]]]:
+        """Per item, the matrix whose entry [i][j] is the best log-likelihood per token of question j's gold answers
+        given question i's prompt (`None` where j's answers include one of i's); the diagonal is `loglik_group`'s."""
+        rows: list[int] = []
+        prompts, answers, owners = self._contrast_rows(items, lambda slot, count: rows.extend([slot] * count))
+        route = lambda chunk: group.routed([rows[i] for i in chunk])  # noqa: E731
+        values = answer_logprobs(None, group.tokenizer, prompts, answers, self.eval_batch_size, route=route,
+                                 row_adapters=rows)
+        return _best_per_pair(values, owners, [len(questions) for _, _, questions in items])
 
     def question_prompt(self, title: str, question: str) -> str:
         """The closed-book question, with or without the title as `question_with_title` says."""
@@ -269,11 +300,15 @@ class KnowledgeQAReward(InnerLoopReward):
         self, model, tokenizer, title: str, questions: list[dict], score: str | None = None
     ) -> list[float]:
         """Per-question scores (`score`, default the reward's) of one `model`."""
-        if (score or self.score_kind) == "accuracy":
+        kind = score or self.score_kind
+        if kind == "accuracy":
             return self.score(model, tokenizer, title, questions)
-        prompts, answers, owners = self._answer_rows([(0, title, questions)], lambda slot, count: None)
+        rows = self._answer_rows if kind == "loglik" else self._contrast_rows
+        prompts, answers, owners = rows([(0, title, questions)], lambda slot, count: None)
         values = answer_logprobs(model, tokenizer, prompts, answers, self.eval_batch_size)
-        return _best_per_question(values, owners, [len(questions)])[0]
+        if kind == "loglik":
+            return _best_per_question(values, owners, [len(questions)])[0]
+        return specific_scores(_best_per_pair(values, owners, [len(questions)])[0])
 
     def score(self, model, tokenizer, title: str, questions: list[dict]) -> list[float]:
         """Per-question grades of `model` answering closed-book."""
@@ -310,6 +345,67 @@ class KnowledgeQAReward(InnerLoopReward):
                 owners += [(item, number)] * len(golds)
                 collect(slot, len(golds))
         return prompts, answers, owners
+
+
+    def _contrast_rows(self, items, collect) -> tuple[list[str], list[str], list[tuple[int, int, int]]]:
+        """`loglik_matrix_group`'s rows: every question's prompt with every distinct gold answer of every question of
+        its passage that shares no answer with it; owners are (item, question, answer's question)."""
+        prompts, answers, owners = [], [], []
+        for item, (slot, title, questions) in enumerate(items):
+            for number, other, golds in _contrast_rows(title, questions):
+                prompts += [self.question_prompt(title, questions[number]["question"])] * len(golds)
+                answers += golds
+                owners += [(item, number, other)] * len(golds)
+                collect(slot, len(golds))
+        return prompts, answers, owners
+
+
+def _contrast_rows(title: str, questions: Sequence[dict], where: str = "") -> list[tuple[int, int, list[str]]]:
+    """(question, answer's question, its distinct golds) for every pair whose answers differ after normalisation;
+    a ValueError naming the passage when a question has no gold answer or no other question to contrast with."""
+    passage = f"{where}: passage {title!r}" if where else f"Passage {title!r}"
+    golds = [_distinct_answers(q["answers"]) for q in questions]
+    keys = [{normalize_answer(a) for a in g} for g in golds]
+    pairs = []
+    for number, question in enumerate(questions):
+        if not golds[number]:
+            raise ValueError(f"{passage}: question {question['question']!r} has no gold answer; the loglik "
+                             "scores need one.")
+        others = [j for j in range(len(questions)) if j != number and golds[j] and not keys[j] & keys[number]]
+        if not others:
+            raise ValueError(f"{passage}: question {question['question']!r} has no other question with "
+                             "a different gold answer to contrast with; score='specific_loglik' needs "
+                             "passages of 2 or more questions with different answers (use score='loglik', or drop "
+                             "the passage).")
+        pairs += [(number, other, golds[other]) for other in [number, *others]]
+    return pairs
+
+
+def contrastable(questions: Sequence[dict]) -> bool:
+    """Whether `score="specific_loglik"` can score these questions: each has a gold answer and another question of
+    a different one."""
+    try:
+        _contrast_rows("", questions)
+    except ValueError:
+        return False
+    return True
+
+
+def specific_scores(matrix: Sequence[Sequence[float | None]]) -> list[float]:
+    """Per question i: matrix[i][i] minus the mean of matrix[i][j] over the other questions j (`None`s skipped)."""
+    scores = []
+    for i, row in enumerate(matrix):
+        others = [value for j, value in enumerate(row) if j != i and value is not None]
+        scores.append(row[i] - mean(others))
+    return scores
+
+
+def _best_per_pair(values, owners, counts) -> list[list[list[float | None]]]:
+    matrices: list[list[list[float | None]]] = [[[None] * count for _ in range(count)] for count in counts]
+    for value, (item, number, other) in zip(values, owners, strict=True):
+        current = matrices[item][number][other]
+        matrices[item][number][other] = value if current is None else max(current, value)
+    return matrices
 
 
 def _resolve_layout(layout: str | None, split_lines: bool | None, include_passage: bool) -> str:

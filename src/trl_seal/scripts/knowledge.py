@@ -33,7 +33,7 @@ from trl_seal.knowledge.evaluate import describe_comparison, generate_self_edits
 from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score
 from trl_seal.knowledge.plot import plot_results, read_self_edit_rows, round_rewards
 from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS, self_edit_dataset
-from trl_seal.knowledge.reward import KnowledgeQAReward
+from trl_seal.knowledge.reward import SCORES, KnowledgeQAReward
 from trl_seal.knowledge.score_log import ScoreLog
 from trl_seal.scripts.common import (
     RoundLog,
@@ -73,8 +73,9 @@ class KnowledgeArguments:
     answer_max_new_tokens: int = field(default=64, metadata={"help": "Closed-book answer length (paper: 64)."})
     reward_score: str = field(
         default="accuracy",
-        metadata={"help": "accuracy (graded greedy answers) or loglik (mean log-likelihood per token of the gold "
-                  "answers).", "choices": ["accuracy", "loglik"]},
+        metadata={"help": "accuracy (graded greedy answers), loglik (mean log-likelihood per token of the gold "
+                  "answers) or specific_loglik (loglik minus that of the passage's other questions' answers given "
+                  "the same question: cancels recital, docs/results.md 0h).", "choices": list(SCORES)},
     )
     reward_num_scorings: int = field(
         default=1, metadata={"help": "Inner loops per self-edit, with different seeds; the reward is their mean "
@@ -126,7 +127,8 @@ def knowledge_reward(script: KnowledgeArguments) -> KnowledgeQAReward:
 
 def reward_label(script: KnowledgeArguments) -> str:
     """What the reward of a sampled self-edit measures, in words (the figure's axis)."""
-    score = {"accuracy": f"accuracy ({script.grader})", "loglik": "gold-answer log-likelihood"}[script.reward_score]
+    score = {"accuracy": f"accuracy ({script.grader})", "loglik": "gold-answer log-likelihood",
+             "specific_loglik": "question-specific gold-answer log-likelihood"}[script.reward_score]
     baseline = {"base": " gain over the base model", "passage": " gain over the passage alone", "none": ""}
     return f"{score}{baseline[script.reward_baseline]}"
 

@@ -55,7 +55,9 @@ class RescoreArguments:
     )
     model: str | None = field(default=None, metadata={"help": "The policy the run started from; default: the run's."})
     grader: str = field(default="contained", metadata={"help": "Default: the run's.", "choices": list(GRADERS)})
-    reward_score: str = field(default="accuracy", metadata={"help": "accuracy or loglik; default: the run's."})
+    reward_score: str = field(
+        default="accuracy", metadata={"help": "accuracy, loglik or specific_loglik; default: the run's."}
+    )
     reward_baseline: str = field(default="base", metadata={"help": "base, passage or none; default: the run's."})
     reward_num_scorings: int = field(
         default=1, metadata={"help": "Inner loops behind one reward (one fresh scoring); default: the run's."}
@@ -255,7 +257,7 @@ def checkpoint_of_round(run_dir: str, round_index: int) -> str | None:
 
 def report(output_dir: str, records: list[dict], skipped: dict[int, int], args: RescoreArguments) -> None:
     stats = rescoring.round_statistics(records, skipped, args.bootstrap_draws, args.seed)
-    loglik = args.reward_score == "loglik"
+    loglik = args.reward_score != "accuracy"  # both log-likelihood scores read in nats per token
     table = rescoring.markdown_table(stats, loglik)
     sentences = "\n".join(rescoring.describe_round(s, loglik) for s in stats)
     text = (f"Self-edits of {args.run_dir} rescored {args.num_scorings} times each on fresh inner seeds (rewards in "
