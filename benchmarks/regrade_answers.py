@@ -4,7 +4,8 @@
 reads them back with the evaluated passages and grades each answer as `contained` (the default grader), SQuAD `f1`
 and `exact`, `recited` (the answer repeats >= 8 consecutive passage words), `unrecited` (contained without reciting),
 `mismatched` (contained graded against the passage's *other* questions) and `specific` (`contained` - `mismatched`),
-and shows the gold answers' mean log-likelihood per token that the evaluation kept beside them (`loglik`, nats).
+and shows the gold answers' mean log-likelihood per token that the evaluation kept beside them (`loglik`, nats)
+and, where it kept it (`--keep_specific_loglik`), the question-specific one (`specific_loglik`, nats).
 On SmolLM2-135M a passage-trained adapter answers by reciting the passage, and `contained` credits the recital
 (docs/results.md 0f); this says how much of a table that is. No model is run.
 
@@ -28,7 +29,8 @@ from study import interval, mean  # noqa: E402
 
 from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
 
-METRICS = ("contained", "f1", "exact", "recited", "unrecited", "mismatched", "specific", "loglik")
+METRICS = ("contained", "f1", "exact", "recited", "unrecited", "mismatched", "specific", "loglik", "specific_loglik")
+KEPT_METRICS = ("loglik", "specific_loglik")  # kept by the evaluation, in nats per token, not regraded
 
 
 def parse_args(argv=None):
@@ -39,13 +41,14 @@ def parse_args(argv=None):
     parser.add_argument("--reference", default="passage",
                         help="The condition every other is paired against; a comma list gives one paired column per "
                              "reference (e.g. 'passage,self_edits (model)').")
-    parser.add_argument("--metrics", default=",".join(METRICS), help=f"Comma list of {', '.join(METRICS)}.")
+    parser.add_argument("--metrics", default=None, help=f"Comma list of {', '.join(METRICS)} (default: all that the "
+                        "evaluation has).")
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.reference = [name.strip() for name in args.reference.split(",") if name.strip()]
-    args.metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
-    unknown = sorted(set(args.metrics) - set(METRICS))
+    args.metrics = [name.strip() for name in args.metrics.split(",") if name.strip()] if args.metrics else None
+    unknown = sorted(set(args.metrics or ()) - set(METRICS))
     if unknown:
         parser.error(f"unknown --metrics {unknown}; known: {list(METRICS)}")
     return args
@@ -62,8 +65,10 @@ def grade_answers(answers: list[str], passage) -> dict[str, float]:
     return {**grades, "mismatched": wrong, "specific": grades["contained"] - wrong}
 
 
-def per_passage(kept: dict, passages, logliks: dict | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """`{condition: {passage_id: {metric: value}}}`, each passage's value the mean over its adapters."""
+def per_passage(kept: dict, passages, logliks: dict | None = None,
+                specific_logliks: dict | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """`{condition: {passage_id: {metric: value}}}`, each passage's value the mean over its adapters (`logliks` and
+    `specific_logliks`: what `read_kept` read for those keys; a passage without them gets NaN)."""
     by_id = {p.passage_id: p for p in passages}
     table: dict[str, dict[str, dict[str, float]]] = {}
     for (condition, passage_id), adapters in kept.items():
@@ -71,8 +76,10 @@ def per_passage(kept: dict, passages, logliks: dict | None = None) -> dict[str, 
             raise ValueError(f"passage {passage_id} of the evaluation is not in --data; pass the file it evaluated.")
         graded = [grade_answers(answers, by_id[passage_id]) for answers in adapters if answers]
         if graded:
-            row = {m: mean([g[m] for g in graded]) for m in METRICS if m != "loglik"}
-            row["loglik"] = mean((logliks or {}).get((condition, passage_id)) or [])
+            row = {m: mean([g[m] for g in graded]) for m in METRICS if m not in KEPT_METRICS}
+            for metric, values in (("loglik", logliks), ("specific_loglik", specific_logliks)):
+                found = [v for v in (values or {}).get((condition, passage_id)) or [] if v is not None]
+                row[metric] = mean(found)
             table.setdefault(condition, {})[passage_id] = row
     return table
 
@@ -86,7 +93,7 @@ def markdown(table, references: list[str], draws: int, seed: int, metrics=METRIC
     for condition, rows in table.items():
         cells = []
         for metric in metrics:
-            scale, digits = (1, 2) if metric == "loglik" else (100, 1)
+            scale, digits = (1, 2) if metric in KEPT_METRICS else (100, 1)
             values = [row[metric] for row in rows.values() if row[metric] == row[metric]]
             cells.append(interval(mean(values), bootstrap_ci(values, draws, seed), scale, digits))
             for name in present:
@@ -107,10 +114,12 @@ def main(argv=None) -> dict:
     if not kept:
         raise ValueError(f"{args.eval_dir}: its scores kept no answers (evaluations before answers were kept); "
                          "run `trl-seal eval-knowledge` again.")
-    table = per_passage(kept, load_passages(args.data), read_kept(args.eval_dir, "loglik"))
-    print(f"Answers of {args.eval_dir} (% except loglik, nats per token; mean [95 % CI] over passages; 'vs': the "
-          "paired difference on the same passages):")
-    print(markdown(table, args.reference, args.draws, args.seed, args.metrics))
+    specific = read_kept(args.eval_dir, "specific_loglik")
+    table = per_passage(kept, load_passages(args.data), read_kept(args.eval_dir, "loglik"), specific)
+    metrics = args.metrics or [m for m in METRICS if m != "specific_loglik" or specific]
+    print(f"Answers of {args.eval_dir} (% except the logliks, nats per token; mean [95 % CI] over passages; 'vs': "
+          "the paired difference on the same passages):")
+    print(markdown(table, args.reference, args.draws, args.seed, metrics))
     return table
 
 

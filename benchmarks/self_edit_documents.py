@@ -26,11 +26,13 @@ What the grade credits. Every record also keeps the greedy answers themselves, a
 condition: `contained` (the library's default grader, the `accuracy` of the tables), SQuAD `f1` and `exact`, and
 `recited`: the share of answers that repeat >= 8 consecutive words of the passage verbatim. `unrecited` credits an
 answer only if it holds the gold answer without reciting the passage, and `loglik` is the mean log-probability per
-token of the gold answer (the library's `score="loglik"`). `recite_prefix` needs no model: the `contained` grade of
-answering every question with the passage's first `--answer_tokens` tokens, what a model that only learned to recite
-the passage's opening would score. `mismatched` grades each answer against the gold answers of the passage's *other*
-questions (what an answer that is not about its question earns), and `specific` = `contained` - `mismatched`: the
-credit an answer gets for its own question beyond what the same text earns for any question of the passage.
+token of the gold answer (the library's `score="loglik"`), `specific_loglik` that minus the mean log-probability of
+the passage's other questions' gold answers given the same question (`score="specific_loglik"`). `recite_prefix`
+needs no model: the `contained` grade of answering every question with the passage's first `--answer_tokens` tokens,
+what a model that only learned to recite the passage's opening would score. `mismatched` grades each answer against
+the gold answers of the passage's *other* questions (what an answer that is not about its question earns), and
+`specific` = `contained` - `mismatched`: the credit an answer gets for its own question beyond what the same text
+earns for any question of the passage.
 
     python benchmarks/self_edit_documents.py --study_results benchmarks/results/self_edit_formats/results.jsonl \
         --style implications --output_dir benchmarks/results/self_edit_documents
@@ -64,7 +66,7 @@ from trl_seal import InnerJob, adapted_groups  # noqa: E402
 from trl_seal.generation import chat_text  # noqa: E402
 from trl_seal.knowledge.grading import answer_contained, exact_match, f1_score, normalize_answer  # noqa: E402
 from trl_seal.knowledge.prompts import question_prompt, training_documents  # noqa: E402
-from trl_seal.knowledge.reward import KnowledgeQAReward  # noqa: E402
+from trl_seal.knowledge.reward import KnowledgeQAReward, contrastable, specific_scores  # noqa: E402
 from trl_seal.knowledge.stats import bootstrap_ci  # noqa: E402
 from trl_seal.sampling import derive_seed  # noqa: E402
 from trl_seal.types import TrainingExample  # noqa: E402
@@ -77,7 +79,9 @@ CHAT_CONDITIONS = ("qa chat",)
 QA_PAIR = re.compile(r"Q:\s*(.+?)\s*A:\s*(.+?)\s*(?=Q:|\Z)", re.S)
 ORACLES = ("oracle-qa", "oracle-answer-sentences", "oracle-qa-half")
 RECITED_WORDS = 8  # an answer that repeats this many consecutive passage words verbatim is recited
-ANSWER_METRICS = ("f1", "exact", "recited", "unrecited", "loglik")  # beside `accuracy` (contained), per condition
+# beside `accuracy` (contained), per condition
+ANSWER_METRICS = ("f1", "exact", "recited", "unrecited", "loglik", "specific_loglik")
+LOGLIK_METRICS = ("loglik", "specific_loglik")  # nats per token, not shares
 DERIVED_METRICS = ("mismatched", "specific")  # computed from the kept answers when the tables are made
 
 
@@ -186,12 +190,17 @@ def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed:
 def answer_metrics(reward, group, items, context: str) -> list[dict]:
     """Per item: its answers, their mean grade under each metric (see the module docstring) and the gold loglik."""
     answers = reward.answer_group(group, items)
-    logliks = reward.loglik_group(group, items)
+    if all(contrastable(questions) for _, _, questions in items):
+        matrices = reward.loglik_matrix_group(group, items)  # its diagonal is the plain loglik
+        logliks = [[row[i] for i, row in enumerate(matrix)] for matrix in matrices]
+        specific = [mean(specific_scores(matrix)) for matrix in matrices]
+    else:  # e.g. one graded question: no other answer to contrast with
+        logliks, specific = reward.loglik_group(group, items), [None] * len(items)
     results = []
-    for item_answers, item_loglik, (_, _, questions) in zip(answers, logliks, items, strict=True):
+    for item_answers, item_loglik, contrast, (_, _, questions) in zip(answers, logliks, specific, items, strict=True):
         grades = answer_grades(item_answers, questions, context, reward.grader)
         results.append({"answers": item_answers, "accuracy": grades.pop("contained"), "loglik": mean(item_loglik),
-                        **grades})
+                        "specific_loglik": contrast, **grades})
     return results
 
 
@@ -279,7 +288,7 @@ def metrics_markdown(records, args) -> str:
         for name in conditions_of(args):
             cells = []
             for metric, _ in names:
-                scale, digits = (1, 2) if metric == "loglik" else (100, 1)
+                scale, digits = (1, 2) if metric in LOGLIK_METRICS else (100, 1)
                 view = [{"accuracy": r[metric]} for r in records]
                 values = [v for v in (r[metric][protocol].get(name) for r in records) if v is not None]
                 cell = interval(mean(values), bootstrap_ci(values, args.draws, args.seed), scale, digits)

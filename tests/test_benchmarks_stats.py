@@ -1,5 +1,6 @@
 """Known-answer tests of the statistics behind the reward and format studies (trl_seal.knowledge.stats)."""
 
+import json
 import math
 import random
 
@@ -542,12 +543,13 @@ def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
     log = ScoreLog(str(tmp_path / "eval"), {"seed": 0})
     log.record("passage", [(passage_id, 1.0)], answers=[[[context, context]]], logliks=[[-3.0]])
     log.record("self-edits", [(passage_id, 1.0)], answers=[[["Oslo", "Bob"], ["Oslo", "no idea"]]],
-               logliks=[[-1.0, None]])
+               logliks=[[-1.0, None]], specific_logliks=[[0.5, None]])
     table = bench.main(["--eval_dir", str(tmp_path / "eval"), "--data", str(data), "--draws", "20"])
     recital, short = table["passage"][passage_id], table["self-edits"][passage_id]
     assert recital["contained"] == 1.0 and recital["recited"] == 1.0 and recital["specific"] == 0.0
     assert short["contained"] == 0.75 and short["specific"] == 0.75 and short["exact"] == 0.75, "2 adapters averaged"
     assert recital["loglik"] == -3.0 and short["loglik"] == -1.0, "a failed adapter's missing loglik is skipped"
+    assert short["specific_loglik"] == 0.5 and math.isnan(recital["specific_loglik"]), "kept by one condition only"
     text = bench.markdown(table, ["passage", "self-edits", "absent"], 20, 0, ["contained", "loglik"])
     header, _, passage_row, edits_row = text.splitlines()
     assert header == ("| condition | passages | contained | contained vs passage | contained vs self-edits | loglik | "
@@ -579,3 +581,31 @@ def test_routed_answering_times_one_group_against_the_base_model(tokenizer, tiny
     assert 0 < result["lora_bytes"] and result["base_bytes"] == 4 * sum(p.numel() for p in tiny_model.parameters())
     with pytest.raises(SystemExit):
         bench.parse_args(["--dtypes", "float64"])
+
+
+def test_rescored_agreement_reads_two_rescorings_of_the_same_self_edits(tmp_path):
+    bench = _benchmark("rescored_agreement")
+
+    def write(name, scorings):  # two contexts of three self-edits; the first of each kept
+        lines = []
+        for context in range(2):
+            for index in range(3):
+                fresh = scorings(context, index)
+                lines.append(json.dumps({"round": 0, "context": context, "index": index, "sha256": f"{context}{index}",
+                                         "kept": index == 0, "run_reward": float(index == 0), "fresh_rewards": fresh,
+                                         "fresh_mean": sum(fresh) / len(fresh)}))
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        return f"{name}={path}"
+
+    # "a": the kept self-edit is 1 above the others, scored twice with +-0.1 noise; "b": once, the reverse order
+    a = write("a", lambda c, i: [float(i == 0) + 0.1 * (-1) ** i, float(i == 0) - 0.1 * (-1) ** i + 0.05 * c])
+    b = write("b", lambda c, i: [-float(i == 0) + 0.01 * i])
+    text = bench.main(["--rescored", a, "--rescored", b, "--draws", "50"])
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 6 | 2 | +0.94" in rows["a"] and rows["a"].endswith("| +1.00 [+1.00, +1.00] |")
+    assert "| 6 | 1 | | | -1.01" in rows["b"], "one scoring: no test-retest, kept - discarded only"
+    assert rows["a vs b, means"].endswith("| -1.00 [-1.00, -1.00] |")
+    assert rows["the run's reward vs a"].split(" | ")[2].startswith("+1.00")
+    with pytest.raises(SystemExit, match="LABEL=PATH"):
+        bench.main(["--rescored", str(tmp_path / "a.jsonl")])

@@ -215,6 +215,9 @@ def test_eval_knowledge_resumes_from_its_output_folder(tmp_path, tokenizer, tiny
         main([*argv, "--self_edit_rows_per_call", "4"])
     header = json.loads((tmp_path / "out" / "scores.jsonl").read_text().splitlines()[0])
     assert "self_edit_rows_per_call" not in header["fingerprint"]["args"], "at its default, as logs before it"
+    assert "keep_specific_loglik" not in header["fingerprint"]["args"]
+    with pytest.raises(ValueError, match=r"p\.json: passage 'stone'.*no other question"):  # before any training
+        main([*argv, "--keep_specific_loglik", "true", "--resume", "false"])
     assert main([*argv, "--k", "2", "--resume", "false"]) == 0
 
 

@@ -206,3 +206,26 @@ def test_writing_stopped_midway_resumes_with_the_same_self_edits(tokenizer, tiny
             write(resume_from=evaluate.PartialSelfEdits(whole[:1]))
     with pytest.raises(ValueError, match="another passage list"):
         write(resume_from=evaluate.PartialSelfEdits(whole + whole, b""))
+
+
+def test_evaluation_keeps_the_question_specific_loglik_when_its_reward_scores_it(tmp_path, tokenizer):
+    from trl_seal.knowledge.score_log import ScoreLog, read_kept
+
+    two = load_passages([{"title": f"stone {i}", "context": "the secret is cloud",
+                          "questions": [{"question": "secret ?", "answer": "apple"},
+                                        {"question": "colour ?", "answer": "amber"}]} for i in range(2)])
+    edits = {"writer": [["apple"], ["river", "apple"]]}
+    for score, folder in (("specific_loglik", tmp_path / "kept"), ("accuracy", tmp_path / "plain")):
+        reward = KnowledgeQAReward(grader=exact_match, score=score)
+        run_conditions(FakeAdapter(tokenizer), two, reward, ["base", "passage", "writer"], edits,
+                       log=ScoreLog(str(folder), {"seed": 0}))
+    specific, logliks = (read_kept(str(tmp_path / "kept"), key) for key in ("specific_loglik", "loglik"))
+    assert set(specific) == set(logliks) and len(specific) == 3 * 2
+    assert [len(v) for v in specific.values()] == [len(v) for v in logliks.values()], "one value per adapter"
+    # the stand-in models favour one answer whatever the question: the plain loglik moves, the contrast stays 0
+    assert all(v == pytest.approx(0.0, abs=1e-6) for values in specific.values() for v in values)
+    assert len({round(v, 4) for values in logliks.values() for v in values}) > 1
+    assert read_kept(str(tmp_path / "plain"), "specific_loglik") == {}, "kept only when asked: it costs n x the rows"
+    plain = read_kept(str(tmp_path / "plain"), "loglik")
+    assert plain.keys() == logliks.keys() and all(plain[k] == pytest.approx(v) for k, v in logliks.items()), \
+        "the matrix's diagonal is the plain loglik"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ..types import InnerJob, TrainingExample, adapted_groups
 from .data import Passage
 from .prompts import self_edit_prompt, training_documents
-from .reward import KnowledgeQAReward, generate_answers, mean
+from .reward import KnowledgeQAReward, generate_answers, mean, specific_scores
 from .score_log import PartialSelfEdits, ScoreLog
 
 MATCHED_PASSAGE = "matched_passage"
@@ -35,14 +35,16 @@ SEEDED_CALLS_PER_SAVE = 4  # seeded writing: `generate` calls' worth of passages
 @dataclass
 class ConditionResult:
     """A condition's score per passage; `answers`, where kept, holds each passage's greedy answers (one list per
-    adapter, one answer per question) so that any grader can be checked against them later, and `logliks` the mean
-    log-likelihood per token of the gold answers (`KnowledgeQAReward(score="loglik")`'s score) of each adapter."""
+    adapter, one answer per question) so that any grader can be checked against them later, `logliks` the mean
+    log-likelihood per token of the gold answers (`KnowledgeQAReward(score="loglik")`'s score) of each adapter and,
+    when the evaluation's reward has `score="specific_loglik"`, `specific_logliks` that score of each adapter."""
 
     name: str
     per_passage: list[float]
     extra: dict = field(default_factory=dict)
     answers: list[list[list[str]]] | None = None
     logliks: list[list[float | None]] | None = None  # per passage and adapter: gold-answer loglik per token
+    specific_logliks: list[list[float | None]] | None = None  # the same, minus the other questions' answers
 
     def summary(self, reference: ConditionResult | None = None, draws: int = 2000, seed: int = 0) -> dict:
         low, high = bootstrap_ci(self.per_passage, draws, seed)
@@ -77,8 +79,10 @@ def evaluate_base(adapter, passages: Sequence[Passage], reward: KnowledgeQARewar
         answers = [reward.answers(base, adapter.tokenizer, p.title, _questions(p)) for p in passages]
         logliks = [[mean(reward.model_scores(base, adapter.tokenizer, p.title, _questions(p), score="loglik"))]
                    for p in passages]
+        specific = [[mean(reward.model_scores(base, adapter.tokenizer, p.title, _questions(p)))] for p in passages] \
+            if _keeps_specific(reward) else None
     scores = [mean(reward.grade(a, _questions(p))) for a, p in zip(answers, passages, strict=True)]
-    return ConditionResult("base", scores, answers=[[a] for a in answers], logliks=logliks)
+    return ConditionResult("base", scores, answers=[[a] for a in answers], logliks=logliks, specific_logliks=specific)
 
 
 def evaluate_documents(
@@ -94,22 +98,44 @@ def evaluate_documents(
     scores: list[list[float]] = [[] for _ in passages]
     kept: list[list[list[str]]] = [[] for _ in passages]
     logliks: list[list[float | None]] = [[] for _ in passages]
+    specific: list[list[float | None]] = [[] for _ in passages]
     for group in adapted_groups(adapter, jobs):
         trained = [(m, passages[owners[member.job_index]])
                    for m, member in enumerate(group.members) if not member.failure]
         items = [(m, p.title, _questions(p)) for m, p in trained]
-        answers, gold = reward.answer_group(group, items), reward.loglik_group(group, items) if items else []
-        graded = {m: (mean(reward.grade(a, _questions(p))), a, mean(g))
-                  for (m, p), a, g in zip(trained, answers, gold, strict=True)}
+        answers, (gold, contrast) = reward.answer_group(group, items), _gold_logliks(reward, group, items)
+        graded = {m: (mean(reward.grade(a, _questions(p))), a, g, c)
+                  for (m, p), a, g, c in zip(trained, answers, gold, contrast, strict=True)}
         for m, member in enumerate(group.members):
-            score, said, loglik = graded.get(m, (0.0, [], None))  # a failed inner loop scores 0 and says nothing
+            # a failed inner loop scores 0 and says nothing
+            score, said, loglik, contrasted = graded.get(m, (0.0, [], None, None))
             scores[owners[member.job_index]].append(score)
             kept[owners[member.job_index]].append(said)
             logliks[owners[member.job_index]].append(loglik)
+            specific[owners[member.job_index]].append(contrasted)
             if progress is not None:
                 progress()
     per_passage = len(jobs) / max(1, len(passages))
-    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": per_passage}, kept, logliks)
+    return ConditionResult(name, [mean(s) for s in scores], {"adapters_per_passage": per_passage}, kept, logliks,
+                           specific if _keeps_specific(reward) else None)
+
+
+def _keeps_specific(reward: KnowledgeQAReward) -> bool:
+    """Whether an evaluation keeps the question-specific loglik too: only when asked, since its question x answer
+    rows cost n times the plain loglik's for passages of n questions."""
+    return reward.score_kind == "specific_loglik"
+
+
+def _gold_logliks(reward, group, items) -> tuple[list[float], list[float | None]]:
+    """Per item: the mean gold-answer loglik and, when the evaluation keeps it, the mean question-specific loglik
+    (both from one question x answer matrix), else None."""
+    if not items:
+        return [], []
+    if not _keeps_specific(reward):
+        return [mean(g) for g in reward.loglik_group(group, items)], [None] * len(items)
+    matrices = reward.loglik_matrix_group(group, items)
+    return ([mean([row[i] for i, row in enumerate(m)]) for m in matrices],
+            [mean(specific_scores(m)) for m in matrices])
 
 
 def evaluate_passage_only(adapter, passages, reward, progress=None) -> ConditionResult:
@@ -473,7 +499,7 @@ def _logged_chunk(condition, passages, at: range, evaluate, log, progress) -> li
         found = [(score, result.extra) for score in result.per_passage]
         if log is not None:
             log.record(condition, [(i, score) for i, (score, _) in zip(ids, found, strict=True)], result.extra,
-                       answers=result.answers, logliks=result.logliks)
+                       answers=result.answers, logliks=result.logliks, specific_logliks=result.specific_logliks)
     elif progress is not None:
         for _ in range(round(found[0][1].get("adapters_per_passage", 0) * len(at))):
             progress()

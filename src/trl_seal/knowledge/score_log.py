@@ -96,13 +96,14 @@ class ScoreLog:
 
     def record(self, condition: str, rows: Sequence[tuple[str, float]], extra: dict | None = None,
                answers: Sequence[list[list[str]]] | None = None,
-               logliks: Sequence[list[float | None]] | None = None) -> None:
+               logliks: Sequence[list[float | None]] | None = None,
+               specific_logliks: Sequence[list[float | None]] | None = None) -> None:
         """Append the `(passage_id, score)` rows of one finished chunk in a single write, each with the chunk's
         `extra` (e.g. adapters per passage) and, when given, that passage's greedy answers and gold-answer
-        log-likelihoods (one entry per adapter): what the grade was given for, to check any grader against later
-        (`read_kept`)."""
+        log-likelihoods and question-specific log-likelihoods (one entry per adapter): what the grade was given for,
+        to check any grader against later (`read_kept`)."""
         extra = dict(extra or {})
-        kept = {"answers": answers, "loglik": logliks}
+        kept = {"answers": answers, "loglik": logliks, "specific_loglik": specific_logliks}
         for key, values in kept.items():
             if values is not None and len(values) != len(rows):
                 raise ValueError(f"{len(values)} {key} lists for {len(rows)} passages of {condition!r}: pass one "
@@ -166,8 +167,9 @@ class ScoreLog:
 
 def read_kept(folder: str, key: str = "answers") -> dict[tuple[str, str], list]:
     """What an evaluation in `folder` kept beside its grades, per adapter: `key="answers"`, the greedy answers
-    (`{(condition, passage_id): [answers of each adapter]}`), or `key="loglik"`, the gold answers' mean
-    log-likelihood per token.
+    (`{(condition, passage_id): [answers of each adapter]}`), `key="loglik"`, the gold answers' mean
+    log-likelihood per token, or `key="specific_loglik"`, that minus the other questions' answers' (kept when the
+    evaluation's reward scored `specific_loglik`).
 
     Example:
     ```python

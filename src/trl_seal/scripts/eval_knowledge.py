@@ -97,6 +97,13 @@ class EvalKnowledgeArguments:
                   "paper's), whole (one document beside the passage) or appended (the passage followed by the "
                   "self-edit, one document).", "choices": list(DOCUMENT_LAYOUTS)},
     )
+    keep_specific_loglik: bool = field(
+        default=False,
+        metadata={"help": "Also keep each adapter's question-specific gold-answer log-likelihood (its gold answers' "
+                  "minus the passage's other answers', given the same question: recital cancels out; "
+                  "`benchmarks/regrade_answers.py --metrics specific_loglik` reads it). Costs about n times the "
+                  "plain log-likelihood's forward rows for passages of n questions."},
+    )
     judge: str | None = field(
         default=None, metadata={"help": "Local model path for a yes/no LLM judge (overrides grader)."}
     )
@@ -142,7 +149,9 @@ def main(args: EvalKnowledgeArguments, inner_args: InnerArguments | None = None)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     reward = KnowledgeQAReward(grader=LLMJudge(args.judge) if args.judge else GRADERS[args.grader],
                                question_with_title=args.question_with_title,
-                               document_layout=args.self_edit_layout)
+                               document_layout=args.self_edit_layout,
+                               score="specific_loglik" if args.keep_specific_loglik else "accuracy")
+    reward.check_passages(passages, args.passages or "the embedded passages")
     inner_config = (inner_args or InnerArguments()).to_config()
     log = ScoreLog(args.output_dir, fingerprint(args, inner_config, passages, model.device), resume=args.resume)
     if len(log):
@@ -237,7 +246,7 @@ def select_passages(args: EvalKnowledgeArguments) -> list:
 
 # Fields added after logs were written, with the default that reproduces those runs: left out of the fingerprint at
 # that default, so a log written before the field existed still resumes.
-ADDED_LATER = {"self_edit_rows_per_call": None}
+ADDED_LATER = {"self_edit_rows_per_call": None, "keep_specific_loglik": False}
 
 
 def fingerprint(args: EvalKnowledgeArguments, inner_config, passages, device="cpu") -> dict:
