@@ -604,7 +604,8 @@ def test_rescored_agreement_reads_two_rescorings_of_the_same_self_edits(tmp_path
     text = bench.main(["--rescored", a, "--rescored", b, "--draws", "50"])
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert "| 6 | 2 | +0.94" in rows["a"] and rows["a"].endswith("| +1.00 [+1.00, +1.00] |")
-    assert "| 6 | 1 | | | -1.01" in rows["b"], "one scoring: no test-retest, kept - discarded only"
+    assert "| 6 | 1 | | | | -1.01" in rows["b"], "one scoring: no test-retest, kept - discarded only"
+    assert rows["a"].split(" | ")[5] == "+0.60 [+0.60, +0.60]", "best by scoring 1: 0.9 - 0.3 on 2"
     assert rows["a vs b, means"].endswith("| -1.00 [-1.00, -1.00] |")
     assert rows["the run's reward vs a"].split(" | ")[2].startswith("+1.00")
     with pytest.raises(SystemExit, match="LABEL=PATH"):
