@@ -72,10 +72,12 @@ from trl_seal.sampling import derive_seed  # noqa: E402
 from trl_seal.types import TrainingExample  # noqa: E402
 
 CONDITIONS = ("passage", "lines", "one document", "appended", "passage x2")
-# Opt-in through --conditions (not in the default set the earlier runs used): the passage plus the self-edit's
-# question/answer pairs as chat turns, each question asked as the grader asks it (title included), the answer its
-# trained completion (then the end-of-turn token): what the adapted model is tested on, in the form it is tested in.
-CHAT_CONDITIONS = ("qa chat",)
+# Opt-in through --conditions (not in the default set the earlier runs used). `qa chat`: the passage plus the
+# self-edit's question/answer pairs as chat turns, each question asked as the grader asks it (title included), the
+# answer its trained completion (then the end-of-turn token): what the adapted model is tested on, in the form it is
+# tested in. `passage appended x2`: the passage followed by itself in one document, the token control of `appended`
+# (as many steps as the passage alone, more tokens in each, none of them new).
+OPT_IN_CONDITIONS = ("qa chat", "passage appended x2")
 QA_PAIR = re.compile(r"Q:\s*(.+?)\s*A:\s*(.+?)\s*(?=Q:|\Z)", re.S)
 ORACLES = ("oracle-qa", "oracle-answer-sentences", "oracle-qa-half")
 RECITED_WORDS = 8  # an answer that repeats this many consecutive passage words verbatim is recited
@@ -93,19 +95,19 @@ def parse_args(argv=None):
     parser.add_argument("--style", default="implications",
                         help=f"Whose self-edits to cut: a style of that study, or an oracle ({', '.join(ORACLES)}).")
     parser.add_argument("--conditions", default=None,
-                        help=f"Comma-separated subset of {', '.join(CONDITIONS + CHAT_CONDITIONS)} (default: "
+                        help=f"Comma-separated subset of {', '.join(CONDITIONS + OPT_IN_CONDITIONS)} (default: "
                              f"{', '.join(CONDITIONS)}; passage always).")
     parser.add_argument("--passages_as", default=None,
                         help="Measure the passages the run in this folder froze (its config.json's study_indices).")
     args = parser.parse_args(argv)
     if args.conditions is not None:
         chosen = [name.strip() for name in args.conditions.split(",") if name.strip()]
-        unknown = sorted(set(chosen) - set(CONDITIONS + CHAT_CONDITIONS))
+        unknown = sorted(set(chosen) - set(CONDITIONS + OPT_IN_CONDITIONS))
         if unknown or "passage" not in chosen:
-            parser.error(f"--conditions {args.conditions!r}: choose from {', '.join(CONDITIONS + CHAT_CONDITIONS)}, "
+            parser.error(f"--conditions {args.conditions!r}: choose from {', '.join(CONDITIONS + OPT_IN_CONDITIONS)}, "
                          "passage included "
                          "(every cut is paired against it).")
-        args.conditions = [name for name in CONDITIONS + CHAT_CONDITIONS if name in chosen]
+        args.conditions = [name for name in CONDITIONS + OPT_IN_CONDITIONS if name in chosen]
     return args
 
 
@@ -151,15 +153,17 @@ def graded_passage(style: str, passage):
 def documents(condition: str, title: str, context: str, self_edit: str,
               chat: list[TrainingExample] = ()) -> list[TrainingExample]:
     """The condition's documents: the library's layouts (`DOCUMENT_LAYOUTS`), the two passage-only controls, and
-    `qa chat` (the passage plus `chat`)."""
+    `qa chat` (the passage plus `chat`) and `passage appended x2` (the passage appended to itself)."""
     if condition == "qa chat":
         return [*training_documents(title, context, ""), *chat]
+    if condition == "passage appended x2":
+        return training_documents(title, context, context, "appended")
     layouts = {"lines": "lines", "one document": "whole", "appended": "appended"}
     if condition in layouts:
         return training_documents(title, context, self_edit, layouts[condition])
     if condition in ("passage", "passage x2"):
         return training_documents(title, context, "") * (2 if condition == "passage x2" else 1)
-    raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS + CHAT_CONDITIONS}")
+    raise ValueError(f"unknown condition {condition!r}; choose from {CONDITIONS + OPT_IN_CONDITIONS}")
 
 
 def measure_passage(adapter, rewards, index: int, passage, self_edit: str, seed: int,

@@ -610,3 +610,12 @@ def test_rescored_agreement_reads_two_rescorings_of_the_same_self_edits(tmp_path
     assert rows["the run's reward vs a"].split(" | ")[2].startswith("+1.00")
     with pytest.raises(SystemExit, match="LABEL=PATH"):
         bench.main(["--rescored", str(tmp_path / "a.jsonl")])
+
+
+def test_self_edit_documents_token_control_of_appended_is_the_passage_appended_to_itself():
+    bench = _benchmark("self_edit_documents")
+    args = bench.parse_args(["--conditions", "passage,appended,passage appended x2"])
+    assert args.conditions == ["passage", "appended", "passage appended x2"]
+    twice = bench.documents("passage appended x2", "T", "Alpha beta.", "a self-edit it ignores")
+    appended = bench.documents("appended", "T", "Alpha beta.", "Alpha beta.")
+    assert [d.completion for d in twice] == [d.completion for d in appended] == ["T\nAlpha beta.\nAlpha beta."]
