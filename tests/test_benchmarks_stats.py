@@ -619,3 +619,28 @@ def test_self_edit_documents_token_control_of_appended_is_the_passage_appended_t
     twice = bench.documents("passage appended x2", "T", "Alpha beta.", "a self-edit it ignores")
     appended = bench.documents("appended", "T", "Alpha beta.", "Alpha beta.")
     assert [d.completion for d in twice] == [d.completion for d in appended] == ["T\nAlpha beta.\nAlpha beta."]
+
+
+def test_reuse_self_edits_lets_eval_knowledge_score_recorded_self_edits_under_new_settings(tmp_path, tokenizer,
+                                                                                          tiny_model, capsys):
+    from test_cli import _model_and_passages
+
+    from trl_seal.cli import main
+
+    bench = _benchmark("reuse_self_edits")
+    model_dir = _model_and_passages(tmp_path, tiny_model, tokenizer, 2)
+    common = ["--model", str(model_dir), "--passages", str(tmp_path / "p.json"), "--max_new_tokens", "4",
+              "--inner_r", "4", "--inner_lora_alpha", "8", "--inner_num_epochs", "1"]
+    assert main(["eval-knowledge", *common, "--conditions", "self_edits", "--output_dir", str(tmp_path / "a")]) == 0
+    written = json.loads((tmp_path / "a" / "self_edits.json").read_text())
+    again = [*common, "--conditions", "passage,self_edits", "--output_dir", str(tmp_path / "b")]
+    bench.main(["--from_dir", str(tmp_path / "a"), "--", *again])
+    capsys.readouterr()
+    assert main(["eval-knowledge", *again]) == 0
+    printed = capsys.readouterr()
+    assert "writing self-edits" not in printed.err, "the recorded self-edits are used, none written"
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["self_edits"] == written
+    with pytest.raises(SystemExit, match="already holds a score log"):
+        bench.main(["--from_dir", str(tmp_path / "a"), "--", *again])
+    with pytest.raises(SystemExit, match="the new run evaluates 1"):
+        bench.main(["--from_dir", str(tmp_path / "a"), "--", *again[:-1], str(tmp_path / "c"), "--num_passages", "1"])
