@@ -109,6 +109,15 @@ def test_appended_squad_recipe_changes_only_layout_and_baseline():
                    for name in ("cpu_smollm2_squad_appended", "cpu_smollm2_squad_loglik")]
     assert {k for k in evaluations[0] if evaluations[0][k] != evaluations[1][k]} == {"output_dir", "passages"}
     assert evaluations[1]["output_dir"] == f"{loglik['output_dir']}/eval"
+    # the specific variant is the loglik one with the reward's score changed (docs/results.md 0h), and its table keeps
+    # that score per adapter
+    specific = yaml.safe_load((folder / "cpu_smollm2_squad_specific.yaml").read_text())
+    changed = {key for key in loglik.keys() | specific.keys() if loglik.get(key) != specific.get(key)}
+    assert changed == {"reward_score", "output_dir", "passages"} and specific["reward_score"] == "specific_loglik"
+    kept = yaml.safe_load((folder / "cpu_smollm2_squad_specific_eval.yaml").read_text())
+    assert {k for k in kept.keys() | evaluations[1].keys() if kept.get(k) != evaluations[1].get(k)} == {
+        "output_dir", "passages", "keep_specific_loglik"} and kept["keep_specific_loglik"] is True
+    assert kept["output_dir"] == f"{specific['output_dir']}/eval"
 
 
 def test_paper_recipes_hold_the_paper_protocol():

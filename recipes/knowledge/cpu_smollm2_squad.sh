@@ -7,8 +7,9 @@
 #   SQUAD=<squad passages json> OUT=<folder> bash recipes/knowledge/cpu_smollm2_squad.sh
 # RECIPE names the pair of yamls it runs: cpu_smollm2_squad (the paper's layout and reward, the default),
 # cpu_smollm2_squad_appended (self-edits appended to the passage, reward = accuracy gain over the passage alone) or
-# cpu_smollm2_squad_loglik (the same, reward = gold-answer log-likelihood gain over the passage alone); each
-# <RECIPE>.yaml has its <RECIPE>_eval.yaml, and OUT defaults to outputs/seal_squad[_appended|_loglik].
+# cpu_smollm2_squad_loglik (the same, reward = gold-answer log-likelihood gain over the passage alone) or
+# cpu_smollm2_squad_specific (the same, reward = question-specific log-likelihood gain, docs/results.md 0h); each
+# <RECIPE>.yaml has its <RECIPE>_eval.yaml, and OUT defaults to outputs/seal_squad[_appended|_loglik|_specific].
 # TRAIN_ARGS / EVAL_ARGS / SPLIT_ARGS add flags to the three commands (a quick check of the whole path:
 #   SPLIT_ARGS="--num_train 2 --num_eval 2" TRAIN_ARGS="--num_train_passages 2 --contexts_per_round 2
 #   --inner_num_epochs 1 --max_completion_length 32 --gradient_accumulation_steps 5" EVAL_ARGS="--inner_num_epochs 1"
@@ -35,6 +36,7 @@ fi
 cat "$OUT/eval/results.md"
 # the table regraded from the answers the evaluation kept: F1, exact, recital, the passage's other questions and the
 # gold answers' log-likelihood (the loglik recipe's own score; docs/results.md 0f says why `contained` is not enough)
+# and, where the evaluation kept it, the question-specific one (the specific recipe's score, 0h)
 python "$HERE/../../benchmarks/regrade_answers.py" --eval_dir "$OUT/eval" --data "$OUT/split/eval.json" \
     > "$OUT/eval/regraded.md"
 cat "$OUT/eval/regraded.md"
