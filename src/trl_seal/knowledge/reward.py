@@ -141,7 +141,7 @@ class KnowledgeQAReward(InnerLoopReward):
         contrasted (a question without another of a different answer), naming `source` and the passage."""
         if self.score_kind == "specific_loglik":
             for passage in passages:
-                _contrast_rows(passage.title, passage.question_rows(), where=source)
+                _contrast_pairs(passage.title, passage.question_rows(), where=source)
 
     # ------------------------------------------------------------------------------------------ jobs
     def scoring_seeds(self, seed: int) -> list[int]:
@@ -346,13 +346,12 @@ class KnowledgeQAReward(InnerLoopReward):
                 collect(slot, len(golds))
         return prompts, answers, owners
 
-
     def _contrast_rows(self, items, collect) -> tuple[list[str], list[str], list[tuple[int, int, int]]]:
         """`loglik_matrix_group`'s rows: every question's prompt with every distinct gold answer of every question of
         its passage that shares no answer with it; owners are (item, question, answer's question)."""
         prompts, answers, owners = [], [], []
         for item, (slot, title, questions) in enumerate(items):
-            for number, other, golds in _contrast_rows(title, questions):
+            for number, other, golds in _contrast_pairs(title, questions):
                 prompts += [self.question_prompt(title, questions[number]["question"])] * len(golds)
                 answers += golds
                 owners += [(item, number, other)] * len(golds)
@@ -360,7 +359,7 @@ class KnowledgeQAReward(InnerLoopReward):
         return prompts, answers, owners
 
 
-def _contrast_rows(title: str, questions: Sequence[dict], where: str = "") -> list[tuple[int, int, list[str]]]:
+def _contrast_pairs(title: str, questions: Sequence[dict], where: str = "") -> list[tuple[int, int, list[str]]]:
     """(question, answer's question, its distinct golds) for every pair whose answers differ after normalisation;
     a ValueError naming the passage when a question has no gold answer or no other question to contrast with."""
     passage = f"{where}: passage {title!r}" if where else f"Passage {title!r}"
@@ -385,7 +384,7 @@ def contrastable(questions: Sequence[dict]) -> bool:
     """Whether `score="specific_loglik"` can score these questions: each has a gold answer and another question of
     a different one."""
     try:
-        _contrast_rows("", questions)
+        _contrast_pairs("", questions)
     except ValueError:
         return False
     return True
