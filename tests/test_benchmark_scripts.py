@@ -544,3 +544,38 @@ def test_reuse_self_edits_lets_eval_knowledge_score_recorded_self_edits_under_ne
         bench.main(["--from_dir", str(tmp_path / "a"), "--", *again])
     with pytest.raises(SystemExit, match="the new run evaluates 1"):
         bench.main(["--from_dir", str(tmp_path / "a"), "--", *again[:-1], str(tmp_path / "c"), "--num_passages", "1"])
+
+
+def test_reuse_self_edits_carries_scores_only_between_evaluations_that_measure_alike(tmp_path, tokenizer, tiny_model,
+                                                                                     capsys):
+    from test_cli import _model_and_passages
+
+    from trl_seal.cli import main
+
+    bench = _benchmark("reuse_self_edits")
+    model_dir = _model_and_passages(tmp_path, tiny_model, tokenizer, 2)
+    common = ["--model", str(model_dir), "--passages", str(tmp_path / "p.json"), "--max_new_tokens", "4",
+              "--inner_r", "4", "--inner_lora_alpha", "8", "--inner_num_epochs", "1"]
+    assert main(["eval-knowledge", *common, "--conditions", "passage,self_edits", "--output_dir",
+                 str(tmp_path / "a")]) == 0
+
+    def rows(folder):
+        return [json.loads(line) for line in (tmp_path / folder / "scores.jsonl").read_text().splitlines()]
+
+    new = [*common, "--conditions", "base,passage,self_edits", "--output_dir", str(tmp_path / "b")]
+    bench.main(["--from_dir", str(tmp_path / "a"), "--carry_scores", "passage,self_edits", "--", *new])
+    assert rows("b")[1:] == rows("a")[1:], "every carried row as the old log recorded it"
+    assert main(["eval-knowledge", *new]) == 0
+    measured = [(row["condition"], row["passage_id"]) for row in rows("b")[1:]]
+    assert len(measured) == len(set(measured)) == 6, "only base measured: no carried score measured again"
+    assert {condition for condition, _ in measured[4:]} == {"base"}
+
+    with pytest.raises(SystemExit, match="other settings \\(inner_config\\)"):
+        bench.main(["--from_dir", str(tmp_path / "a"), "--carry_scores", "passage", "--", *new[:-1],
+                    str(tmp_path / "c"), "--inner_num_epochs", "2"])
+    with pytest.raises(SystemExit, match="no such condition"):
+        bench.main(["--from_dir", str(tmp_path / "a"), "--carry_scores", "self_edits (model)", "--", *new[:-1],
+                    str(tmp_path / "d")])
+    with pytest.raises(SystemExit, match="holds no scores of 'base'"):
+        bench.main(["--from_dir", str(tmp_path / "a"), "--carry_scores", "base", "--", *new[:-1],
+                    str(tmp_path / "e")])
