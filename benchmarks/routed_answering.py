@@ -8,7 +8,9 @@ passages' questions routed, then the base model answers the very same prompts wi
 answers are timed two ways: each batch's rows in length order (as before 2026-12-02: the adapters interleave, so every
 adapted layer runs a pair of small matmuls per run of rows), and grouped by adapter within each batch
 (`row_adapters`, what the rewards do now: one pair per adapter); it prints the runs per batch and how many answers
-the two orders share, and times the gold answers' teacher-forced log-likelihoods (the loglik reward) both ways too.
+the two orders share, and times the gold answers' teacher-forced log-likelihoods (the loglik reward) both ways too,
+and the two continuous rewards' scoring of the whole group, `loglik` against `specific_loglik` (whose question x
+answer rows are n times as many for passages of n questions), each beside the group's training time.
 It also prints the bytes a decode step streams: the resident copy's weights, plus every
 slot's float32 LoRA weights, which each routed step reads however few rows a slot has.
 
@@ -91,6 +93,7 @@ def measure(args, model, tokenizer, dtype: str) -> dict:
             raise RuntimeError(f"the adapters came in groups of {len(group.members)}, not one group of "
                                f"{len(items)}: lower --adapters (memory)")
         routed = time_routed(result, group, tokenizer, prompts, golds, jobs_of_rows, args.max_new_tokens, batch)
+        time_reward_scores(result, reward, group, items)
         start = time.perf_counter()
         base = generate_answers(adapter.model, tokenizer, prompts, args.max_new_tokens, batch)
         result["base"] = time.perf_counter() - start
@@ -124,6 +127,19 @@ def time_routed(result: dict, group, tokenizer, prompts, golds, jobs_of_rows, ma
     return answers["grouped"]
 
 
+def time_reward_scores(result: dict, reward, group, items, repeats: int = 2) -> None:
+    """Seconds the group's `loglik` and `specific_loglik` rewards take to score every member's questions (ABBA,
+    after a warm-up), into `result["score_loglik"]` and `result["score_specific_loglik"]`."""
+    scored = [(m, items[member.job_index]["title"], items[member.job_index]["questions"])
+              for m, member in enumerate(group.members)]
+    arms = {"score_loglik": reward.loglik_group, "score_specific_loglik": reward.specific_loglik_group}
+    arms["score_loglik"](group, scored)
+    for arm in ("score_loglik", "score_specific_loglik", "score_specific_loglik", "score_loglik") * repeats:
+        start = time.perf_counter()
+        arms[arm](group, scored)
+        result[arm] = result.get(arm, 0.0) + (time.perf_counter() - start) / (2 * repeats)
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -148,6 +164,10 @@ def main(argv=None):
         print(f"{'':>9} gold-answer loglik, same rows (5 ABBA pairs): by length {r['loglik_by_length']:.3f} s, "
               f"grouped {r['loglik_grouped']:.3f} s, {r['loglik_by_length'] / r['loglik_grouped']:.2f}x; "
               f"largest difference {r['loglik_gap']:.1e} nats/token", flush=True)
+        print(f"{'':>9} the group's reward scores (2 ABBA pairs): loglik {r['score_loglik']:.2f} s "
+              f"({r['score_loglik'] / r['train']:.1%} of its training), specific_loglik "
+              f"{r['score_specific_loglik']:.2f} s ({r['score_specific_loglik'] / r['train']:.1%}), "
+              f"{r['score_specific_loglik'] / r['score_loglik']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -469,12 +469,13 @@ def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
 
 def test_routed_answering_times_one_group_against_the_base_model(tokenizer, tiny_model):
     bench = _benchmark("routed_answering")
-    args = bench.parse_args(["--adapters", "2", "--epochs", "1", "--lines", "2", "--questions", "1",
+    args = bench.parse_args(["--adapters", "2", "--epochs", "1", "--lines", "2", "--questions", "2",
                              "--max_new_tokens", "2", "--threads", "1", "--dtypes", "float32"])
     result = bench.measure(args, tiny_model, tokenizer, "float32")
-    assert result["rows"] == 2 and result["train"] > 0 and result["base"] > 0
-    assert result["by_length"] > 0 and result["grouped"] > 0 and result["same"] == 2  # float32: order changes nothing
-    assert len(result["answer_tokens"]) == 4  # each prompt answered routed and by the base model
+    assert result["rows"] == 4 and result["train"] > 0 and result["base"] > 0
+    assert result["by_length"] > 0 and result["grouped"] > 0 and result["same"] == 4  # float32: order changes nothing
+    assert len(result["answer_tokens"]) == 8  # each prompt answered routed and by the base model
+    assert result["score_loglik"] > 0 and result["score_specific_loglik"] > 0  # both rewards timed on the group
     assert result["runs"][True] <= result["runs"][False]
     assert result["loglik_by_length"] > 0 and result["loglik_grouped"] > 0 and result["loglik_gap"] < 1e-4
     # the resident copy is the float32 policy; every slot's LoRA weights come on top of it
