@@ -29,6 +29,14 @@ trl-seal knowledge --config "$HERE/$RECIPE.yaml" --passages "$OUT/split/train.js
 
 # the round-1 policy is the first round checkpoint; the final policy is saved in $OUT itself
 ROUND1=$(ls -d "$OUT"/checkpoint-* | sort -t- -k2 -n | head -n 1)
+# CARRY_FROM=<an earlier evaluation's folder, same settings and passages> reuses its scores of the passage alone and
+# of the untrained writer's self-edits: only the trained writers' adapters are trained (reuse_self_edits.py says when
+# two evaluations measure alike, and refuses otherwise)
+if [ -n "${CARRY_FROM:-}" ] && [ ! -f "$OUT/eval/scores.jsonl" ]; then
+    python "$HERE/../../benchmarks/reuse_self_edits.py" --from_dir "$CARRY_FROM" \
+        --carry_scores "passage,self_edits (model)" -- --config "$HERE/${RECIPE}_eval.yaml" \
+        --passages "$OUT/split/eval.json" --self_edit_model "model,$ROUND1,$OUT" --output_dir "$OUT/eval" ${EVAL_ARGS:-}
+fi
 if [ ! -f "$OUT/eval/results.json" ]; then
     trl-seal eval-knowledge --config "$HERE/${RECIPE}_eval.yaml" --passages "$OUT/split/eval.json" \
         --self_edit_model "model,$ROUND1,$OUT" --output_dir "$OUT/eval" ${EVAL_ARGS:-}
