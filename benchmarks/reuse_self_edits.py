@@ -61,6 +61,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{args.output_dir} already holds a score log: pass a new --output_dir.")
     header = {"fingerprint": fingerprint(args, inner.to_config(), passages, "cpu")}
     carried = _carried_rows(ours, header["fingerprint"], _condition_names(args)) if ours.carry_scores else []
+    unwritten = sorted({row["condition"] for row in carried if row["condition"].startswith("self_edits")} - set(saved))
+    if unwritten:  # the new run would write other self-edits for them than those the carried scores measured
+        raise SystemExit(f"{source} lacks the self-edits behind the carried scores of {unwritten}: carry only writers "
+                         "whose self-edits that folder recorded.")
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, SCORES_FILE), "w", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(row) + "\n" for row in [header, *carried]))
