@@ -580,3 +580,7 @@ def test_reuse_self_edits_carries_scores_only_between_evaluations_that_measure_a
     with pytest.raises(SystemExit, match="holds no scores of 'base'"):
         bench.main(["--from_dir", str(tmp_path / "a"), "--carry_scores", "base", "--", *new[:-1],
                     str(tmp_path / "e")])
+    (tmp_path / "a" / "self_edits.json").write_text("{}")
+    with pytest.raises(SystemExit, match="lacks the self-edits behind the carried scores of \\['self_edits'\\]"):
+        bench.main(["--from_dir", str(tmp_path / "a"), "--carry_scores", "self_edits", "--", *new[:-1],
+                    str(tmp_path / "f")])
