@@ -35,7 +35,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 from trl_seal.knowledge.score_log import SCORES_FILE, SELF_EDITS_FILE  # noqa: E402
-from trl_seal.scripts.eval_knowledge import fingerprint, make_parser, select_passages  # noqa: E402
+from trl_seal.scripts.eval_knowledge import (  # noqa: E402
+    fingerprint,
+    make_parser,
+    select_passages,
+    writer_conditions,
+)
 
 
 def main(argv=None) -> dict:
@@ -113,8 +118,7 @@ def _carried_rows(ours, new: dict, new_names: list[str]) -> list[dict]:
 
 def _condition_names(args) -> list[str]:
     """The conditions as the new run will name them (one `self_edits (<writer>)` per writer when there are several)."""
-    writers = [w.strip() for w in (args.self_edit_model or "model").split(",") if w.strip()] or ["model"]
-    names = ["self_edits"] if len(writers) == 1 else [f"self_edits ({writer})" for writer in writers]
+    names = list(writer_conditions(args.self_edit_model))
     return [name for c in args.conditions.split(",") if c.strip()
             for name in (names if c.strip() == "self_edits" else [c.strip()])]
 

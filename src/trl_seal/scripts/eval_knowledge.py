@@ -261,18 +261,23 @@ def fingerprint(args: EvalKnowledgeArguments, inner_config, passages, device="cp
     return {"args": settings, "inner_config": inner, "passages": [p.passage_id for p in passages]}
 
 
+def writer_conditions(self_edit_model: str | None) -> dict[str, str]:
+    """Each writer of `--self_edit_model` keyed by its condition's name: `self_edits` for one writer,
+    `self_edits (<writer>)` for several."""
+    writers = [w.strip() for w in (self_edit_model or "model").split(",") if w.strip()] or ["model"]
+    if len(set(writers)) < len(writers):
+        raise ValueError(f"self_edit_model lists a writer twice ({self_edit_model}): name each once.")
+    return {("self_edits" if len(writers) == 1 else f"self_edits ({writer})"): writer for writer in writers}
+
+
 def writer_self_edits(args: EvalKnowledgeArguments, model, tokenizer, passages,
                       log: ScoreLog | None = None) -> dict[str, list[list[str]]]:
     """Self-edits of every writer in --self_edit_model (same passages, styles and seed), keyed by condition name:
     `self_edits` for one writer, `self_edits (<writer>)` for several. With a `log`, a writer's self-edits are saved
     as they are written (passage by passage) and read back by a resumed run, which goes on where the writing
     stopped."""
-    writers = [w.strip() for w in (args.self_edit_model or "model").split(",") if w.strip()] or ["model"]
-    if len(set(writers)) < len(writers):
-        raise ValueError(f"self_edit_model lists a writer twice ({args.self_edit_model}): name each once.")
     sources = {}
-    for writer in writers:
-        name = "self_edits" if len(writers) == 1 else f"self_edits ({writer})"
+    for name, writer in writer_conditions(args.self_edit_model).items():
         saved = log.self_edits(name) if log is not None else None
         if saved is not None:
             sources[name] = saved
