@@ -18,7 +18,7 @@ each adapter's seed is its self-edit's index within its passage, so a carried sc
         --output_dir outputs/eval_specific
     trl-seal eval-knowledge <the same arguments after -->
 
-    # a new writer against the scores already measured (docs/results.md 0h):
+    # a new writer against the scores already measured (docs/results.md 0i):
     python benchmarks/reuse_self_edits.py --from_dir outputs/eval_specific \
         --carry_scores "passage,self_edits (model)" -- \
         --config recipes/knowledge/cpu_smollm2_squad_specific_eval.yaml \
