@@ -84,6 +84,16 @@ def main(argv=None) -> dict:
 MAY_DIFFER = ("conditions", "self_edit_model", "passages")
 
 
+def differing_settings(old: dict, new: dict, may_differ=MAY_DIFFER, compare_passages: bool = True) -> list[str]:
+    """The settings two score logs' fingerprints set differently: every `args` field but `may_differ`, every other
+    top-level key (the inner loop's config; the passage ids unless `compare_passages` is false)."""
+    old_args, new_args = old.get("args", {}), new.get("args", {})
+    differ = sorted(key for key in set(old_args) | set(new_args)
+                    if key not in may_differ and old_args.get(key) != new_args.get(key))
+    skip = {"args", *(() if compare_passages else ("passages",))}
+    return differ + sorted(key for key in set(old) | set(new) if key not in skip and old.get(key) != new.get(key))
+
+
 def _carried_rows(ours, new: dict, new_names: list[str]) -> list[dict]:
     """The old log's rows of the `--carry_scores` conditions on the new run's passages, after checking that a score
     depends on nothing the two runs set differently."""
@@ -92,10 +102,7 @@ def _carried_rows(ours, new: dict, new_names: list[str]) -> list[dict]:
         raise SystemExit(f"{path}: no recorded scores to carry; drop --carry_scores or pass an eval-knowledge folder.")
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
-    old = json.loads(lines[0])["fingerprint"]
-    differ = sorted(key for key in set(old["args"]) | set(new["args"])
-                    if key not in MAY_DIFFER and old["args"].get(key) != new["args"].get(key))
-    differ += [key for key in ("inner_config", "passages") if old[key] != new[key]]
+    differ = differing_settings(json.loads(lines[0])["fingerprint"], new, MAY_DIFFER)
     if differ:
         raise SystemExit(f"{path} was scored with other settings ({', '.join(differ)}): its scores are not what the "
                          "new run would measure. Drop --carry_scores, or match those settings.")

@@ -467,6 +467,45 @@ def test_regrade_answers_reads_an_evaluations_kept_answers(tmp_path):
         bench.main(["--eval_dir", str(tmp_path / "old"), "--data", str(data)])
 
 
+def test_regrade_answers_pools_evaluations_of_disjoint_passages_measured_alike(tmp_path):
+    """Two evaluations of different passages pool into one table; a reference that only one of them ran is paired
+    over its passages and says so; overlapping passages or other settings are refused."""
+    import json
+
+    from trl_seal.knowledge.data import load_passages
+    from trl_seal.knowledge.score_log import ScoreLog
+
+    bench = _benchmark("regrade_answers")
+    files, ids = [], []
+    for index, city in enumerate(["Oslo", "Rome"]):
+        questions = [{"question": "Where?", "answers": [city]}, {"question": "Who?", "answers": [f"Ann{index}"]}]
+        files.append(tmp_path / f"passages{index}.json")
+        files[-1].write_text(json.dumps([{"title": f"T{index}", "context": f"Ann{index} lives in {city}.",
+                                          "questions": questions}]))
+        ids.append(load_passages(str(files[-1]))[0].passage_id)
+    first = ScoreLog(str(tmp_path / "first"), {"seed": 0})
+    first.record("passage", [(ids[0], 0.5)], answers=[[["no", "Ann0"]]], logliks=[[-2.0]])
+    first.record("writer", [(ids[0], 1.0)], answers=[[["Oslo", "Ann0"]]], logliks=[[-1.0]])
+    second = ScoreLog(str(tmp_path / "second"), {"seed": 0})  # a new writer's evaluation of new passages: no passage
+    second.record("writer", [(ids[1], 0.0)], answers=[[["no", "no"]]], logliks=[[-3.0]])
+    pooled = ["--eval_dir", str(tmp_path / "first"), "--eval_dir", str(tmp_path / "second"),
+              "--data", str(files[0]), "--data", str(files[1]), "--draws", "20", "--metrics", "contained"]
+    table = bench.main(pooled)
+    assert set(table["writer"]) == set(ids) and set(table["passage"]) == {ids[0]}
+    text = bench.markdown(table, ["passage"], 20, 0, ["contained"])
+    writer_row = text.splitlines()[-1]
+    assert writer_row.startswith("| writer | 2 | 50.0") and "+50.0 [+50.0, +50.0] (n = 1)" in writer_row
+    with pytest.raises(ValueError, match="disjoint passages"):
+        bench.main(["--eval_dir", str(tmp_path / "first"), "--eval_dir", str(tmp_path / "first"),
+                    "--data", str(files[0]), "--data", str(files[0])])
+    ScoreLog(str(tmp_path / "other"), {"seed": 1}).record("writer", [(ids[1], 0.0)], answers=[[["no", "no"]]])
+    with pytest.raises(ValueError, match=r"other settings than .*\(seed\)"):
+        bench.main(["--eval_dir", str(tmp_path / "first"), "--eval_dir", str(tmp_path / "other"),
+                    "--data", str(files[0]), "--data", str(files[1])])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--eval_dir", "a", "--eval_dir", "b", "--data", "x.json"])
+
+
 def test_routed_answering_times_one_group_against_the_base_model(tokenizer, tiny_model):
     bench = _benchmark("routed_answering")
     args = bench.parse_args(["--adapters", "2", "--epochs", "1", "--lines", "2", "--questions", "2",
