@@ -86,6 +86,8 @@ def test_knowledge_training_only_saves_the_policy_for_a_later_evaluation(tmp_pat
     )
     assert not (out / "results.json").exists(), "no held-out table"
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists(), "a loadable policy"
+    recorded = json.loads((out / "knowledge_args.json").read_text())["script_args"]
+    assert recorded["passages"] == str(tmp_path / "passages.json"), "what rescore-self-edits reads as the run's"
 
 
 @pytest.mark.slow

@@ -166,6 +166,9 @@ def test_run_settings_are_the_defaults_and_flags_override_them(tmp_path, tiny_mo
     args, inner = make_parser().parse_args_and_config(["--run_dir", str(run_dir), "--inner_r", "2"])
     assert (inner.inner_num_epochs, inner.inner_r, inner.inner_lora_alpha) == (1, 2, 8)
     assert (args.answer_max_new_tokens, args.model, args.self_edit_layout) == (2, str(tmp_path / "model"), "appended")
+    assert args.passages is None, "the run recorded none"
+    (run_dir / "knowledge_args.json").write_text(json.dumps({"script_args": {"passages": "train.json"}}))
+    assert make_parser().parse_args_and_config(["--run_dir", str(run_dir)])[0].passages == "train.json"
     recipe = tmp_path / "rescore.yaml"
     recipe.write_text(f"run_dir: {run_dir}\ninner_num_epochs: 2\ninner_r: 16\n")
     _, inner = make_parser().parse_args_and_config(["--config", str(recipe), "--inner_r", "2"])

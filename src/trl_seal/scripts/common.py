@@ -283,10 +283,13 @@ class RoundLog(TrainerCallback):
             print(f"round {state.global_step // per_round}/{args.num_rounds} done in {seconds:.0f} s", flush=True)
 
 
+ARGS_FILE = "knowledge_args.json"  # `trl-seal knowledge`'s script and model arguments, beside the trained policy
+
 OUTPUTS = (  # (file or folder in output_dir, what it holds)
     ("model.safetensors", "the trained policy (config, tokenizer beside it)"),
     ("adapter_model.safetensors", "the trained policy's PEFT adapter"),
     ("seal_config.json", "the run's SEALConfig"),
+    (ARGS_FILE, "the run's passages, reward and model arguments"),
     ("self_edits.jsonl", "every self-edit with its reward and whether it was kept"),
     ("seal_rounds.jsonl", "one record per round: rewards, kept self-edits, timings"),
     ("seal_ledger", "every scored self-edit, for --resume_from_checkpoint"),

@@ -35,7 +35,9 @@ from trl_seal.knowledge.plot import plot_results, read_self_edit_rows, round_rew
 from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS, self_edit_dataset
 from trl_seal.knowledge.reward import SCORES, KnowledgeQAReward
 from trl_seal.knowledge.score_log import ScoreLog
+from trl_seal.ledger import write_json_atomically
 from trl_seal.scripts.common import (
+    ARGS_FILE,
     RoundLog,
     base_policy,
     load_policy,
@@ -163,6 +165,9 @@ def main(script: KnowledgeArguments, inner_args: InnerArguments, args, model_arg
     release_training_state(trainer)
     if not trainer.accelerator.is_main_process:
         return
+    # what the run trained on, for `trl-seal rescore-self-edits` when no held-out results.json records it
+    write_json_atomically(os.path.join(args.output_dir, ARGS_FILE),
+                          {"script_args": asdict(script), "model_args": asdict(model_args)})
     if not held_out:  # num_eval_passages=0: evaluate later, e.g. with `trl-seal eval-knowledge --self_edit_model`
         tokenizer.save_pretrained(args.output_dir)
         return

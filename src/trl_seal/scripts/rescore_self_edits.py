@@ -25,6 +25,7 @@ from trl_seal.knowledge import rescoring
 from trl_seal.knowledge.plot import read_self_edit_rows
 from trl_seal.knowledge.prompts import DOCUMENT_LAYOUTS
 from trl_seal.ledger import LEDGER_FOLDER, append_jsonl, read_complete_lines, write_json_atomically
+from trl_seal.scripts.common import ARGS_FILE
 from trl_seal.scripts.knowledge import GRADERS, KnowledgeArguments, knowledge_reward
 
 # Settings that choose which self-edits are rescored (or how they are summarised), not how: a restart may change them.
@@ -95,11 +96,14 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def run_settings(run_dir: str) -> dict:
     """The run's reward, inner-loop, model and passage settings as field values of this script: from the ledger's
-    fingerprint (written by every run), the passages from results.json when the run wrote one."""
+    fingerprint (written by every run), the passages from knowledge_args.json (runs since 2026-12-02) or else
+    results.json (a run that evaluated held-out passages)."""
     values = {}
-    results = _read_json(os.path.join(run_dir, "results.json"))
-    if results.get("script_args", {}).get("passages"):
-        values["passages"] = results["script_args"]["passages"]
+    for name in (ARGS_FILE, "results.json"):
+        passages = _read_json(os.path.join(run_dir, name)).get("script_args", {}).get("passages")
+        if passages:
+            values["passages"] = passages
+            break
     ledger = _read_json(os.path.join(run_dir, LEDGER_FOLDER, "config.json"))
     reward = ledger.get("reward") or {}
     names = {"score_kind": "reward_score", "baseline_kind": "reward_baseline", "num_scorings": "reward_num_scorings",
